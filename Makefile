@@ -1,0 +1,24 @@
+# Two entry points: `make demo` runs cloche end to end on an example, `make test` runs the suite.
+# Each creates the virtual environment it needs in .venv (override with VENV=...).
+VENV ?= .venv
+PYTHON ?= python3
+BIN = $(VENV)/bin
+PYTEST_ARGS ?=
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+.PHONY: venv test demo clean
+venv: $(BIN)/.installed
+
+test: $(BIN)/.installed
+	$(BIN)/pytest -q -ra $(PYTEST_ARGS)
+
+demo: $(BIN)/.installed
+	./examples/demo.sh $(BIN)/cloche
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

@@ -1,0 +1,1 @@
+"""The Dockerfile front end: text -> syntax tree -> typed instructions and stages."""
