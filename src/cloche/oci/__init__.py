@@ -1,0 +1,1 @@
+"""The OCI image core: digests, descriptors, manifests, configs, platforms, image values."""
