@@ -1,0 +1,14 @@
+"""The local store: content-addressed blobs and image names in an OCI layout under one root.
+
+``Store.open(root)`` gives ``store.blobs`` (a ``BlobStore``) and the name operations (tag,
+resolve, image, put_image, names, untag, gc). The root also holds ``snapshots/`` and ``cache/``
+for the build engine.
+"""
+
+from cloche.store.blobs import BlobNotFoundError, BlobStore, BlobWriter
+from cloche.store.index import REF_NAME, CorruptIndexError, NameIndex
+from cloche.store.lock import locked
+from cloche.store.root import default_root
+
+__all__ = ["REF_NAME", "BlobNotFoundError", "BlobStore", "BlobWriter", "CorruptIndexError",
+           "NameIndex", "default_root", "locked"]
