@@ -1,0 +1,237 @@
+"""User and group names resolved in a stage's root filesystem, with Docker's rules.
+
+Two different rule sets exist and both are needed:
+
+- ``USER`` (the process identity of RUN, and of the image's config) follows runc's
+  ``GetExecUser`` as BuildKit calls it: ``uid:gid`` in numbers is taken as is; otherwise the
+  user is looked up by name or number in ``/etc/passwd`` (first match wins), a number missing
+  from passwd is fine (GID 0, home ``/``), a name missing is an error; a group given by name
+  or number is looked up in ``/etc/group``; without a group, the supplementary groups are those
+  listing the user's name as a member.
+- ``COPY --chown`` follows BuildKit's file op: a name alone also takes the user's primary group,
+  a number alone sets GID = UID, and no supplementary groups are involved.
+
+Both files are read from the rootfs with symlinks confined to it (``paths.open_in_root``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloche.errors import ClocheError
+from cloche.sandbox.paths import open_in_root
+
+MAX_ID = 2**31 - 1
+DEFAULT_HOME = "/"
+
+
+class UnknownUserError(ClocheError, ValueError):
+    """A user or group name that the rootfs's /etc/passwd or /etc/group does not have."""
+
+    def __init__(self, message: str, *, name: str, kind: str, rootfs: Path) -> None:
+        super().__init__(message)
+        self.name = name
+        self.kind = kind  # "user" or "group"
+        self.rootfs = rootfs
+
+
+class InvalidUserSpecError(ClocheError, ValueError):
+    """A USER or --chown value that is not a valid user[:group]."""
+
+
+@dataclass(frozen=True)
+class ResolvedUser:
+    """The identity a RUN process gets: IDs, supplementary groups and $HOME when unset."""
+
+    uid: int = 0
+    gid: int = 0
+    additional_gids: tuple[int, ...] = ()
+    home: str = "/root"
+
+
+ROOT = ResolvedUser()
+
+
+@dataclass(frozen=True)
+class PasswdEntry:
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+@dataclass(frozen=True)
+class GroupEntry:
+    name: str
+    gid: int
+    members: tuple[str, ...]
+
+
+def _read_lines(rootfs: Path, path: str) -> list[str] | None:
+    """Lines of a small text file in the rootfs, or None when it does not exist."""
+    try:
+        fd = open_in_root(rootfs, path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(16 * 1024 * 1024)  # passwd/group files are small; bound them anyway
+    return data.decode("utf-8", "replace").splitlines()
+
+
+def _int_or_none(text: str) -> int | None:
+    text = text.strip()
+    if not text.isdigit() or not text.isascii():
+        return None
+    value = int(text)
+    return value if value <= MAX_ID else None
+
+
+def read_passwd(rootfs: Path) -> list[PasswdEntry] | None:
+    """Entries of the rootfs's /etc/passwd (malformed lines skipped), None when missing."""
+    lines = _read_lines(rootfs, "/etc/passwd")
+    if lines is None:
+        return None
+    entries = []
+    for line in lines:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split(":")
+        parts += [""] * (7 - len(parts))
+        uid, gid = _int_or_none(parts[2]), _int_or_none(parts[3])
+        if uid is None:
+            continue
+        entries.append(PasswdEntry(parts[0], uid, gid or 0, parts[5]))
+    return entries
+
+
+def read_group(rootfs: Path) -> list[GroupEntry] | None:
+    """Entries of the rootfs's /etc/group (malformed lines skipped), None when missing."""
+    lines = _read_lines(rootfs, "/etc/group")
+    if lines is None:
+        return None
+    entries = []
+    for line in lines:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split(":")
+        parts += [""] * (4 - len(parts))
+        gid = _int_or_none(parts[2])
+        if gid is None:
+            continue
+        members = tuple(m.strip() for m in parts[3].split(",") if m.strip())
+        entries.append(GroupEntry(parts[0], gid, members))
+    return entries
+
+
+def _split(spec: str) -> tuple[str, str | None]:
+    user, sep, group = spec.partition(":")
+    return user, (group if sep else None)
+
+
+def _numeric(text: str, what: str, spec: str) -> int | None:
+    """The number in ``text``, None when it is not all digits; an error when out of range."""
+    if text.isascii() and text.isdigit():
+        value = int(text)
+        if value > MAX_ID:
+            raise InvalidUserSpecError(f"{what} ID {text} in {spec!r} is out of range")
+        return value
+    if text.startswith("-") and text[1:].isdigit():
+        raise InvalidUserSpecError(f"{what} ID {text} in {spec!r} is negative")
+    return None
+
+
+def _home_for(passwd: list[PasswdEntry] | None, uid: int) -> str:
+    for entry in passwd or ():
+        if entry.uid == uid:
+            return entry.home or DEFAULT_HOME
+    return DEFAULT_HOME
+
+
+def _find_group(groups: list[GroupEntry] | None, arg: str) -> GroupEntry | None:
+    for entry in groups or ():
+        if entry.name == arg or str(entry.gid) == arg:
+            return entry
+    return None
+
+
+def resolve_user(rootfs: Path, spec: str) -> ResolvedUser:
+    """The identity for ``USER spec`` in the stage whose filesystem is ``rootfs``.
+
+    An empty spec means root. Raises UnknownUserError when a name is not found.
+    """
+    user_arg, group_arg = _split(spec.strip())
+    passwd = read_passwd(rootfs)
+    uid_num = _numeric(user_arg, "user", spec) if user_arg else 0
+    gid_num = _numeric(group_arg, "group", spec) if group_arg else None
+    if uid_num is not None and gid_num is not None:
+        # BuildKit's fast path: both numbers, no lookup and no supplementary groups.
+        return ResolvedUser(uid_num, gid_num, (), _home_for(passwd, uid_num))
+
+    matched: PasswdEntry | None = None
+    if user_arg:
+        for entry in passwd or ():
+            if entry.name == user_arg or str(entry.uid) == user_arg:
+                matched = entry
+                break
+    if matched is not None:
+        uid, gid, home, name = matched.uid, matched.gid, matched.home or DEFAULT_HOME, matched.name
+    elif uid_num is not None:
+        uid, gid, home, name = uid_num, 0, _home_for(passwd, uid_num), ""
+    else:
+        where = "no /etc/passwd in the image" if passwd is None else "no matching entries in passwd file"
+        raise UnknownUserError(f"unable to find user {user_arg}: {where}",
+                               name=user_arg, kind="user", rootfs=rootfs)
+
+    groups = read_group(rootfs)
+    additional: tuple[int, ...] = ()
+    if group_arg:
+        found = _find_group(groups, group_arg)
+        if found is not None:
+            gid = found.gid
+        elif gid_num is not None:
+            gid = gid_num
+        else:
+            where = "no /etc/group in the image" if groups is None else "no matching entries in group file"
+            raise UnknownUserError(f"unable to find group {group_arg}: {where}",
+                                   name=group_arg, kind="group", rootfs=rootfs)
+    elif name:
+        additional = tuple(g.gid for g in groups or () if name in g.members)
+    return ResolvedUser(uid, gid, additional, home)
+
+
+def resolve_chown(rootfs: Path, spec: str) -> tuple[int, int]:
+    """``(uid, gid)`` for ``COPY --chown=spec`` into the stage whose filesystem is ``rootfs``.
+
+    A user name alone also sets the group to the user's primary group; a number alone sets
+    GID = UID. Raises UnknownUserError when a name is not found.
+    """
+    spec = spec.strip()
+    if not spec:
+        raise InvalidUserSpecError("empty --chown value")
+    user_arg, group_arg = _split(spec)
+    uid = _numeric(user_arg, "user", spec) if user_arg else 0
+    if uid is not None:
+        gid = uid
+    else:
+        passwd = read_passwd(rootfs)
+        entry = next((e for e in passwd or () if e.name == user_arg), None)
+        if entry is None:
+            where = "no /etc/passwd in the image" if passwd is None else "no matching entries in passwd file"
+            raise UnknownUserError(f"unable to find user {user_arg}: {where}",
+                                   name=user_arg, kind="user", rootfs=rootfs)
+        uid, gid = entry.uid, entry.gid
+    if group_arg:
+        gnum = _numeric(group_arg, "group", spec)
+        if gnum is not None:
+            gid = gnum
+        else:
+            groups = read_group(rootfs)
+            found = next((g for g in groups or () if g.name == group_arg), None)
+            if found is None:
+                where = "no /etc/group in the image" if groups is None else "no matching entries in group file"
+                raise UnknownUserError(f"unable to find group {group_arg}: {where}",
+                                       name=group_arg, kind="group", rootfs=rootfs)
+            gid = found.gid
+    return uid, gid
