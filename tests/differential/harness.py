@@ -1,0 +1,116 @@
+"""Differential testing against the Docker engine's BuildKit.
+
+Each case folder holds a Dockerfile and its context; the Dockerfile starts with ``ARG BASE``
+and builds FROM ${BASE}, a busybox-static image both builders pull from a loopback registry.
+The case is built twice, by ``DOCKER_BUILDKIT=1 /usr/bin/docker build`` and by ``cloche
+build``; both images are unpacked by umoci (a third party, so neither side's unpacking is
+trusted) and compared: every path with its type, mode, owner, content hash and link target,
+the image config, and the history's created_by/empty_layer entries.
+
+A ``build-args`` file in a case folder holds ``K=V`` lines; a ``target`` file names --target.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+CASES = Path(__file__).parent / "cases"
+
+# Config keys compared; everything cloche and BuildKit write for a Dockerfile.
+CONFIG_KEYS = ("User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir",
+               "Labels", "StopSignal", "Healthcheck", "OnBuild", "Shell", "ArgsEscaped")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    path: Path
+
+    @property
+    def build_args(self) -> dict[str, str]:
+        f = self.path / "build-args"
+        if not f.exists():
+            return {}
+        return dict(line.split("=", 1) for line in f.read_text().splitlines() if line.strip())
+
+    @property
+    def target(self) -> str | None:
+        f = self.path / "target"
+        return f.read_text().strip() if f.exists() else None
+
+
+def cases() -> list[Case]:
+    return [Case(p.name, p) for p in sorted(CASES.iterdir()) if (p / "Dockerfile").exists()]
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
+                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def tree_manifest(root: Path) -> dict[str, tuple]:
+    """Every path under root: (type, mode, uid, gid, content sha256 | link target | rdev)."""
+    entries: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = Path(dirpath) / name
+            st = full.lstat()
+            rel = "/" + str(full.relative_to(root))
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISLNK(st.st_mode):
+                detail = ("link", os.readlink(full))
+            elif stat.S_ISREG(st.st_mode):
+                detail = ("file", hashlib.sha256(full.read_bytes()).hexdigest(), st.st_size)
+            elif stat.S_ISDIR(st.st_mode):
+                detail = ("dir",)
+            elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                detail = ("dev", os.major(st.st_rdev), os.minor(st.st_rdev))
+            else:
+                detail = ("other", stat.S_IFMT(st.st_mode))
+            entries[rel] = (*detail, oct(mode), st.st_uid, st.st_gid)
+    return entries
+
+
+def unpack(image_ref: str, workdir: Path) -> tuple[dict[str, tuple], dict]:
+    """Copy an image (any skopeo transport) to an OCI layout, unpack it with umoci.
+
+    Returns the tree manifest and the raw config JSON.
+    """
+    layout = workdir / "layout"
+    run(["skopeo", "copy", "-q", image_ref, f"oci:{layout}:img"])
+    bundle = workdir / "bundle"
+    run(["umoci", "unpack", "--image", f"{layout}:img", str(bundle)])
+    config = json.loads(run(["skopeo", "inspect", "--raw", "--config", f"oci:{layout}:img"]).stdout)
+    return tree_manifest(bundle / "rootfs"), config
+
+
+def normal_config(config: dict) -> dict:
+    inner = config.get("config") or {}
+    return {k: inner[k] for k in CONFIG_KEYS if inner.get(k) not in (None, [], {}, "", False)}
+
+
+def normal_history(config: dict, skip: int) -> list[tuple[str, bool]]:
+    """(created_by, empty_layer) of the entries after the base image's ``skip`` entries."""
+    return [(h.get("created_by", ""), bool(h.get("empty_layer")))
+            for h in config.get("history", [])[skip:]]
+
+
+def diff_trees(ours: dict[str, tuple], theirs: dict[str, tuple]) -> list[str]:
+    problems = []
+    for path in sorted(set(ours) | set(theirs)):
+        if path not in ours:
+            problems.append(f"missing in cloche: {path} {theirs[path]}")
+        elif path not in theirs:
+            problems.append(f"extra in cloche:   {path} {ours[path]}")
+        elif ours[path] != theirs[path]:
+            problems.append(f"differs: {path}\n   cloche:   {ours[path]}\n   buildkit: {theirs[path]}")
+    return problems
