@@ -1,0 +1,101 @@
+"""Progress events: what the build engine reports while it works.
+
+The engine never prints; it calls a ``Listener`` with these values, from any worker thread.
+The CLI renders them (a live view, plain lines for CI logs, or only the digest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StepRef:
+    """Which step: ``[stage step/steps] TEXT`` as BuildKit names it, and its Dockerfile line."""
+
+    stage_index: int
+    stage_name: str | None
+    step: int
+    steps: int
+    text: str
+    line: int = 0
+
+    @property
+    def stage_label(self) -> str:
+        return self.stage_name or f"stage-{self.stage_index}"
+
+    @property
+    def title(self) -> str:
+        return f"[{self.stage_label} {self.step}/{self.steps}] {self.text}"
+
+
+@dataclass(frozen=True)
+class StageSkipped:
+    stage_index: int
+    stage_name: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class StageStarted:
+    stage_index: int
+    stage_name: str | None
+    base: str
+
+
+@dataclass(frozen=True)
+class StageFinished:
+    stage_index: int
+    stage_name: str | None
+    seconds: float
+    layers: int
+    size: int
+
+
+@dataclass(frozen=True)
+class Pulling:
+    reference: str
+
+
+@dataclass(frozen=True)
+class StepStarted:
+    step: StepRef
+
+
+@dataclass(frozen=True)
+class StepOutput:
+    step: StepRef
+    text: str  # one line, without its newline
+
+
+@dataclass(frozen=True)
+class StepFinished:
+    step: StepRef
+    seconds: float
+    cached: bool = False
+    layer_size: int | None = None  # None: the step made no layer
+
+
+@dataclass(frozen=True)
+class StepFailed:
+    step: StepRef
+    seconds: float
+    message: str
+
+
+@dataclass(frozen=True)
+class BuildFinished:
+    digest: str
+    seconds: float
+    size: int
+    names: tuple[str, ...] = ()
+
+
+Event = (StageSkipped | StageStarted | StageFinished | Pulling | StepStarted | StepOutput
+         | StepFinished | StepFailed | BuildFinished)
+Listener = Callable[[Event], None]
+
+
+def ignore(_event: Event) -> None:
+    """The listener used when the caller wants no progress."""
