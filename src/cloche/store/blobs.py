@@ -22,16 +22,18 @@ from typing import BinaryIO
 
 from cloche.errors import ImageNotFoundError, StoreError
 from cloche.oci.digest import Digest, Digester, DigestMismatchError, verify
+from cloche.oci.errors import BlobNotFoundError as OciBlobNotFoundError
 
 CHUNK = 1 << 20
 
 
-class BlobNotFoundError(ImageNotFoundError):
-    """A blob the store was asked for is not in it."""
+class BlobNotFoundError(ImageNotFoundError, OciBlobNotFoundError):
+    """A blob the store was asked for is not in it (both a store and an image-core error)."""
 
     def __init__(self, digest: Digest) -> None:
         super().__init__(f"blob {digest} is not in the local store")
         self.digest = digest
+        self.source = "local store"
 
 
 class BlobSizeMismatchError(DigestMismatchError):
