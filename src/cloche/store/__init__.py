@@ -9,6 +9,8 @@ from cloche.store.blobs import BlobNotFoundError, BlobStore, BlobWriter
 from cloche.store.index import REF_NAME, CorruptIndexError, NameIndex
 from cloche.store.lock import locked
 from cloche.store.root import default_root
+from cloche.store.store import AmbiguousImageError, GcReport, Store, StoredImage, canonical_name
 
-__all__ = ["REF_NAME", "BlobNotFoundError", "BlobStore", "BlobWriter", "CorruptIndexError",
+__all__ = ["REF_NAME", "AmbiguousImageError", "GcReport", "Store", "StoredImage", "canonical_name",
+           "BlobNotFoundError", "BlobStore", "BlobWriter", "CorruptIndexError",
            "NameIndex", "default_root", "locked"]
