@@ -5,4 +5,22 @@ Public names are re-exported here; the modules behind them are small and private
 
 from cloche.registry.reference import DEFAULT_REGISTRY, DEFAULT_TAG, Reference, is_loopback
 
-__all__ = ["DEFAULT_REGISTRY", "DEFAULT_TAG", "Reference", "is_loopback"]
+__all__ = ["DEFAULT_REGISTRY", "DEFAULT_TAG", "Reference", "is_loopback",
+           "RegistryClient", "RegistryConfig", "pull_image", "pull_blobs", "push_image",
+           "push_manifest"]
+
+
+def __getattr__(name: str):  # lazy: reference.py is imported by the store, keep that cheap
+    if name == "RegistryClient":
+        from cloche.registry.client import RegistryClient
+        return RegistryClient
+    if name == "RegistryConfig":
+        from cloche.registry.config import RegistryConfig
+        return RegistryConfig
+    if name in ("pull_image", "pull_blobs"):
+        from cloche.registry import pull
+        return getattr(pull, name)
+    if name in ("push_image", "push_manifest"):
+        from cloche.registry import push
+        return getattr(push, name)
+    raise AttributeError(name)

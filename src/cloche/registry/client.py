@@ -1,0 +1,445 @@
+"""The OCI distribution API over httpx: manifests, blobs, uploads, tags, auth and retries.
+
+One ``RegistryClient`` talks to any number of registries; each call names an ``Endpoint`` (a
+reference as one host sees it, and the scheme to use). The HTTP transport is a constructor
+argument so tests can route everything anywhere. What comes in is verified: a manifest against
+the digest asked for (or the one the registry announced), a blob against its digest while it
+streams, and a blob download that breaks off resumes with ``Range`` where it stopped.
+Transient failures (429, 5xx, dropped connections) are retried a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urljoin
+
+import httpx
+
+from cloche.errors import RegistryError
+from cloche.oci import mediatypes as mt
+from cloche.oci.digest import Digest, Digester
+from cloche.registry.auth import Challenge, Credentials, get_credentials, parse_challenge
+from cloche.registry.config import Endpoint, RegistryConfig
+from cloche.registry.errors import (AuthError, BlobVerificationError, NotFoundError,
+                                    connection_error, error_from_response, is_retryable_status)
+
+MANIFEST_ACCEPT = ", ".join(mt.MANIFEST_ACCEPT)
+MAX_MANIFEST_SIZE = 4 << 20     # the spec's suggested limit; refuse bigger "manifests"
+CHUNK = 1 << 20
+DEFAULT_CHUNKED_THRESHOLD = 64 << 20
+
+Body = bytes | Callable[[], Iterable[bytes]] | None
+
+
+@dataclass(frozen=True)
+class FetchedManifest:
+    """Manifest bytes as received and verified, with their media type and digest."""
+
+    data: bytes
+    media_type: str
+    digest: Digest
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+def _file_chunks(opener: Callable[[], BinaryIO]) -> Callable[[], Iterator[bytes]]:
+    def gen() -> Iterator[bytes]:
+        with opener() as f:
+            while chunk := f.read(CHUNK):
+                yield chunk
+    return gen
+
+
+class RegistryClient:
+    """A client for the distribution API, sharing connections and tokens across calls."""
+
+    def __init__(
+        self, config: RegistryConfig | None = None, *,
+        transport: httpx.BaseTransport | None = None,
+        credentials: Callable[[str], Credentials | None] | None = None,
+        docker_config: Path | None = None,
+        retries: int = 4, backoff: float = 0.5, timeout: float = 60.0,
+        chunked_threshold: int = DEFAULT_CHUNKED_THRESHOLD, chunk_size: int = 16 << 20,
+    ) -> None:
+        self.config = config if config is not None else RegistryConfig.load()
+        self.retries = retries
+        self.backoff = backoff
+        self.chunked_threshold = chunked_threshold
+        self.chunk_size = chunk_size
+        self._credentials = credentials or (lambda host: get_credentials(host, docker_config))
+        common = dict(follow_redirects=True, timeout=httpx.Timeout(timeout, connect=15.0),
+                      headers={"User-Agent": "cloche"})
+        if transport is not None:
+            self._http = {True: httpx.Client(transport=transport, **common)}
+            self._http[False] = self._http[True]
+        else:
+            self._http = {True: httpx.Client(verify=True, **common),
+                          False: httpx.Client(verify=False, **common)}
+        self._auth: dict[tuple[str, str], str] = {}     # (host, scope) -> Authorization
+        self._challenges: dict[str, Challenge] = {}     # host -> last challenge seen
+
+    def close(self) -> None:
+        for client in set(self._http.values()):
+            client.close()
+
+    def __enter__(self) -> "RegistryClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the API ----------------------------------------------------------------------
+
+    def ping(self, ep: Endpoint) -> None:
+        """GET /v2/: proves the endpoint speaks the API (401 counts: it wants auth)."""
+        resp = self._send(ep, "GET", "/v2/", scopes=(), what="ping", ok=(200, 401), auth=False)
+        resp.close()
+
+    def get_manifest(self, ep: Endpoint, identifier: str | None = None) -> FetchedManifest:
+        """The manifest or index at a tag or digest, verified against that digest, or against
+        the ``Docker-Content-Digest`` the registry sent for a tag."""
+        ident = identifier or ep.reference.identifier
+        resp = self._send(ep, "GET", self._path(ep, "manifests", ident), what="manifest",
+                          headers={"Accept": MANIFEST_ACCEPT}, ok=(200,))
+        try:
+            data = self._read_limited(resp, MAX_MANIFEST_SIZE, ep, ident)
+        finally:
+            resp.close()
+        media_type = resp.headers.get("content-type", "").split(";")[0].strip()
+        expected = _digest_or_none(ident) or _digest_or_none(resp.headers.get("docker-content-digest"))
+        actual = Digest.from_bytes(data, expected.algorithm if expected else "sha256")
+        if expected is not None and expected != actual:
+            raise BlobVerificationError(
+                f"manifest {self._ref(ep, ident)}: the registry served bytes with digest {actual},"
+                f" not {expected}; refusing it", expected=expected, actual=actual,
+                reference=self._ref(ep, ident))
+        return FetchedManifest(data, media_type, actual)
+
+    def head_manifest(self, ep: Endpoint, identifier: str | None = None) -> FetchedManifest | None:
+        """Digest and type of a manifest without its body (data is empty); None when absent."""
+        ident = identifier or ep.reference.identifier
+        resp = self._send(ep, "HEAD", self._path(ep, "manifests", ident), what="manifest",
+                          headers={"Accept": MANIFEST_ACCEPT}, ok=(200, 404))
+        resp.close()
+        if resp.status_code == 404:
+            return None
+        digest = _digest_or_none(resp.headers.get("docker-content-digest")) or _digest_or_none(ident)
+        if digest is None:
+            return None
+        return FetchedManifest(b"", resp.headers.get("content-type", ""), digest)
+
+    def put_manifest(self, ep: Endpoint, identifier: str, data: bytes, media_type: str) -> Digest:
+        resp = self._send(ep, "PUT", self._path(ep, "manifests", identifier), what="manifest",
+                          push=True, content=data, headers={"Content-Type": media_type},
+                          ok=(200, 201, 202))
+        resp.close()
+        return Digest.from_bytes(data)
+
+    def blob_exists(self, ep: Endpoint, digest: Digest) -> bool:
+        resp = self._send(ep, "HEAD", self._path(ep, "blobs", str(digest)), what="blob",
+                          ok=(200, 404))
+        resp.close()
+        return resp.status_code == 200
+
+    def fetch_blob(self, ep: Endpoint, digest: Digest, size: int | None,
+                   sink: Callable[[bytes], object]) -> int:
+        """Stream a blob into ``sink``, verifying it; resumes with Range after a break.
+
+        Raises BlobVerificationError when the bytes are not the blob asked for (the caller's
+        sink, a store writer, then discards what it got)."""
+        ref = self._ref(ep, str(digest))
+        digester = Digester(digest.algorithm)
+        breaks = 0
+        while True:
+            received = digester.size
+            headers = {"Accept-Encoding": "identity"}
+            if received:
+                headers["Range"] = f"bytes={received}-"
+            resp = self._send(ep, "GET", self._path(ep, "blobs", str(digest)), what="blob",
+                              headers=headers, ok=(200, 206))
+            try:
+                skip = received - _range_start(resp) if received else 0
+                if skip < 0:
+                    raise RegistryError(f"blob {ref}: the registry resumed at the wrong offset",
+                                        reference=ref, status=resp.status_code)
+                for chunk in resp.iter_raw(CHUNK):
+                    if skip:
+                        cut = min(skip, len(chunk))
+                        chunk, skip = chunk[cut:], skip - cut
+                    if size is not None and digester.size + len(chunk) > size:
+                        raise BlobVerificationError(
+                            f"blob {ref}: the registry sent more than the {size} bytes announced",
+                            expected=digest, actual=Digest.from_bytes(b""), reference=ref)
+                    digester.update(chunk)
+                    sink(chunk)
+            except httpx.TransportError as err:
+                breaks += 1
+                if breaks > self.retries:
+                    raise connection_error(err, "blob", ref) from err
+                self._sleep(breaks)
+                continue
+            finally:
+                resp.close()
+            if size is not None and digester.size < size:
+                breaks += 1
+                if breaks > self.retries:
+                    raise RegistryError(f"blob {ref}: the connection ended after {digester.size}"
+                                        f" of {size} bytes", reference=ref, retryable=True)
+                self._sleep(breaks)
+                continue
+            break
+        actual = digester.digest()
+        if actual != digest:
+            raise BlobVerificationError(
+                f"blob {ref}: the registry served bytes with digest {actual}; refusing them"
+                " (nothing was stored)", expected=digest, actual=actual, reference=ref)
+        return digester.size
+
+    def start_upload(self, ep: Endpoint, digest: Digest | None = None,
+                     mount_from: str | None = None) -> str | None:
+        """POST an upload; None when the blob was mounted from ``mount_from`` (201)."""
+        params = {"mount": str(digest), "from": mount_from} if mount_from and digest else None
+        extra = (f"repository:{mount_from}:pull",) if params else ()
+        resp = self._send(ep, "POST", self._path(ep, "blobs", "uploads/"), what="blob upload",
+                          push=True, params=params, extra_scopes=extra, ok=(201, 202),
+                          content=b"")
+        resp.close()
+        if resp.status_code == 201 and params:
+            return None
+        location = resp.headers.get("location")
+        if not location:
+            raise RegistryError(f"blob upload {self._ref(ep, '')}: no Location in the answer",
+                                reference=self._ref(ep, ""), status=resp.status_code)
+        return urljoin(str(resp.url), location)
+
+    def upload_blob(self, ep: Endpoint, digest: Digest, size: int,
+                    opener: Callable[[], BinaryIO], *, mount_from: str | None = None) -> str:
+        """Upload a blob (mount, monolithic PUT, or PATCH chunks then PUT for big ones).
+
+        Returns ``"mounted"`` or ``"uploaded"``."""
+        location = self.start_upload(ep, digest, mount_from)
+        if location is None:
+            return "mounted"
+        if size > self.chunked_threshold:
+            offset = 0
+            with opener() as f:
+                while chunk := f.read(self.chunk_size):
+                    end = offset + len(chunk) - 1
+                    resp = self._send_url(ep, "PATCH", location, what="blob upload", push=True,
+                                          content=chunk, ok=(202, 204), headers={
+                                              "Content-Type": "application/octet-stream",
+                                              "Content-Range": f"{offset}-{end}",
+                                              "Content-Length": str(len(chunk))})
+                    resp.close()
+                    location = urljoin(str(resp.url), resp.headers.get("location", location))
+                    offset = end + 1
+            body: Body = b""
+            headers = {"Content-Length": "0"}
+        else:
+            body = _file_chunks(opener)
+            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        url = httpx.URL(location).copy_merge_params({"digest": str(digest)})
+        resp = self._send_url(ep, "PUT", str(url), what="blob upload", push=True, content=body,
+                              headers=headers, ok=(201, 204))
+        resp.close()
+        return "uploaded"
+
+    def list_tags(self, ep: Endpoint, page_size: int | None = None) -> list[str]:
+        """Every tag of the repository, following ``Link: <...>; rel="next"`` pages."""
+        tags: list[str] = []
+        url: str | None = ep.base_url + self._path(ep, "tags", "list")
+        params = {"n": str(page_size)} if page_size else None
+        while url:
+            resp = self._send_url(ep, "GET", url, what="tag list", params=params, ok=(200,))
+            try:
+                data = resp.read()
+            finally:
+                resp.close()
+            try:
+                tags.extend(httpx.Response(200, content=data).json().get("tags") or [])
+            except ValueError as err:
+                raise RegistryError(f"tag list {self._ref(ep, '')}: invalid JSON",
+                                    reference=self._ref(ep, "")) from err
+            nxt = resp.links.get("next", {}).get("url")
+            url, params = (urljoin(str(resp.url), nxt), None) if nxt else (None, None)
+        return tags
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    @staticmethod
+    def _path(ep: Endpoint, kind: str, ident: str) -> str:
+        return f"/v2/{ep.reference.repository}/{kind}/{ident}"
+
+    @staticmethod
+    def _ref(ep: Endpoint, ident: str) -> str:
+        sep = "@" if ident.count(":") == 1 and ident.startswith("sha") else ":"
+        return f"{ep.reference.name}{sep}{ident}" if ident else ep.reference.name
+
+    def _read_limited(self, resp: httpx.Response, limit: int, ep: Endpoint, ident: str) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        try:
+            for chunk in resp.iter_bytes():
+                total += len(chunk)
+                if total > limit:
+                    raise RegistryError(f"manifest {self._ref(ep, ident)} is larger than "
+                                        f"{limit} bytes; refusing it", reference=self._ref(ep, ident))
+                parts.append(chunk)
+        except httpx.TransportError as err:
+            raise connection_error(err, "manifest", self._ref(ep, ident)) from err
+        return b"".join(parts)
+
+    def _send(self, ep: Endpoint, method: str, path: str, **kw: object) -> httpx.Response:
+        return self._send_url(ep, method, ep.base_url + path, **kw)  # type: ignore[arg-type]
+
+    def _send_url(
+        self, ep: Endpoint, method: str, url: str, *, what: str, ok: tuple[int, ...],
+        headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
+        content: Body = None, push: bool = False, extra_scopes: tuple[str, ...] = (),
+        scopes: tuple[str, ...] | None = None, auth: bool = True,
+    ) -> httpx.Response:
+        """Send with auth and retries; returns an open streaming response whose status is in
+        ``ok`` (the caller closes it), or raises a RegistryError."""
+        host = ep.reference.api_host
+        repo = ep.reference.repository
+        if scopes is None:
+            scopes = (f"repository:{repo}:{'pull,push' if push else 'pull'}",) + extra_scopes
+        scope_key = " ".join(scopes)
+        reference = self._ref(ep, url.rsplit("/", 1)[-1] if what in ("manifest", "blob") else "")
+        client = self._http[ep.verify_tls]
+        attempt = 0
+        authenticated = False
+        if auth and host in self._challenges and (host, scope_key) not in self._auth:
+            self._authenticate(ep, self._challenges[host], scopes, scope_key)
+        while True:
+            hdrs = dict(headers or {})
+            if auth and (host, scope_key) in self._auth:
+                hdrs["Authorization"] = self._auth[(host, scope_key)]
+            body = content() if callable(content) else content
+            try:
+                request = client.build_request(method, url, headers=hdrs, params=params,
+                                               content=body)
+                resp = client.send(request, stream=True)
+            except httpx.TransportError as err:
+                attempt += 1
+                if attempt > self.retries:
+                    raise connection_error(err, what, reference) from err
+                self._sleep(attempt)
+                continue
+            if resp.status_code in ok:
+                return resp
+            resp.read()
+            resp.close()
+            if resp.status_code == 401 and auth and not authenticated:
+                header = resp.headers.get("www-authenticate")
+                if header:
+                    challenge = parse_challenge(header)
+                    self._challenges[host] = challenge
+                    self._authenticate(ep, challenge, scopes, scope_key)
+                    authenticated = True
+                    continue
+            if is_retryable_status(resp.status_code) and attempt < self.retries:
+                attempt += 1
+                self._sleep(attempt, resp.headers.get("retry-after"))
+                continue
+            raise error_from_response(resp, what, reference)
+
+    def _authenticate(self, ep: Endpoint, challenge: Challenge, scopes: tuple[str, ...],
+                      scope_key: str) -> None:
+        host = ep.reference.api_host
+        creds = self._credentials(ep.reference.registry)
+        if not challenge.is_bearer:
+            if creds is None or not (creds.username or creds.password):
+                raise AuthError(f"{ep.reference.registry} wants a user name and password",
+                                reference=ep.reference.name, status=401, codes=("UNAUTHORIZED",),
+                                hint=f"log in with: cloche login {ep.reference.registry}")
+            self._auth[(host, scope_key)] = creds.basic_header()
+            return
+        realm = challenge.get("realm")
+        if not realm.startswith(("http://", "https://")):
+            raise AuthError(f"{ep.reference.registry}: token realm {realm!r} is not a URL",
+                            reference=ep.reference.name, status=401)
+        params: list[tuple[str, str]] = []
+        if challenge.get("service"):
+            params.append(("service", challenge.get("service")))
+        for scope in scopes:
+            params.append(("scope", scope))
+        token_ep = Endpoint(ep.reference, realm.split(":", 1)[0], ep.verify_tls)
+        client = self._http[token_ep.verify_tls]
+        attempt = 0
+        while True:
+            try:
+                if creds is not None and creds.identity_token:
+                    form = dict(params) | {"grant_type": "refresh_token", "client_id": "cloche",
+                                           "refresh_token": creds.identity_token,
+                                           "scope": " ".join(scopes)}
+                    resp = client.post(realm, data=form)
+                else:
+                    hdrs = {"Authorization": creds.basic_header()} if creds and creds.username else {}
+                    resp = client.get(realm, params=params, headers=hdrs)
+            except httpx.TransportError as err:
+                attempt += 1
+                if attempt > self.retries:
+                    raise connection_error(err, "token", realm) from err
+                self._sleep(attempt)
+                continue
+            if is_retryable_status(resp.status_code) and attempt < self.retries:
+                attempt += 1
+                self._sleep(attempt, resp.headers.get("retry-after"))
+                continue
+            break
+        if resp.status_code != 200:
+            err = error_from_response(resp, "token for", ep.reference.name)
+            raise AuthError(err.message, reference=ep.reference.name, status=resp.status_code,
+                            codes=err.codes or ("UNAUTHORIZED",),
+                            hint=f"check the credentials: cloche login {ep.reference.registry}")
+        try:
+            body = resp.json()
+            token = body.get("token") or body.get("access_token")
+        except ValueError:
+            token = None
+        if not token:
+            raise AuthError(f"token server {realm} answered without a token",
+                            reference=ep.reference.name, status=resp.status_code)
+        self._auth[(host, scope_key)] = f"Bearer {token}"
+
+    def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
+        delay = self.backoff * (2 ** (attempt - 1))
+        if retry_after:
+            try:
+                delay = max(delay, float(retry_after))
+            except ValueError:
+                parsed = email.utils.parsedate_to_datetime(retry_after) if retry_after else None
+                if parsed is not None:
+                    delay = max(delay, parsed.timestamp() - time.time())
+        time.sleep(min(delay, 30.0))
+
+
+def _digest_or_none(text: str | None) -> Digest | None:
+    if not text or ":" not in text:
+        return None
+    try:
+        return Digest.parse(text.strip())
+    except ValueError:
+        return None
+
+
+def _range_start(resp: httpx.Response) -> int:
+    """Where a 206 answer starts (0 for a full 200 answer)."""
+    if resp.status_code != 206:
+        return 0
+    value = resp.headers.get("content-range", "")
+    try:
+        return int(value.split(" ", 1)[1].split("-", 1)[0])
+    except (IndexError, ValueError):
+        return 0
+
+
+__all__ = ["FetchedManifest", "RegistryClient", "MANIFEST_ACCEPT", "NotFoundError"]

@@ -1,0 +1,159 @@
+"""Pulling an image from a registry into the local store.
+
+The order matters for safety: blobs (config and layers) first, each verified as it streams and
+written through ``BlobStore.writer(expected=digest)`` so wrong bytes are never stored; then the
+manifest (verified against the digest asked for); the name last. A pull that fails half way
+leaves complete, correct blobs and no name pointing at a partial image. Mirrors are tried
+first for reads; when one fails or lacks the image, the registry itself is asked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from cloche.errors import ClocheError, RegistryError
+from cloche.oci import mediatypes as mt
+from cloche.oci.descriptor import Descriptor
+from cloche.oci.digest import Digest
+from cloche.oci.manifest import Index, Manifest, parse
+from cloche.oci.platform import Platform
+from cloche.registry.client import FetchedManifest, RegistryClient
+from cloche.registry.config import Endpoint, RegistryConfig
+from cloche.registry.reference import Reference
+
+#: Called as (event, descriptor) with event in "exists", "start", "done".
+Progress = Callable[[str, Descriptor], None]
+
+
+class BlobSink(Protocol):
+    def has(self, digest: Digest) -> bool: ...
+    def writer(self, expected: Digest | None = None, *, size: int | None = None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class PullResult:
+    """What a pull stored: the image manifest chosen (for the platform) and where it came from."""
+
+    reference: Reference
+    descriptor: Descriptor          # of the platform's image manifest
+    manifest: Manifest
+    index_digest: Digest | None     # the index the manifest was picked from, if any
+    source: Reference               # the reference at the host that served it (maybe a mirror)
+    downloaded: int                 # blobs fetched (the others were already present)
+
+
+def pull_blobs(ref: Reference, blobs: BlobSink, *, platform: Platform | None = None,
+               client: RegistryClient | None = None, config: RegistryConfig | None = None,
+               progress: Progress | None = None, workers: int = 4) -> PullResult:
+    """Fetch ``ref``'s manifest, config and layers into ``blobs``; tries mirrors first."""
+    own = client is None
+    client = client or RegistryClient(config)
+    try:
+        endpoints = client.config.endpoints(ref)
+        failures: list[str] = []
+        for i, ep in enumerate(endpoints):
+            last = i == len(endpoints) - 1
+            try:
+                client.ping(ep)
+            except RegistryError as err:
+                if err.status is None and not last:
+                    failures.append(f"{ep.base_url}: {err.message}")
+                    continue
+                if last:
+                    raise
+                failures.append(f"{ep.base_url}: {err.message}")
+                continue
+            try:
+                return _pull_from(client, ep, ref, blobs, platform or Platform.host(),
+                                  progress, workers)
+            except ClocheError as err:
+                if last or not ep.is_mirror:
+                    if failures and isinstance(err, RegistryError) and err.hint is None:
+                        err.hint = "also tried: " + "; ".join(failures)
+                    raise
+                failures.append(f"mirror {ep.reference.registry}: {err.message}")
+        raise RegistryError(f"cannot pull {ref}: no endpoint answered", reference=str(ref))
+    finally:
+        if own:
+            client.close()
+
+
+def _pull_from(client: RegistryClient, ep: Endpoint, ref: Reference, blobs: BlobSink,
+               platform: Platform, progress: Progress | None, workers: int) -> PullResult:
+    top = client.get_manifest(ep)
+    source = f"{ep.reference}"
+    doc = parse(top.data, media_type=top.media_type or None, source=source)
+    index_digest: Digest | None = None
+    fetched: FetchedManifest = top
+    if isinstance(doc, Index):
+        index_digest = top.digest
+        chosen = doc.select(platform)
+        fetched = client.get_manifest(ep, str(chosen.digest))
+        doc = parse(fetched.data, media_type=fetched.media_type or chosen.media_type,
+                    source=f"{ep.reference.name}@{chosen.digest}")
+        if not isinstance(doc, Manifest):
+            raise RegistryError(f"{ref}: the index entry for {platform} is not an image manifest",
+                                reference=str(ref))
+    assert isinstance(doc, Manifest)
+    manifest = doc
+    wanted = [manifest.config, *manifest.layers]
+    todo = []
+    seen: set[Digest] = set()
+    for desc in wanted:
+        if desc.digest in seen:
+            continue
+        seen.add(desc.digest)
+        if blobs.has(desc.digest):
+            if progress:
+                progress("exists", desc)
+        else:
+            todo.append(desc)
+
+    def fetch(desc: Descriptor) -> None:
+        if progress:
+            progress("start", desc)
+        with blobs.writer(expected=desc.digest, size=desc.size) as w:
+            client.fetch_blob(ep, desc.digest, desc.size, w.write)
+        if progress:
+            progress("done", desc)
+
+    if todo:
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo)))) as pool:
+            futures = [pool.submit(fetch, d) for d in todo]
+            errors = [f.exception() for f in futures]
+        for err in errors:
+            if err is not None:
+                raise err
+    media_type = manifest.media_type or fetched.media_type or mt.OCI_MANIFEST
+    _store_bytes(blobs, fetched.data, fetched.digest)
+    if index_digest is not None:
+        _store_bytes(blobs, top.data, top.digest)
+    descriptor = Descriptor(media_type, fetched.digest, len(fetched.data),
+                            platform=platform if index_digest else None)
+    return PullResult(ref, descriptor, manifest, index_digest, ep.reference, len(todo))
+
+
+def _store_bytes(blobs: BlobSink, data: bytes, digest: Digest) -> None:
+    if blobs.has(digest):
+        return
+    with blobs.writer(expected=digest, size=len(data)) as w:
+        w.write(data)
+
+
+def pull_image(ref: Reference | str, store: Any, platform: Platform | str | None = None, *,
+               client: RegistryClient | None = None, config: RegistryConfig | None = None,
+               progress: Progress | None = None) -> Any:
+    """Pull ``ref`` into ``store``, name it by the reference's canonical name, and return the
+    store's Image for it (``store.image(name)``)."""
+    if isinstance(ref, str):
+        ref = Reference.parse(ref)
+    if isinstance(platform, str):
+        platform = Platform.parse(platform)
+    result = pull_blobs(ref, store.blobs, platform=platform, client=client, config=config,
+                        progress=progress)
+    name = str(ref) if ref.tag else str(ref.with_digest(result.descriptor.digest))
+    store.tag(name, result.descriptor)
+    return store.image(name)

@@ -1,0 +1,143 @@
+"""Pushing an image (or an index and its images) to a registry.
+
+Blobs go before the manifest that names them, as registries require. A blob the registry has
+already is skipped (HEAD); one known to be in another repository of the same registry is
+mounted (``POST ...?mount=&from=``), which copies nothing; the rest are uploaded, in one PUT or
+in PATCH chunks for big blobs. Blobs are streamed from their source, never loaded whole.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Protocol
+
+from cloche.errors import RegistryError
+from cloche.oci import mediatypes as mt
+from cloche.oci.descriptor import Descriptor
+from cloche.oci.digest import Digest
+from cloche.oci.manifest import Index, Manifest, parse
+from cloche.registry.client import RegistryClient
+from cloche.registry.config import Endpoint, RegistryConfig
+from cloche.registry.reference import Reference
+
+#: Called as (event, descriptor) with event in "exists", "mounted", "uploaded", "manifest".
+Progress = Callable[[str, Descriptor], None]
+
+
+class BlobOpener(Protocol):
+    """Anything that opens a blob by digest (``BlobStore`` is one)."""
+
+    def open(self, digest: Digest) -> BinaryIO: ...
+
+
+@dataclass(frozen=True)
+class PushResult:
+    reference: Reference
+    digest: Digest                  # of the top manifest or index pushed
+    media_type: str
+    size: int
+    uploaded: int
+    mounted: int
+    skipped: int
+
+
+def push_manifest(ref: Reference | str, manifest_bytes: bytes, media_type: str | None,
+                  blobs: BlobOpener, *, client: RegistryClient | None = None,
+                  config: RegistryConfig | None = None, mount_from: Iterable[Reference | str] = (),
+                  progress: Progress | None = None, workers: int = 4) -> PushResult:
+    """Push a manifest or index (given as its exact bytes) and every blob it names."""
+    if isinstance(ref, str):
+        ref = Reference.parse(ref)
+    own = client is None
+    client = client or RegistryClient(config)
+    try:
+        ep = _endpoint(client, ref)
+        sources = [r if isinstance(r, Reference) else Reference.parse(r) for r in mount_from]
+        mount_repos = [r.repository for r in sources
+                       if r.registry == ref.registry and r.repository != ref.repository]
+        counts = {"uploaded": 0, "mounted": 0, "exists": 0}
+        doc = parse(manifest_bytes, media_type=media_type, source=str(ref))
+        kind = media_type or doc.media_type
+        if isinstance(doc, Index):
+            for child in doc.manifests:
+                with blobs.open(child.digest) as f:
+                    data = f.read(16 << 20)
+                _push_one(client, ep, str(child.digest), data, child.media_type, blobs,
+                          mount_repos, counts, progress, workers)
+        else:
+            assert isinstance(doc, Manifest)
+        digest = _push_one(client, ep, ref.identifier if ref.digest is None else str(ref.digest),
+                           manifest_bytes, kind, blobs, mount_repos, counts, progress, workers)
+        return PushResult(ref, digest, kind, len(manifest_bytes), counts["uploaded"],
+                          counts["mounted"], counts["exists"])
+    finally:
+        if own:
+            client.close()
+
+
+def push_image(image: Any, ref: Reference | str, *, blobs: BlobOpener | None = None,
+               client: RegistryClient | None = None, config: RegistryConfig | None = None,
+               mount_from: Iterable[Reference | str] = (), progress: Progress | None = None,
+               ) -> PushResult:
+    """Push an ``Image`` value (``manifest_bytes``, ``media_type``) whose blobs ``blobs`` opens
+    (default: the image's own blob source, when it has one)."""
+    source = blobs or getattr(image, "blobs", None) or getattr(image, "source", None)
+    if source is None:
+        raise RegistryError("push_image needs a blob source for the image's layers")
+    return push_manifest(ref, image.manifest_bytes, getattr(image, "media_type", None), source,
+                         client=client, config=config, mount_from=mount_from, progress=progress)
+
+
+def _endpoint(client: RegistryClient, ref: Reference) -> Endpoint:
+    endpoints = client.config.push_endpoints(ref)
+    for i, ep in enumerate(endpoints):
+        try:
+            client.ping(ep)
+            return ep
+        except RegistryError as err:
+            if err.status is not None or i == len(endpoints) - 1:
+                raise
+    raise RegistryError(f"cannot reach {ref.registry}", reference=str(ref))
+
+
+def _push_one(client: RegistryClient, ep: Endpoint, identifier: str, data: bytes, media_type: str,
+              blobs: BlobOpener, mount_repos: list[str], counts: dict[str, int],
+              progress: Progress | None, workers: int) -> Digest:
+    doc = parse(data, media_type=media_type, source=f"{ep.reference.name}:{identifier}")
+    if not isinstance(doc, Manifest):
+        raise RegistryError(f"{ep.reference.name}: nested indexes are not supported for push",
+                            reference=ep.reference.name)
+    unique: dict[Digest, Descriptor] = {}
+    for desc in (doc.config, *doc.layers):
+        unique.setdefault(desc.digest, desc)
+
+    def push_blob(desc: Descriptor) -> str:
+        if client.blob_exists(ep, desc.digest):
+            outcome = "exists"
+        else:
+            outcome = "uploaded"
+            for repo in mount_repos or [None]:
+                outcome = client.upload_blob(ep, desc.digest, desc.size,
+                                             lambda d=desc.digest: blobs.open(d), mount_from=repo)
+                break
+        if progress:
+            progress(outcome, desc)
+        return outcome
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(unique)))) as pool:
+        for outcome in pool.map(push_blob, unique.values()):
+            counts[outcome] += 1
+    digest = client.put_manifest(ep, identifier, data, media_type or _media_type(data))
+    if progress:
+        progress("manifest", Descriptor(media_type or mt.OCI_MANIFEST, digest, len(data)))
+    return digest
+
+
+def _media_type(data: bytes) -> str:
+    try:
+        return json.loads(data).get("mediaType") or mt.OCI_MANIFEST
+    except ValueError:
+        return mt.OCI_MANIFEST
