@@ -1,0 +1,138 @@
+"""Layer tar -> typed entries, streamed, with the diff_id computed on the way.
+
+``tarfile`` parses the headers (ustar, GNU long names, PAX, base-256 numbers, sparse files), in
+stream mode so nothing is seeked or held: each entry's content is readable only until the next
+entry is asked for. Names are decoded as UTF-8 with surrogate escapes, so any byte string
+survives the trip; xattr values (``SCHILY.xattr.*``, and libarchive's base64
+``LIBARCHIVE.xattr.*``) come back as the exact bytes. Every name and hard link target goes
+through ``clean_path``: an entry that climbs out with '..' is refused here, before any caller
+can act on it.
+"""
+
+from __future__ import annotations
+
+import base64
+import tarfile
+import urllib.parse
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from cloche.errors import LayerError, UnsafePathError
+from cloche.layers.compress import Compression, open_decompressed_reader
+from cloche.layers.entry import EntryType, TarEntry, clean_path
+from cloche.oci.digest import Digest, Digester
+
+__all__ = ["LayerReader", "iter_layer"]
+
+_TYPES = {
+    tarfile.REGTYPE: EntryType.FILE, tarfile.AREGTYPE: EntryType.FILE,
+    tarfile.CONTTYPE: EntryType.FILE, tarfile.GNUTYPE_SPARSE: EntryType.FILE,
+    tarfile.LNKTYPE: EntryType.HARDLINK, tarfile.SYMTYPE: EntryType.SYMLINK,
+    tarfile.CHRTYPE: EntryType.CHAR, tarfile.BLKTYPE: EntryType.BLOCK,
+    tarfile.DIRTYPE: EntryType.DIR, tarfile.FIFOTYPE: EntryType.FIFO,
+}
+
+
+class _HashingReader:
+    """Hashes everything read through it: the tar's bytes, for the diff_id."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self.digester = Digester("sha256")
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.digester.update(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+def _xattrs(pax: dict[str, str]) -> tuple[tuple[str, bytes], ...]:
+    found: dict[str, bytes] = {}
+    for key, value in pax.items():
+        if key.startswith("SCHILY.xattr."):
+            found[key[len("SCHILY.xattr."):]] = value.encode("utf-8", "surrogateescape")
+        elif key.startswith("LIBARCHIVE.xattr."):
+            name = urllib.parse.unquote(key[len("LIBARCHIVE.xattr."):])
+            found.setdefault(name, base64.b64decode(value + "=" * (-len(value) % 4)))
+    return tuple(sorted(found.items()))
+
+
+def _entry(info: tarfile.TarInfo) -> TarEntry:
+    kind = _TYPES.get(info.type)
+    if kind is None:
+        raise LayerError(f"tar entry {info.name!r}: unsupported type {info.type!r}")
+    path = clean_path(info.name)
+    linkname = info.linkname
+    if kind is EntryType.HARDLINK:
+        linkname = clean_path(linkname, what=f"hard link {info.name!r} -> target")
+        if not linkname:
+            raise UnsafePathError(f"hard link {info.name!r} points at the root directory")
+    return TarEntry(path=path, type=kind, mode=info.mode & 0o7777, uid=info.uid, gid=info.gid,
+                    size=info.size if kind is EntryType.FILE else 0, mtime=int(info.mtime),
+                    linkname=linkname, devmajor=info.devmajor, devminor=info.devminor,
+                    xattrs=_xattrs(info.pax_headers))
+
+
+class LayerReader:
+    """Iterates over a layer's entries as (entry, content) pairs; content is None but for files.
+
+    ``stream`` is the blob as stored (compressed or not; sniffed by magic) unless
+    ``decompress`` is False. After a complete iteration ``diff_id`` holds the digest of the
+    uncompressed tar, trailing padding included.
+    """
+
+    def __init__(self, stream: BinaryIO, *, decompress: bool = True,
+                 expect: Compression | None = None) -> None:
+        raw = open_decompressed_reader(stream, expect=expect) if decompress else stream
+        self._hashing = _HashingReader(raw)
+        self.diff_id: Digest | None = None
+
+    def __iter__(self) -> Iterator[tuple[TarEntry, BinaryIO | None]]:
+        try:
+            archive = tarfile.open(fileobj=self._hashing, mode="r|",  # type: ignore[call-overload]
+                                   encoding="utf-8", errors="surrogateescape")
+        except tarfile.TarError as e:
+            raise LayerError(f"not a tar archive: {e}") from e
+        with archive:
+            while True:
+                try:
+                    info = archive.next()
+                except tarfile.TarError as e:
+                    raise LayerError(f"corrupt layer tar: {e}") from e
+                except EOFError as e:
+                    raise LayerError(f"truncated layer tar: {e}") from e
+                if info is None:
+                    break
+                archive.members.clear()  # stream mode: keep memory bounded
+                entry = _entry(info)
+                content = archive.extractfile(info) if entry.type is EntryType.FILE else None
+                yield entry, _Checked(content, entry) if content is not None else None
+        try:
+            self._hashing.drain()
+        except (OSError, EOFError) as e:
+            raise LayerError(f"corrupt layer stream: {e}") from e
+        self.diff_id = self._hashing.digester.digest()
+
+
+class _Checked:
+    """A file's content that turns tarfile's errors into LayerErrors naming the entry."""
+
+    def __init__(self, inner: BinaryIO, entry: TarEntry) -> None:
+        self._inner = inner
+        self._entry = entry
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._inner.read(size)
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise LayerError(f"tar entry {self._entry.path!r}: truncated content ({e})") from e
+
+
+def iter_layer(stream: BinaryIO, *, decompress: bool = True
+               ) -> Iterator[tuple[TarEntry, BinaryIO | None]]:
+    """The entries of a layer blob, streamed (see LayerReader)."""
+    return iter(LayerReader(stream, decompress=decompress))
