@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -81,8 +82,9 @@ class DirBlobSource:
         return self.path(digest).is_file()
 
     def open(self, digest: Digest) -> BinaryIO:
-        try:
-            return open(self.path(digest), "rb")
+        try:  # O_NOFOLLOW: a blob planted as a symlink must not make us read outside ROOT
+            fd = os.open(self.path(digest), os.O_RDONLY | os.O_NOFOLLOW)
+            return os.fdopen(fd, "rb")
         except FileNotFoundError:
             raise BlobNotFoundError(f"blob {digest} not found", digest=digest,
                                     source=str(self.root)) from None
