@@ -84,7 +84,7 @@ class WindowReader(io.RawIOBase):
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         if self._left <= 0:
             return 0
-        n = self._file.readinto(buffer[: min(len(buffer), self._left)])  # type: ignore[arg-type]
+        n = self._file.readinto(memoryview(buffer)[: min(len(buffer), self._left)])
         if not n:
             raise ImageFormatError(f"{self._file.name} is truncated")
         self._left -= n

@@ -1,0 +1,108 @@
+"""OCI archives: an OCI image layout in one tar file (skopeo's ``oci-archive:``).
+
+Writing streams every blob straight from its source into the tar (no layout on disk first);
+reading indexes the tar once and reads blobs in place, each verified as it is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+from cloche.oci import mediatypes as mt
+from cloche.oci._tario import TarIndex, TarWriter, finish_destination, open_destination
+from cloche.oci.descriptor import ANNOTATION_REF_NAME
+from cloche.oci.digest import Digest
+from cloche.oci.errors import BlobNotFoundError, ImageFormatError
+from cloche.oci.image import Image
+from cloche.oci.layout import INDEX_FILE, LAYOUT_FILE, image_blobs, layout_marker, resolve_image
+from cloche.oci.manifest import Index
+from cloche.oci.platform import Platform
+
+NamedImages = Iterable[tuple[Image, str | None]]
+
+
+def write_oci_archive(dest: str | Path | BinaryIO, images: NamedImages | Image,
+                      name: str | None = None) -> None:
+    """Write images (``(image, name)`` pairs, or one image and ``name``) as an OCI archive.
+    A path is written under a temporary name and renamed when complete."""
+    pairs = [(images, name)] if isinstance(images, Image) else list(images)
+    stream, tmp = open_destination(dest)
+    ok = False
+    try:
+        tar = TarWriter(stream)
+        tar.add_bytes(LAYOUT_FILE, layout_marker())
+        written: set[Digest] = set()
+        entries = []
+        for image, ref in pairs:
+            for digest, size, opener in image_blobs(image):
+                if digest in written:
+                    continue
+                written.add(digest)
+                with opener() as blob:
+                    tar.add_stream(f"blobs/{digest.algorithm}/{digest.hex}", blob, size)
+            entries.append(image.descriptor(**({ANNOTATION_REF_NAME: ref} if ref else {})))
+        tar.add_bytes(INDEX_FILE, Index(tuple(entries)).to_json())
+        tar.close()
+        ok = True
+    finally:
+        finish_destination(stream, tmp, dest, ok)
+
+
+class TarBlobSource:
+    """Blobs read in place from ``blobs/ALG/HEX`` members of an indexed tar."""
+
+    def __init__(self, tar: TarIndex, prefix: str = "blobs") -> None:
+        self._tar = tar
+        self._prefix = prefix
+
+    def _name(self, digest: Digest) -> str:
+        return f"{self._prefix}/{digest.algorithm}/{digest.hex}"
+
+    def has(self, digest: Digest) -> bool:
+        return self._tar.has(self._name(digest))
+
+    def open(self, digest: Digest) -> BinaryIO:
+        try:
+            return self._tar.open(self._name(digest))
+        except FileNotFoundError:
+            raise BlobNotFoundError(f"blob {digest} not found", digest=digest,
+                                    source=self._tar.path) from None
+
+    def size(self, digest: Digest) -> int:
+        try:
+            return self._tar.size(self._name(digest))
+        except FileNotFoundError:
+            raise BlobNotFoundError(f"blob {digest} not found", digest=digest,
+                                    source=self._tar.path) from None
+
+
+class OciArchive:
+    """An OCI archive file opened for reading."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self.tar = TarIndex(path)
+        if not self.tar.has(LAYOUT_FILE) or not self.tar.has(INDEX_FILE):
+            raise ImageFormatError("not an OCI archive (no oci-layout or index.json)",
+                                   source=self.path)
+        self.blobs = TarBlobSource(self.tar)
+
+    def index(self) -> Index:
+        return Index.from_json(self.tar.read(INDEX_FILE), media_type=mt.OCI_INDEX,
+                               source=f"{self.path}:{INDEX_FILE}")
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(d.ref_name for d in self.index().manifests if d.ref_name)
+
+    def image(self, name: str | None = None, *, platform: Platform | None = None) -> Image:
+        return resolve_image(self.index(), self.blobs, name=name, platform=platform,
+                             source=self.path)
+
+
+def read_oci_archive(path: str | Path, name: str | None = None, *,
+                     platform: Platform | None = None) -> Image:
+    """The image named ``name`` (the only one when None) in the OCI archive at ``path``.
+    Its layers stay in the archive file, read on demand."""
+    return OciArchive(path).image(name, platform=platform)
