@@ -1,0 +1,1 @@
+"""Tests of the Dockerfile front end: parser, expansion, typed instructions."""
