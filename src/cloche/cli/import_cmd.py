@@ -1,0 +1,42 @@
+"""``cloche import ROOTFS NAME[:TAG]``: a directory or a tar becomes a one-layer image, as
+``docker import`` makes one (with ``--change`` for the config)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from cloche.cli._common import open_store, root_option
+
+
+@click.command("import")
+@click.argument("source")
+@click.argument("name", required=False)
+@click.option("-c", "--change", "changes", multiple=True,
+              help="Dockerfile instruction for the config: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, "
+                   "ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR (repeatable).")
+@click.option("-m", "--message", help="Comment of the image's history entry.")
+@click.option("--platform", help="Platform of the image, os/arch[/variant] (default: this host).")
+@root_option
+def command(source: str, name: str | None, changes: tuple[str, ...], message: str | None,
+            platform: str | None, root: Path | None) -> None:
+    """Import a root filesystem (directory, tar, tar.gz/zst/xz/bz2, or - for stdin)."""
+    from cloche.oci.platform import Platform
+    from cloche.store.importer import ImportSourceError, import_rootfs
+    from cloche.store.store import canonical_name
+
+    names = [canonical_name(name)] if name else []  # a bad name fails before any work
+    plat = Platform.parse(platform) if platform else None
+    store = open_store(root)
+    if source == "-":
+        _, image = import_rootfs(store, sys.stdin.buffer, names=names, changes=changes,
+                                 platform=plat, message=message, source_label="-")
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise ImportSourceError(f"{source}: no such file or directory")
+        _, image = import_rootfs(store, path, names=names, changes=changes, platform=plat,
+                                 message=message)
+    click.echo(str(image.config_digest))
