@@ -1,0 +1,218 @@
+"""docker-archive: the tar that ``docker save`` writes and ``docker load`` reads.
+
+Its heart is ``manifest.json``: a list of ``{"Config", "RepoTags", "Layers"}`` whose paths name
+members of the tar. Layers in it are uncompressed tars (``docker load`` checks their digests
+against the config's diff ids), so writing decompresses each compressed layer once, through a
+temporary file (its size must precede it in the tar), verifying the diff id on the way.
+Reading accepts both forms Docker has written: legacy ``<id>/layer.tar`` folders (with the
+symlinks docker uses for shared layers) and the newer ``blobs/sha256/<hex>``.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from cloche.oci import _json
+from cloche.oci import mediatypes as mt
+from cloche.oci._streams import copy_stream, detect_compression
+from cloche.oci._tario import TarIndex, TarWriter, finish_destination, open_destination
+from cloche.oci.digest import Digest, Digester, verify
+from cloche.oci.errors import BlobNotFoundError, ImageFormatError, RefNotFoundError
+from cloche.oci.image import Image, Layer
+
+MANIFEST_FILE = "manifest.json"
+REPOSITORIES_FILE = "repositories"
+_HEX64 = re.compile(r"([a-f0-9]{64})(?:\.json)?$")
+
+TaggedImages = Iterable[tuple[Image, Sequence[str]]]
+
+
+def normalize_tag(tag: str) -> str:
+    """``name[:tag]`` with ``:latest`` added when no tag is given, as docker load wants."""
+    if "@" in tag:
+        raise ImageFormatError(f"a docker-archive cannot name an image by digest: {tag!r}")
+    last = tag.rsplit("/", 1)[-1]
+    return tag if ":" in last else f"{tag}:latest"
+
+
+def write_docker_archive(dest: str | Path | BinaryIO, images: TaggedImages | Image,
+                         tags: Sequence[str] = ()) -> None:
+    """Write images with their tags (``(image, tags)`` pairs, or one image and ``tags``) as a
+    docker-archive that ``docker load`` accepts (Docker 20.10 and later)."""
+    pairs = [(images, tags)] if isinstance(images, Image) else list(images)
+    stream, tmp = open_destination(dest)
+    ok = False
+    try:
+        tar = TarWriter(stream)
+        written: set[str] = set()
+        entries: list[dict[str, object]] = []
+        repositories: dict[str, dict[str, str]] = {}
+        for image, image_tags in pairs:
+            config_name = f"blobs/sha256/{image.config_digest.hex}"
+            if config_name not in written:
+                tar.add_bytes(config_name, image.config_bytes)
+                written.add(config_name)
+            layer_names = []
+            for layer in image.layers:
+                name = f"blobs/{layer.diff_id.algorithm}/{layer.diff_id.hex}"
+                if name not in written:
+                    _add_uncompressed(tar, name, layer)
+                    written.add(name)
+                layer_names.append(name)
+            normal = [normalize_tag(t) for t in image_tags]
+            entries.append({"Config": config_name, "RepoTags": normal or None,
+                            "Layers": layer_names})
+            for tag in normal:
+                repo, _, version = tag.rpartition(":")
+                if image.layers:
+                    repositories.setdefault(repo, {})[version] = image.layers[-1].diff_id.hex
+        tar.add_bytes(MANIFEST_FILE, _json.dumps(entries))
+        if repositories:
+            tar.add_bytes(REPOSITORIES_FILE, _json.dumps(repositories, sort_keys=True))
+        tar.close()
+        ok = True
+    finally:
+        finish_destination(stream, tmp, dest, ok)
+
+
+def _add_uncompressed(tar: TarWriter, name: str, layer: Layer) -> None:
+    if layer.compression == "none" and layer.digest == layer.diff_id:
+        with layer.open() as blob:
+            tar.add_stream(name, blob, layer.size)
+        return
+    with tempfile.TemporaryFile() as spool:
+        with layer.open_uncompressed() as src:  # verifies digest and diff id
+            size = copy_stream(src, spool)
+        spool.seek(0)
+        tar.add_stream(name, spool, size)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class DockerArchiveEntry:
+    """One image of a docker-archive's manifest.json; paths are members of the tar."""
+
+    config: str
+    repo_tags: tuple[str, ...]
+    layers: tuple[str, ...]
+
+
+class _MemberBlobSource:
+    """Blobs of an archive by digest, each read from the member found for it."""
+
+    def __init__(self, tar: TarIndex) -> None:
+        self._tar = tar
+        self._names: dict[Digest, str] = {}
+
+    def add(self, digest: Digest, name: str) -> None:
+        self._names.setdefault(digest, name)
+
+    def _name(self, digest: Digest) -> str:
+        try:
+            return self._names[digest]
+        except KeyError:
+            raise BlobNotFoundError(f"blob {digest} not found", digest=digest,
+                                    source=self._tar.path) from None
+
+    def open(self, digest: Digest) -> BinaryIO:
+        return self._tar.open(self._name(digest))
+
+    def size(self, digest: Digest) -> int:
+        return self._tar.size(self._name(digest))
+
+
+class DockerArchive:
+    """A docker-archive file opened for reading; layers are read in place."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self.tar = TarIndex(path)
+        if not self.tar.has(MANIFEST_FILE):
+            raise ImageFormatError("not a docker-archive (no manifest.json)", source=self.path,
+                                   hint="archives from Docker before 1.10 are not supported")
+        doc = _json.loads(self.tar.read(MANIFEST_FILE), what="manifest.json",
+                          source=self.path)
+        if not isinstance(doc, list):
+            raise ImageFormatError("manifest.json is not a list", source=self.path)
+        self.entries = tuple(self._entry(item) for item in doc)
+        self._blobs = _MemberBlobSource(self.tar)
+
+    def _entry(self, item: object) -> DockerArchiveEntry:
+        if not isinstance(item, dict) or not isinstance(item.get("Config"), str):
+            raise ImageFormatError("manifest.json entry without a Config path", source=self.path)
+        tags = item.get("RepoTags") or []
+        layers = item.get("Layers") or []
+        if not all(isinstance(t, str) for t in tags) or not all(isinstance(x, str) for x in layers):
+            raise ImageFormatError("manifest.json RepoTags and Layers must be lists of strings",
+                                   source=self.path)
+        return DockerArchiveEntry(item["Config"], tuple(tags), tuple(layers))
+
+    def tags(self) -> tuple[str, ...]:
+        return tuple(t for e in self.entries for t in e.repo_tags)
+
+    def find(self, tag: str | None = None) -> DockerArchiveEntry:
+        if tag is None:
+            if len(self.entries) != 1:
+                raise RefNotFoundError(f"{self.path}: holds {len(self.entries)} images, name one",
+                                       name="", available=self.tags())
+            return self.entries[0]
+        wanted = {tag, normalize_tag(tag)}
+        for entry in self.entries:
+            if wanted & set(entry.repo_tags):
+                return entry
+        raise RefNotFoundError(f"{self.path}: no image tagged {tag!r}", name=tag,
+                               available=self.tags())
+
+    def images(self, *, docker: bool = False) -> list[tuple[Image, tuple[str, ...]]]:
+        return [(self._image(e, docker), e.repo_tags) for e in self.entries]
+
+    def image(self, tag: str | None = None, *, docker: bool = False) -> Image:
+        """The image tagged ``tag`` (the only one when None), as an OCI image by default,
+        with uncompressed layers that stay in the archive."""
+        return self._image(self.find(tag), docker)
+
+    def _image(self, entry: DockerArchiveEntry, docker: bool) -> Image:
+        config_bytes = self.tar.read(entry.config)
+        config_digest = Digest.from_bytes(config_bytes)
+        named = _HEX64.search(entry.config)
+        if named:
+            verify(Digest("sha256", named.group(1)), config_digest, f"config {entry.config}")
+        from cloche.oci.config import ImageConfig
+        config = ImageConfig.from_json(config_bytes, source=f"{self.path}:{entry.config}")
+        if len(config.diff_ids) != len(entry.layers):
+            raise ImageFormatError(f"{len(entry.layers)} layers for {len(config.diff_ids)} "
+                                   "diff ids in the config", source=self.path)
+        layers = tuple(self._layer(name, diff_id, docker)
+                       for name, diff_id in zip(entry.layers, config.diff_ids))
+        return Image(config_bytes, layers, mt.DOCKER_MANIFEST if docker else mt.OCI_MANIFEST)
+
+    def _layer(self, name: str, diff_id: Digest, docker: bool) -> Layer:
+        """Hash the member once: an uncompressed layer must match its diff id now; a
+        compressed one (some tools write them) is checked when it is decompressed."""
+        digester = Digester(diff_id.algorithm)
+        with self.tar.open(name) as f:
+            head = f.read(4)
+            digester.update(head)
+            while chunk := f.read(1 << 20):
+                digester.update(chunk)
+        digest = digester.digest()
+        kind = detect_compression(head)
+        if kind == "none":
+            verify(diff_id, digest, f"layer {name} (against the config's diff id)")
+        self._blobs.add(digest, name)
+        return Layer(digest, diff_id, digester.size, mt.layer_type(kind, docker=docker),
+                     self._blobs)
+
+
+def read_docker_archive(path: str | Path, tag: str | None = None, *,
+                        docker: bool = False) -> Image:
+    """The image tagged ``tag`` (the only one when None) in the docker-archive at ``path``."""
+    return DockerArchive(path).image(tag, docker=docker)
+
+
+__all__ = ["DockerArchive", "DockerArchiveEntry", "read_docker_archive",
+           "write_docker_archive", "normalize_tag"]
