@@ -1,0 +1,95 @@
+"""Compression: every writer's output is read back by independent tools, magic detection."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import os
+import subprocess
+
+import pytest
+
+from cloche.errors import LayerError
+from cloche.layers.compress import (
+    Compression, UnsupportedCompressionError, detect_compression, open_compressed_writer,
+    open_decompressed_reader,
+)
+from tests.fixtures.services import require_tool
+
+PAYLOAD = b"".join(b"line %d of a layer\n" % i for i in range(50_000)) + os.urandom(300_000)
+
+
+def _compress(compression: Compression, threads: int | None = None, data: bytes = PAYLOAD) -> bytes:
+    sink = io.BytesIO()
+    with open_compressed_writer(sink, compression, threads=threads) as w:
+        for i in range(0, len(data), 100_000):
+            w.write(data[i:i + 100_000])
+    assert not sink.closed  # the caller owns the sink
+    return sink.getvalue()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_gzip_is_read_by_zlib_and_has_no_name_or_time(threads: int) -> None:
+    blob = _compress(Compression.GZIP, threads)
+    assert gzip.decompress(blob) == PAYLOAD
+    assert blob[4:8] == b"\x00\x00\x00\x00"      # mtime 0
+    assert not blob[3] & 0x08                     # no FNAME
+    assert detect_compression(blob) is Compression.GZIP
+
+
+def test_gzip_output_does_not_depend_on_thread_count() -> None:
+    assert _compress(Compression.GZIP, 2) == _compress(Compression.GZIP, 4)
+
+
+def test_zstd_is_read_by_the_zstd_tool() -> None:
+    zstd = require_tool("zstd", "apt-get install zstd")
+    blob = _compress(Compression.ZSTD, 2)
+    out = subprocess.run([zstd, "-dc"], input=blob, capture_output=True, check=True).stdout
+    assert out == PAYLOAD
+    assert detect_compression(blob) is Compression.ZSTD
+
+
+def test_none_passes_bytes_through() -> None:
+    assert _compress(Compression.NONE) == PAYLOAD
+
+
+@pytest.mark.parametrize("make,kind", [
+    (gzip.compress, Compression.GZIP),
+    (bz2.compress, Compression.BZIP2),
+    (lzma.compress, Compression.XZ),
+    (lambda d: _compress(Compression.ZSTD, 1, d), Compression.ZSTD),
+    (lambda d: d, Compression.NONE),
+])
+def test_reader_sniffs_magic(make, kind: Compression) -> None:
+    blob = make(PAYLOAD)
+    assert detect_compression(blob[:8]) is kind
+    reader = open_decompressed_reader(io.BytesIO(blob))
+    assert reader.read() == PAYLOAD
+
+
+def test_reader_reads_concatenated_gzip_members() -> None:
+    blob = gzip.compress(b"one ") + gzip.compress(b"two")
+    assert open_decompressed_reader(io.BytesIO(blob)).read() == b"one two"
+
+
+def test_reader_rejects_a_blob_that_lies_about_its_compression() -> None:
+    with pytest.raises(LayerError, match="announced as gzip"):
+        open_decompressed_reader(io.BytesIO(b"plain tar bytes"), expect=Compression.GZIP)
+
+
+def test_media_types_and_names() -> None:
+    assert Compression.GZIP.media_type == "application/vnd.oci.image.layer.v1.tar+gzip"
+    assert Compression.ZSTD.media_type == "application/vnd.oci.image.layer.v1.tar+zstd"
+    assert Compression.NONE.media_type == "application/vnd.oci.image.layer.v1.tar"
+    assert Compression.GZIP.docker_media_type == "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    assert Compression.parse("uncompressed") is Compression.NONE
+    assert Compression.from_media_type("application/vnd.docker.image.rootfs.diff.tar.gzip") is Compression.GZIP
+    assert Compression.from_media_type("application/vnd.oci.image.layer.v1.tar") is Compression.NONE
+    with pytest.raises(UnsupportedCompressionError):
+        Compression.parse("lz4")
+    with pytest.raises(UnsupportedCompressionError):
+        Compression.XZ.media_type
+    with pytest.raises(UnsupportedCompressionError):
+        open_compressed_writer(io.BytesIO(), Compression.BZIP2)
