@@ -1,0 +1,289 @@
+"""The sandbox's own process: new namespaces, the container's mounts, PID 1 and the command.
+
+``runner.run`` starts this module in a fresh interpreter (``python -m cloche.sandbox.init``)
+instead of forking the caller: the caller runs stages in threads, and a fork of a threaded
+Python process may inherit a lock another thread held. The fresh process is single-threaded:
+
+1. It reads its configuration (JSON) from stdin, points stdin at /dev/null, and unshares the
+   mount, UTS, IPC and PID namespaces (and the network one for ``--network=none``).
+2. It forks PID 1 of the new PID namespace and waits for it. PID 1 dies with it (PDEATHSIG),
+   and when PID 1 dies the kernel kills every process of the namespace: so killing this
+   process (the runner does on timeout or Ctrl-C) leaves nothing running.
+3. PID 1 makes every mount private, bind-mounts the rootfs, mounts /proc, /dev, /sys and the
+   extra mounts, sets the hostname, brings up loopback, pivots into the rootfs, then forks
+   the command (user dropped, capabilities limited to Docker's default set, exact env) and
+   reaps children until the command exits; then it exits with the command's status.
+
+Outcomes go to the status descriptor as one line: ``exit N``, ``signal N`` or ``error TEXT``.
+Nothing here may print to stdout/stderr except the command itself (and a failed exec, on
+stderr, as a shell would report it).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+from fcntl import ioctl
+from typing import Any
+
+from cloche.sandbox import linux
+from cloche.sandbox.linux import (MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY,
+                                  MS_REC, MS_REMOUNT)
+
+# Docker's default capability set (moby's oci/caps/defaults.go): the bounding set of RUN.
+DEFAULT_CAPS = frozenset({0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31})
+# CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE NET_RAW
+# SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+SETUP_FAILED = 125
+
+
+class _Failure(Exception):
+    """A set-up step failed; the text goes to the status descriptor."""
+
+
+def _report(fd: int, line: str) -> None:
+    try:
+        os.write(fd, (line.replace("\n", " ") + "\n").encode())
+    except OSError:
+        pass
+
+
+def _step(what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
+    try:
+        fn(*args, **kwargs)
+    except OSError as e:
+        raise _Failure(f"{what}: {e.strerror or e}") from e
+
+
+def _setup_dev(dev: str) -> None:
+    _step("mount /dev", linux.mount, "tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC,
+          "mode=755,size=65536k")
+    for name in DEVICES:
+        target = os.path.join(dev, name)
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o666))
+        _step(f"bind /dev/{name}", linux.mount, f"/dev/{name}", target, None, MS_BIND)
+    os.mkdir(os.path.join(dev, "shm"), 0o1777)
+    _step("mount /dev/shm", linux.mount, "shm", os.path.join(dev, "shm"), "tmpfs",
+          MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")
+    os.mkdir(os.path.join(dev, "pts"), 0o755)
+    _step("mount /dev/pts", linux.mount, "devpts", os.path.join(dev, "pts"), "devpts",
+          MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    os.mkdir(os.path.join(dev, "mqueue"), 0o755)
+    try:
+        linux.mount("mqueue", os.path.join(dev, "mqueue"), "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except OSError:
+        os.rmdir(os.path.join(dev, "mqueue"))  # optional, as in runc's default spec
+    links = {"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
+             "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2", "core": "/proc/kcore"}
+    for name, target in links.items():
+        os.symlink(target, os.path.join(dev, name))
+
+
+def _setup_sys(sys_dir: str) -> None:
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY
+    try:
+        linux.mount("sysfs", sys_dir, "sysfs", flags)
+    except OSError:
+        # A fresh sysfs can be refused (e.g. nested without a net namespace): use the host's.
+        _step("bind /sys", linux.mount, "/sys", sys_dir, None, MS_BIND | MS_REC)
+        _step("remount /sys read-only", linux.mount, None, sys_dir, None,
+              MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def _extra_mount(m: dict[str, Any]) -> None:
+    target = m["target"]
+    if m["kind"] == "tmpfs":
+        opts = []
+        if m.get("size"):
+            opts.append(f"size={m['size']}")
+        opts.append(f"mode={m['mode']:o}" if m.get("mode") is not None else "mode=755")
+        flags = MS_NOSUID | MS_NODEV | (MS_RDONLY if m.get("readonly") else 0)
+        _step(f"mount tmpfs on {target}", linux.mount, "tmpfs", target, "tmpfs", flags, ",".join(opts))
+        return
+    _step(f"bind {m['source']} on {target}", linux.mount, m["source"], target, None, MS_BIND | MS_REC)
+    if m.get("readonly"):
+        _step(f"make {target} read-only", linux.mount, None, target, None,
+              MS_REMOUNT | MS_BIND | MS_RDONLY)
+
+
+def _loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", ioctl(s, SIOCGIFFLAGS, req))[1]
+        ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+
+
+def _enter_root(root: str) -> None:
+    os.chdir(root)
+    try:
+        linux.pivot_root(".", ".")  # stack the old root under the new one, then detach it
+        linux.umount(".", linux.MNT_DETACH)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise _Failure(f"pivot_root into {root}: {e.strerror}") from e
+        # The host root cannot be pivoted (initramfs): move the rootfs over / and chroot.
+        _step("move rootfs", linux.mount, root, "/", None, linux.MS_MOVE)
+        os.chroot(".")
+    os.chdir("/")
+
+
+def _protect_proc() -> None:
+    """Read-only and masked parts of /proc, as runc's default spec has them."""
+    for path in ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs"):
+        try:
+            linux.mount(path, path, None, MS_BIND | MS_REC)
+            linux.mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID
+                        | MS_NODEV | MS_NOEXEC)
+        except OSError:
+            pass
+    for path in ("/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug"):
+        try:
+            linux.mount("/dev/null", path, None, MS_BIND)
+        except OSError:
+            pass
+
+
+def _setup(cfg: dict[str, Any]) -> None:
+    root = cfg["rootfs"]
+    _step("make mounts private", linux.mount, None, "/", None, MS_REC | MS_PRIVATE)
+    _step("bind rootfs", linux.mount, root, root, None, MS_BIND | MS_REC)
+    _step("mount /proc", linux.mount, "proc", cfg["proc"], "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _setup_dev(cfg["dev"])
+    _setup_sys(cfg["sys"])
+    for source, target in cfg["files"]:
+        _step(f"bind {source}", linux.mount, source, target, None, MS_BIND)
+    for m in cfg["mounts"]:
+        _extra_mount(m)
+    _step("set hostname", linux.sethostname, cfg["hostname"])
+    if cfg["network"] == "none":
+        _step("bring up loopback", _loopback_up)
+    _enter_root(root)
+    _protect_proc()
+
+
+def _exec_command(cfg: dict[str, Any]) -> None:
+    """In the command's process: drop privileges and exec; never returns."""
+    code = 127
+    try:
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
+                    signal.SIGQUIT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        for cap in range(linux.last_cap() + 1):
+            if cap not in DEFAULT_CAPS:
+                try:
+                    linux.prctl(linux.PR_CAPBSET_DROP, cap)
+                except OSError:
+                    pass
+        cwd = cfg["cwd"]
+        chdir_later = False
+        try:
+            os.chdir(cwd)  # as root first: the user may not be able to reach it
+        except PermissionError:
+            chdir_later = True
+        os.setgroups(cfg["groups"])
+        os.setgid(cfg["gid"])
+        os.setuid(cfg["uid"])
+        if chdir_later:
+            os.chdir(cwd)
+        env = dict(e.partition("=")[::2] for e in cfg["env"])
+        argv = cfg["argv"]
+        os.execvpe(argv[0], argv, env)
+    except OSError as e:
+        code = 126 if e.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR) else 127
+        what = cfg["argv"][0] if e.filename is None else e.filename
+        try:
+            os.write(2, f"cloche: exec {what}: {e.strerror}\n".encode())
+        except OSError:
+            pass
+    finally:
+        os._exit(code)
+
+
+def _pid1(cfg: dict[str, Any], status_fd: int, alive_fd: int) -> None:
+    """PID 1 of the new namespace; never returns.
+
+    ``alive_fd`` is the read end of a pipe whose write end only the helper holds: if it is at
+    EOF once PDEATHSIG is armed, the helper died before, and PID 1 must not go on alone
+    (getppid() cannot tell: it is 0 across the namespace boundary).
+    """
+    code = SETUP_FAILED
+    try:
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if select.select([alive_fd], [], [], 0)[0]:
+            os._exit(SETUP_FAILED)  # the helper is already gone
+        os.close(alive_fd)
+        _setup(cfg)
+        main = os.fork()
+        if main == 0:
+            os.close(status_fd)
+            _exec_command(cfg)
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            if pid != main:
+                continue  # an orphan re-parented to us: reaped
+            if os.WIFSIGNALED(status):
+                sig = os.WTERMSIG(status)
+                _report(status_fd, f"signal {sig}")
+                code = 128 + sig
+            else:
+                code = os.waitstatus_to_exitcode(status)
+                _report(status_fd, f"exit {code}")
+            break  # leaving kills everything still running in the namespace
+    except _Failure as e:
+        _report(status_fd, f"error {e}")
+    except BaseException as e:  # noqa: BLE001 - PID 1 must always end with a status
+        _report(status_fd, f"error {type(e).__name__}: {e}")
+    finally:
+        os._exit(code)
+
+
+def main() -> None:
+    cfg = json.loads(sys.stdin.buffer.read())
+    status_fd = cfg["status_fd"]
+    os.set_inheritable(status_fd, False)
+    devnull = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner decides; it kills us on Ctrl-C
+    try:
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != cfg["parent_pid"]:
+            os._exit(SETUP_FAILED)
+        flags = (linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
+                 | linux.CLONE_NEWPID)
+        if cfg["network"] == "none":
+            flags |= linux.CLONE_NEWNET
+        linux.unshare(flags)
+    except OSError as e:
+        _report(status_fd, f"error cannot create namespaces: {e.strerror}")
+        os._exit(SETUP_FAILED)
+    alive_r, alive_w = os.pipe()
+    pid1 = os.fork()
+    if pid1 == 0:
+        os.close(alive_w)
+        _pid1(cfg, status_fd, alive_r)
+    os.close(alive_r)
+    os.close(status_fd)
+    while True:
+        try:
+            _, status = os.waitpid(pid1, 0)
+            break
+        except InterruptedError:
+            continue
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF if os.WIFEXITED(status) else SETUP_FAILED)
+
+
+if __name__ == "__main__":
+    main()

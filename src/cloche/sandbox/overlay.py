@@ -1,0 +1,145 @@
+"""Mount a stage's layers as one overlay filesystem whose upper directory is the step's diff.
+
+The caller owns ``upper`` and ``work`` (same filesystem, both empty before the first step)
+and reads ``upper`` afterwards to make the layer: a deleted lower file shows up there as a
+0/0 character device (whiteout), a replaced directory as one with the ``trusted.overlay.opaque``
+xattr. The options keep the upper directory plain so that reading it is simple:
+``index=off``, ``redirect_dir=off`` (a renamed lower directory is copied, not redirected),
+``metacopy=off`` (a chmod copies the data up too) and ``xino=off``.
+
+mount(2) takes at most one page of options. Lower directories are therefore named through
+``/proc/self/fd/N`` (an ``O_PATH`` descriptor each, about 17 bytes per layer), which keeps
+deep stages mountable without changing the process's working directory (other threads use it).
+When even that does not fit in a page (about 200 layers), or above the kernel's own stack
+limit (500 lowers), runs of layers are first merged into read-only intermediate overlays
+(one level only: the kernel stacks overlays at most two deep).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from cloche.errors import SandboxError
+from cloche.sandbox import linux
+
+PLAIN_OPTIONS = ("index=off", "redirect_dir=off", "metacopy=off", "xino=off")
+MAX_LOWERS = 450  # the kernel allows 500; keep some margin
+PAGE = 4096
+FD_NAME_LEN = len("/proc/self/fd/99999:")
+
+
+class OverlayError(SandboxError):
+    """The overlay filesystem could not be mounted or unmounted."""
+
+
+def _options(lower_names: Sequence[str], upper: Path | None, work: Path | None,
+             extra: Sequence[str]) -> str:
+    parts = ["lowerdir=" + ":".join(lower_names)]
+    if upper is not None and work is not None:
+        parts += [f"upperdir={_escape(str(upper))}", f"workdir={_escape(str(work))}"]
+    return ",".join(parts + list(extra))
+
+
+def _escape(path: str) -> str:
+    """Overlay splits options on ',' and lower dirs on ':'; both may be escaped with '\\'."""
+    return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
+
+
+def _mount_overlay(lower_names: Sequence[str], upper: Path | None, work: Path | None,
+                   target: Path) -> None:
+    """Mount with the plain options, dropping those the kernel rejects (older kernels)."""
+    extra = list(PLAIN_OPTIONS)
+    while True:
+        data = _options(lower_names, upper, work, extra)
+        if len(data) >= PAGE:
+            raise OverlayError(f"overlay options for {target} exceed one page "
+                               f"({len(lower_names)} lower directories)")
+        try:
+            linux.mount("overlay", target, "overlay", 0, data)
+            return
+        except OSError as e:
+            if e.errno == errno.EINVAL and extra:
+                extra.pop()  # the newest option first: xino, metacopy, redirect_dir, index
+                continue
+            if e.errno == errno.EPERM:
+                raise OverlayError(
+                    f"mounting overlay on {target} is not permitted",
+                    hint="cloche build needs root for its sandbox; a rootless mode is planned"
+                ) from e
+            raise OverlayError(f"cannot mount overlay on {target}: {e.strerror}") from e
+
+
+def _fits(other_options: str) -> int:
+    """How many ``/proc/self/fd/N`` lower names fit in one page next to the other options."""
+    return min(MAX_LOWERS, (PAGE - 1 - len(other_options)) // FD_NAME_LEN)
+
+
+@contextmanager
+def _fd_names(dirs: Sequence[Path]) -> Iterator[list[str]]:
+    """Short ``/proc/self/fd/N`` names for directories, open while the context lasts."""
+    fds: list[int] = []
+    try:
+        for d in dirs:
+            try:
+                fds.append(os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+            except OSError as e:
+                raise OverlayError(f"lower directory {d} cannot be used: {e.strerror}") from e
+        yield [f"/proc/self/fd/{fd}" for fd in fds]
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@contextmanager
+def mount_overlay(lowers: Sequence[Path], upper: Path, work: Path, target: Path) -> Iterator[Path]:
+    """Mount ``lowers`` (top first) with ``upper``/``work`` on ``target``; unmount on exit.
+
+    With no lowers an empty directory stands in. Yields ``target``.
+    """
+    with ExitStack() as stack:
+        lowers = list(lowers)
+        if not lowers:
+            empty = Path(tempfile.mkdtemp(prefix="cloche-empty-"))
+            stack.callback(shutil.rmtree, empty, True)
+            lowers = [empty]
+        top_fit = _fits(_options([], upper, work, PLAIN_OPTIONS))
+        if len(lowers) > top_fit:
+            # Merge runs of layers into read-only overlays, used as the lowers of the top one.
+            # Only one level: the kernel allows overlays two deep (FILESYSTEM_MAX_STACK_DEPTH).
+            n = _fits(_options([], None, None, PLAIN_OPTIONS))
+            chunks = [lowers[i:i + n] for i in range(0, len(lowers), n)]
+            if len(chunks) > top_fit:
+                raise OverlayError(f"too many layers to mount ({len(lowers)})")
+            lowers = [_mount_readonly(chunk, stack) for chunk in chunks]
+        with _fd_names(lowers) as names:
+            _mount_overlay(names, upper, work, target)
+        stack.callback(_unmount, target)
+        yield target
+
+
+def _mount_readonly(lowers: Sequence[Path], stack: ExitStack) -> Path:
+    """A read-only overlay of ``lowers`` on a new temporary directory (cleaned by ``stack``)."""
+    if len(lowers) == 1:
+        return lowers[0]
+    merged = Path(tempfile.mkdtemp(prefix="cloche-lower-"))
+    stack.callback(shutil.rmtree, merged, True)
+    with _fd_names(lowers) as names:
+        _mount_overlay(names, None, None, merged)
+    stack.callback(_unmount, merged)
+    return merged
+
+
+def _unmount(target: Path) -> None:
+    try:
+        linux.umount(target)
+    except OSError as e:
+        if e.errno == errno.EBUSY:
+            linux.umount(target, linux.MNT_DETACH)  # something still open: detach lazily
+        elif e.errno != errno.EINVAL:  # EINVAL: already unmounted
+            raise OverlayError(f"cannot unmount {target}: {e.strerror}") from e

@@ -1,0 +1,198 @@
+"""Run one RUN step in the sandbox: prepare the rootfs, start the init, stream output, clean up.
+
+The caller mounts the stage's overlay (``overlay.mount_overlay``) and calls ``run`` with the
+merged directory. This side of the sandbox stays in the caller's namespaces: it creates the
+mount-point stubs (confined to the rootfs) and the generated /etc/hosts and /etc/resolv.conf,
+starts ``cloche.sandbox.init`` in a fresh interpreter, pumps the command's stdout and stderr
+to the caller's sinks from threads, enforces the timeout and, on any exit path including
+Ctrl-C, kills the init so that nothing of the step keeps running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import cloche
+from cloche.errors import SandboxError
+from cloche.sandbox.spec import RunResult, RunSpec, Sink
+from cloche.sandbox.stubs import Stubs
+
+ROOT_HINT = "cloche build needs root for its sandbox; a rootless mode is planned"
+FALLBACK_RESOLV = "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
+_SRC_DIR = str(Path(cloche.__file__).resolve().parent.parent)
+
+
+class SandboxSetupError(SandboxError):
+    """The sandbox failed before the command could start (mounts, namespaces)."""
+
+
+def require_root() -> None:
+    """Raise SandboxError unless the process can create the sandbox (real root for now)."""
+    if os.geteuid() != 0:
+        raise SandboxError("running a RUN step needs root privileges "
+                           f"(running as uid {os.geteuid()})", hint=ROOT_HINT)
+
+
+def hosts_file(hostname: str, extra_hosts: tuple[tuple[str, str], ...] = ()) -> str:
+    """/etc/hosts as BuildKit generates it for a RUN step."""
+    text = f"127.0.0.1\tlocalhost {hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    return text + "".join(f"{ip}\t{name}\n" for name, ip in extra_hosts)
+
+
+def resolv_conf() -> str:
+    """The host's /etc/resolv.conf (the step shares the host network), or public resolvers."""
+    try:
+        with open("/etc/resolv.conf", encoding="utf-8", errors="replace") as f:
+            text = f.read(1 << 20)
+    except OSError:
+        return FALLBACK_RESOLV
+    return text if "nameserver" in text else text + FALLBACK_RESOLV
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    os.chmod(path, 0o644)
+    return path
+
+
+def _pump(stream: IO[bytes], sink: Callable[[bytes], None]) -> None:
+    """Deliver what the process writes as it writes it, until every writer is gone."""
+    with stream:
+        while True:
+            chunk = os.read(stream.fileno(), 65536)
+            if not chunk:
+                return
+            sink(chunk)
+
+
+def _target(sink: Sink) -> int:
+    if sink is None:
+        return subprocess.DEVNULL
+    if isinstance(sink, int):
+        return sink
+    return subprocess.PIPE
+
+
+def _config(spec: RunSpec, stubs: Stubs, files: list[tuple[str, str]], status_fd: int) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "parent_pid": os.getpid(), "status_fd": status_fd, "rootfs": str(spec.rootfs),
+        "argv": list(spec.argv), "env": spec.final_env(), "cwd": spec.cwd,
+        "uid": spec.user.uid, "gid": spec.user.gid, "groups": list(spec.user.additional_gids),
+        "hostname": spec.hostname, "network": spec.network,
+        "proc": str(stubs.ensure("/proc", is_dir=True)),
+        "dev": str(stubs.ensure("/dev", is_dir=True)),
+        "sys": str(stubs.ensure("/sys", is_dir=True)),
+        "files": [[src, str(stubs.ensure(dst, is_dir=False))] for src, dst in files],
+        "mounts": [],
+    }
+    for m in spec.mounts:
+        is_dir = m.kind == "tmpfs" or (m.source is not None and m.source.is_dir())
+        if m.source is not None and not m.source.exists():
+            raise SandboxError(f"mount source {m.source} for {m.target} does not exist")
+        cfg["mounts"].append({
+            "kind": m.kind, "source": str(m.source) if m.source else None,
+            "target": str(stubs.ensure(m.target, is_dir=is_dir)),
+            "readonly": m.readonly, "size": m.size, "mode": m.mode})
+    return cfg
+
+
+def _ensure_cwd(spec: RunSpec) -> None:
+    """Create the working directory when missing; unlike stubs it stays (as with BuildKit)."""
+    from cloche.sandbox.paths import resolve_in_root
+    host = resolve_in_root(spec.rootfs, spec.cwd)
+    if not host.is_dir():
+        try:
+            host.mkdir(mode=0o755, parents=True, exist_ok=True)
+        except OSError as e:
+            raise SandboxError(f"cannot create working directory {spec.cwd}: {e.strerror}") from e
+
+
+def run(spec: RunSpec) -> RunResult:
+    """Run ``spec.argv`` in a new sandbox over ``spec.rootfs`` and wait for it to end.
+
+    Raises SandboxError when the sandbox cannot be set up; a failing command is a result
+    (``exit_code``), not an exception.
+    """
+    require_root()
+    if not spec.rootfs.is_dir():
+        raise SandboxError(f"root filesystem {spec.rootfs} is not a directory")
+    scratch = Path(tempfile.mkdtemp(prefix="cloche-run-"))
+    stubs = Stubs(spec.rootfs)
+    proc: subprocess.Popen[bytes] | None = None
+    pumps: list[threading.Thread] = []
+    status_r, status_w = os.pipe()
+    try:
+        files = [(str(_write(scratch / "hosts", hosts_file(spec.hostname, spec.extra_hosts))),
+                  "/etc/hosts"),
+                 (str(_write(scratch / "resolv.conf", resolv_conf())), "/etc/resolv.conf")]
+        _ensure_cwd(spec)
+        cfg = _config(spec, stubs, files, status_w)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": _SRC_DIR}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cloche.sandbox.init"],
+            stdin=subprocess.PIPE, stdout=_target(spec.stdout), stderr=_target(spec.stderr),
+            pass_fds=(status_w,), start_new_session=True, env=env, cwd="/")
+        os.close(status_w)
+        status_w = -1
+        for stream, sink in ((proc.stdout, spec.stdout), (proc.stderr, spec.stderr)):
+            if stream is not None and callable(sink):
+                t = threading.Thread(target=_pump, args=(stream, sink), daemon=True,
+                                     name="cloche-sandbox-output")
+                t.start()
+                pumps.append(t)
+        assert proc.stdin is not None
+        with proc.stdin:
+            proc.stdin.write(json.dumps(cfg).encode())
+        timed_out = False
+        try:
+            proc.wait(spec.timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            proc.kill()  # PID 1 follows (PDEATHSIG), and the namespace with it
+            proc.wait()
+        for t in pumps:
+            t.join()
+        status = _read_status(status_r)
+    except BaseException:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for t in pumps:
+            t.join()
+        raise
+    finally:
+        os.close(status_r)
+        if status_w >= 0:
+            os.close(status_w)
+        removed = stubs.remove()
+        shutil.rmtree(scratch, ignore_errors=True)
+    if timed_out:
+        return RunResult(137, 9, True, removed)
+    kind, _, value = status.partition(" ")
+    if kind == "exit":
+        return RunResult(int(value), None, False, removed)
+    if kind == "signal":
+        return RunResult(128 + int(value), int(value), False, removed)
+    if kind == "error":
+        raise SandboxSetupError(f"the sandbox could not be set up: {value}")
+    raise SandboxSetupError(f"the sandbox ended without a status (code {proc.returncode})")
+
+
+def _read_status(fd: int) -> str:
+    data = b""
+    while True:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    lines = data.decode(errors="replace").splitlines()
+    return lines[-1] if lines else ""

@@ -1,0 +1,104 @@
+"""The values that describe one RUN step in the sandbox and what came out of it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Union
+
+from cloche.errors import SandboxError
+from cloche.sandbox.users import ROOT, ResolvedUser
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DEFAULT_HOSTNAME = "buildkitsandbox"  # what BuildKit's RUN steps see
+NETWORKS = ("default", "host", "none")
+
+# Where a stream of the step goes: a callback given each chunk as the process writes it,
+# a file descriptor the process writes to directly, or None to discard it.
+Sink = Union[Callable[[bytes], None], int, None]
+
+
+@dataclass(frozen=True)
+class Mount:
+    """An extra mount for the step (secrets, caches, ``RUN --mount=type=bind``...).
+
+    ``kind`` is ``bind`` (``source`` is a host directory or file; the target stub takes the
+    same type) or ``tmpfs`` (``size`` in bytes, ``mode`` of its root). ``target`` is an
+    absolute path inside the container.
+    """
+
+    target: str
+    kind: Literal["bind", "tmpfs"] = "bind"
+    source: Path | None = None
+    readonly: bool = False
+    size: int | None = None
+    mode: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.target.startswith("/"):
+            raise SandboxError(f"mount target {self.target!r} must be an absolute path")
+        if self.kind == "bind" and self.source is None:
+            raise SandboxError(f"bind mount on {self.target} needs a source")
+        if self.kind not in ("bind", "tmpfs"):
+            raise SandboxError(f"unknown mount type {self.kind!r} for {self.target}")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One process to run in a new sandbox over an already mounted root filesystem.
+
+    ``env`` is the exact environment (``K=V``); PATH defaults to Docker's and HOME to the
+    user's home when absent. ``cwd`` is created when missing, as BuildKit does.
+    """
+
+    rootfs: Path
+    argv: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    cwd: str = "/"
+    user: ResolvedUser = ROOT
+    hostname: str = DEFAULT_HOSTNAME
+    network: str = "default"
+    mounts: tuple[Mount, ...] = ()
+    extra_hosts: tuple[tuple[str, str], ...] = ()  # (name, ip) lines added to /etc/hosts
+    stdout: Sink = field(default=None, compare=False)
+    stderr: Sink = field(default=None, compare=False)
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.argv:
+            raise SandboxError("nothing to run: the command is empty")
+        if self.network not in NETWORKS:
+            raise SandboxError(f"unknown network mode {self.network!r}: use one of "
+                               + ", ".join(NETWORKS))
+        if not self.cwd.startswith("/"):
+            raise SandboxError(f"working directory {self.cwd!r} must be an absolute path")
+
+    def final_env(self) -> list[str]:
+        """The environment the process gets: ``env`` plus PATH and HOME when missing."""
+        env = list(self.env)
+        names = {e.partition("=")[0] for e in env}
+        if "PATH" not in names:
+            env.append(f"PATH={DEFAULT_PATH}")
+        if "HOME" not in names:
+            env.append(f"HOME={self.user.home}")
+        return env
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How the step ended.
+
+    ``exit_code`` is the command's status (128+N when killed by signal N, as a shell
+    reports it); ``stubs`` lists the container paths the sandbox created as mount points
+    and removed again, so that they are not in the layer.
+    """
+
+    exit_code: int
+    signal: int | None = None
+    timed_out: bool = False
+    stubs: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
