@@ -1,0 +1,35 @@
+"""``cloche save IMAGE... -o FILE``: images from the store to an OCI archive or, with
+``--format docker``, to the docker-archive that ``docker load`` reads."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from cloche.cli._common import open_store, root_option
+
+
+@click.command("save")
+@click.argument("images", nargs=-1, required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Archive file to write (default: standard output, when it is not a terminal).")
+@click.option("--format", "fmt", type=click.Choice(["oci", "docker"]), default="oci",
+              show_default=True, help="oci (an OCI layout in a tar) or docker (docker-archive).")
+@click.option("--platform", help="For an image stored as an index, the platform to save.")
+@root_option
+def command(images: tuple[str, ...], output: Path | None, fmt: str, platform: str | None,
+            root: Path | None) -> None:
+    """Save one or more images to a tar archive."""
+    from cloche.oci.platform import Platform
+    from cloche.store.transfer import save
+
+    store = open_store(root)
+    plat = Platform.parse(platform) if platform else None
+    if output is None:
+        if sys.stdout.isatty():
+            raise click.UsageError("refusing to write an archive to a terminal; use -o FILE")
+        save(store, images, sys.stdout.buffer, format=fmt, platform=plat)
+        return
+    save(store, images, output, format=fmt, platform=plat)
