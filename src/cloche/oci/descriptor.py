@@ -80,6 +80,9 @@ class Descriptor:
                 raise ImageFormatError("descriptor mediaType is not a string", source=source)
             digest = Digest.parse(data["digest"])
             size = data["size"]
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise ImageFormatError(f"descriptor {digest} has an invalid size {size!r}",
+                                       source=source)
             annotations = data.get("annotations") or {}
             if not isinstance(annotations, Mapping) or not all(
                     isinstance(k, str) and isinstance(v, str) for k, v in annotations.items()):
