@@ -23,6 +23,8 @@ from cloche.registry.client import RegistryClient
 from cloche.registry.config import Endpoint, RegistryConfig
 from cloche.registry.reference import Reference
 
+MAX_CHILD = 4 << 20
+
 #: Called as (event, descriptor) with event in "exists", "mounted", "uploaded", "manifest".
 Progress = Callable[[str, Descriptor], None]
 
@@ -59,18 +61,9 @@ def push_manifest(ref: Reference | str, manifest_bytes: bytes, media_type: str |
         mount_repos = [r.repository for r in sources
                        if r.registry == ref.registry and r.repository != ref.repository]
         counts = {"uploaded": 0, "mounted": 0, "exists": 0}
-        doc = parse(manifest_bytes, media_type=media_type, source=str(ref))
-        kind = media_type or doc.media_type
-        if isinstance(doc, Index):
-            for child in doc.manifests:
-                with blobs.open(child.digest) as f:
-                    data = f.read(16 << 20)
-                _push_one(client, ep, str(child.digest), data, child.media_type, blobs,
-                          mount_repos, counts, progress, workers)
-        else:
-            assert isinstance(doc, Manifest)
-        digest = _push_one(client, ep, ref.identifier if ref.digest is None else str(ref.digest),
-                           manifest_bytes, kind, blobs, mount_repos, counts, progress, workers)
+        identifier = ref.identifier if ref.digest is None else str(ref.digest)
+        digest, kind = _push_tree(client, ep, identifier, manifest_bytes, media_type, blobs,
+                                  mount_repos, counts, progress, workers, depth=0)
         return PushResult(ref, digest, kind, len(manifest_bytes), counts["uploaded"],
                           counts["mounted"], counts["exists"])
     finally:
@@ -103,13 +96,36 @@ def _endpoint(client: RegistryClient, ref: Reference) -> Endpoint:
     raise RegistryError(f"cannot reach {ref.registry}", reference=str(ref))
 
 
-def _push_one(client: RegistryClient, ep: Endpoint, identifier: str, data: bytes, media_type: str,
-              blobs: BlobOpener, mount_repos: list[str], counts: dict[str, int],
-              progress: Progress | None, workers: int) -> Digest:
+def _push_tree(client: RegistryClient, ep: Endpoint, identifier: str, data: bytes,
+               media_type: str | None, blobs: BlobOpener, mount_repos: list[str],
+               counts: dict[str, int], progress: Progress | None, workers: int,
+               depth: int) -> tuple[Digest, str]:
+    """Push a manifest, or an index after every manifest it lists; returns digest and type."""
     doc = parse(data, media_type=media_type, source=f"{ep.reference.name}:{identifier}")
-    if not isinstance(doc, Manifest):
-        raise RegistryError(f"{ep.reference.name}: nested indexes are not supported for push",
+    kind = media_type or doc.media_type
+    if isinstance(doc, Manifest):
+        return _push_one(client, ep, identifier, data, kind, doc, blobs, mount_repos, counts,
+                         progress, workers), kind
+    if depth > 2:
+        raise RegistryError(f"{ep.reference.name}: indexes nested too deep to push",
                             reference=ep.reference.name)
+    for child in doc.manifests:
+        with blobs.open(child.digest) as f:
+            child_data = f.read(MAX_CHILD + 1)
+        if len(child_data) > MAX_CHILD:
+            raise RegistryError(f"manifest {child.digest} is too large to push",
+                                reference=ep.reference.name)
+        _push_tree(client, ep, str(child.digest), child_data, child.media_type, blobs,
+                   mount_repos, counts, progress, workers, depth + 1)
+    digest = client.put_manifest(ep, identifier, data, kind)
+    if progress:
+        progress("manifest", Descriptor(kind, digest, len(data)))
+    return digest, kind
+
+
+def _push_one(client: RegistryClient, ep: Endpoint, identifier: str, data: bytes, media_type: str,
+              doc: Manifest, blobs: BlobOpener, mount_repos: list[str], counts: dict[str, int],
+              progress: Progress | None, workers: int) -> Digest:
     unique: dict[Digest, Descriptor] = {}
     for desc in (doc.config, *doc.layers):
         unique.setdefault(desc.digest, desc)
@@ -118,11 +134,9 @@ def _push_one(client: RegistryClient, ep: Endpoint, identifier: str, data: bytes
         if client.blob_exists(ep, desc.digest):
             outcome = "exists"
         else:
-            outcome = "uploaded"
-            for repo in mount_repos or [None]:
-                outcome = client.upload_blob(ep, desc.digest, desc.size,
-                                             lambda d=desc.digest: blobs.open(d), mount_from=repo)
-                break
+            outcome = client.upload_blob(ep, desc.digest, desc.size,
+                                         lambda d=desc.digest: blobs.open(d),
+                                         mount_from=mount_repos[0] if mount_repos else None)
         if progress:
             progress(outcome, desc)
         return outcome
