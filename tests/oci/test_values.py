@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, strategies as st
@@ -122,8 +123,7 @@ def test_manifest_oci_docker_conversion_round_trip() -> None:
     assert [d.media_type for d in docker.layers] == [mt.DOCKER_LAYER_GZIP, mt.DOCKER_LAYER_ZSTD]
     assert "annotations" not in json.loads(docker_bytes)
     back = parse(docker.to_json(docker=False))
-    assert back == Manifest.from_json(oci.to_json()).converted(docker=False).__class__(
-        config=oci.config, layers=oci.layers, annotations={})
+    assert back == replace(oci, annotations={})  # Docker's format has no annotations
     assert parse(oci.to_json()) == oci
 
 
