@@ -1,0 +1,236 @@
+"""COPY (and ADD of local sources) into a stage's root filesystem, with BuildKit's semantics.
+
+The engine mounts the stage's rootfs (the overlay merged directory) and calls ``copy_into``;
+the overlay's upper directory then becomes the layer. The rules, from BuildKit's
+dockerfile2llb and its file op (tonistiigi/fsutil copy):
+
+- The destination is resolved inside the rootfs as if chrooted; a relative one is under
+  WORKDIR; a trailing ``/`` (or ``.``) makes it a directory; several sources need one.
+- Missing parents of the destination are created 0755, owned by the --chown user when given
+  (BuildKit's MkdirAll gets the same chowner) else by root, with the current time.
+- A directory source copies its contents. A destination directory that already exists keeps
+  its own metadata; directories inside the copy take the source's (mode, owner, times).
+- A file source goes into the destination directory under its own name, or becomes the
+  destination path. A file replaces a file or link; a file over a directory and a directory
+  over a non-directory (even a symlink to a directory) are errors, as in BuildKit.
+- Ownership: --chown when given; else 0:0 from the build context (BuildKit sends the context
+  with uid/gid reset to 0) and the source's own uid/gid from another stage (the file op keeps
+  the old owner when no user is set: ``mapUserToChowner(nil)`` returns it).
+- Modes are kept unless --chmod (octal or symbolic) applies to files and directories alike;
+  mtimes are kept; symlinks inside a directory are copied as links; hard links within one
+  copy stay hard links; xattrs (file capabilities included) are kept.
+- ``--parents`` keeps each source's path (from the context root, or after a ``/./`` pivot);
+  ``--exclude`` patterns (.dockerignore syntax) are matched relative to each source.
+- ``--link`` yields the same files; for the engine it means the layer can be made on an
+  empty root (no dependency on the stage below), which is the engine's business.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloche.build.chmod import ChmodSpec, parse_chmod
+from cloche.build.dockerignore import PatternMatcher, go_clean
+from cloche.build.extract import extract_tar, is_tar_archive
+from cloche.build.fsutil import (CopyTargetError, Owner, copy_file_data, copy_xattrs, mkdir_all,
+                                 remove_for_replace, resolve_dest, set_metadata)
+from cloche.build.pathmatch import has_wildcards
+from cloche.build.sources import MatchedSource, SourceTree, match_sources, walk_source
+from cloche.errors import ClocheError
+from cloche.sandbox.users import resolve_chown
+
+__all__ = ["CopyDestinationError", "CopyRequest", "CopyResult", "copy_into", "destination_path"]
+
+
+class CopyDestinationError(ClocheError, ValueError):
+    """A COPY/ADD destination that does not fit its sources (several sources, no ``/``)."""
+
+
+@dataclass(frozen=True)
+class CopyRequest:
+    """One COPY or ADD, after variable expansion: what to copy, where, and how."""
+
+    sources: tuple[str, ...]
+    dest: str
+    workdir: str = "/"
+    chown: str | None = None
+    chmod: str | None = None
+    parents: bool = False
+    excludes: tuple[str, ...] = ()
+    link: bool = False
+    instruction: str = "COPY"
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """What a copy did: sources matched, entries written, bytes of file content."""
+
+    sources: int
+    entries: int
+    bytes: int
+
+
+def destination_path(dest: str, workdir: str) -> tuple[str, bool]:
+    """The absolute clean destination, and whether it names a directory (BuildKit's rule)."""
+    is_dir = dest in ("", ".") or dest.endswith("/") or dest.endswith("/.")
+    joined = dest if dest.startswith("/") else posixpath.join("/", workdir or "/", dest)
+    return go_clean(joined), is_dir
+
+
+class _Copier:
+    """The state of one COPY: owner rules, chmod, and the hard links already made."""
+
+    def __init__(self, tree: SourceTree, root: Path, owner: Owner | None,
+                 chmod: ChmodSpec | None) -> None:
+        self.tree = tree
+        self.root = root
+        self.owner = owner
+        self.chmod = chmod
+        self.inodes: dict[tuple[int, int], Path] = {}
+        self.entries = 0
+        self.bytes = 0
+        self.dir_times: list[tuple[Path, int]] = []
+
+    def owner_for(self, st: os.stat_result) -> Owner:
+        if self.owner is not None:
+            return self.owner
+        return Owner(0, 0) if self.tree.reset_owner else Owner(st.st_uid, st.st_gid)
+
+    def display(self, target: Path) -> str:
+        return "/" + str(target.relative_to(self.root)) if target != self.root else "/"
+
+    def place(self, src: Path, st: os.stat_result, target: Path) -> None:
+        """Write one entry at ``target`` (its parent exists), with the copy's metadata rules."""
+        mode = st.st_mode
+        is_dir = stat.S_ISDIR(mode)
+        existed = remove_for_replace(target, self.display(target), new_is_dir=is_dir)
+        self.entries += 1
+        if is_dir:
+            if not existed:
+                os.mkdir(target, 0o700)
+        elif stat.S_ISREG(mode):
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in self.inodes:
+                os.link(self.inodes[key], target, follow_symlinks=False)
+                return
+            fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                copy_file_data(fd, target)
+            finally:
+                os.close(fd)
+            self.bytes += st.st_size
+            if st.st_nlink > 1:
+                self.inodes[key] = target
+        elif stat.S_ISLNK(mode):
+            os.symlink(os.readlink(src), target)
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            os.mknod(target, stat.S_IFMT(mode) | 0o600, st.st_rdev)
+        elif stat.S_ISFIFO(mode):
+            os.mkfifo(target, 0o600)
+        else:
+            self.entries -= 1
+            return  # sockets cannot be copied; BuildKit's context transfer drops them too
+        is_link = stat.S_ISLNK(mode)
+        new_mode = None if is_link else (
+            self.chmod.apply(mode, is_dir=is_dir) if self.chmod else stat.S_IMODE(mode))
+        set_metadata(target, mode=new_mode, owner=self.owner_for(st), mtime_ns=None)
+        copy_xattrs(src, target)
+        if is_dir:
+            self.dir_times.append((target, st.st_mtime_ns))  # set after the contents
+        else:
+            os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+    def finish(self) -> None:
+        for path, mtime_ns in reversed(self.dir_times):
+            os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+        self.dir_times.clear()
+
+    def mkdirs(self, host: Path) -> None:
+        mkdir_all(self.root, host, mode=0o755, owner=self.owner)
+
+
+def _parents_path(spec: str, src: MatchedSource) -> str:
+    """The path --parents keeps for a source: from the root, or after a ``/./`` pivot."""
+    written = src.written
+    text = spec if not spec.startswith("./") else spec[2:]
+    if "/./" in text:
+        pivot = go_clean(text.rsplit("/./", 1)[0]).lstrip("/")
+        if pivot not in ("", ".") and (written == pivot or written.startswith(pivot + "/")):
+            return written[len(pivot):].lstrip("/")
+    return written
+
+
+def copy_into(request: CopyRequest, tree: SourceTree, root: Path, *,
+              unpack: bool = False) -> CopyResult:
+    """Carry out ``request`` from ``tree`` into the rootfs ``root``.
+
+    ``unpack`` is ADD's rule: a local file that is a tar (plain or compressed) is extracted
+    into the destination directory instead of being copied.
+    """
+    root = root.resolve()
+    what = request.instruction
+    dest, dest_is_dir = destination_path(request.dest, request.workdir)
+    if len(request.sources) > 1 and not dest_is_dir:
+        raise CopyDestinationError(
+            f"When using {what} with more than one source file, the destination must be a "
+            f"directory and end with a / (got {request.dest!r})")
+    if not request.sources:
+        raise CopyDestinationError(f"{what} needs at least one source")
+    owner = Owner(*resolve_chown(root, request.chown)) if request.chown else None
+    chmod = parse_chmod(request.chmod) if request.chmod else None
+    excludes = PatternMatcher.from_rules(request.excludes, source="--exclude") \
+        if request.excludes else None
+
+    matched = [(spec, m) for spec in request.sources for m in match_sources(tree, spec)
+               if excludes is None or not excludes.matches(posixpath.basename(m.written))]
+    dest_host = resolve_dest(root, dest)
+    if (len(matched) > 1 and not dest_is_dir and not request.parents
+            and not dest_host.is_dir() and any(has_wildcards(s) for s in request.sources)):
+        raise CopyDestinationError(
+            f"When using {what} with more than one source file, the destination must be a "
+            f"directory and end with a / ({len(matched)} files match, destination {request.dest!r})")
+
+    copier = _Copier(tree, root, owner, chmod)
+    for spec, src in matched:
+        kept = _parents_path(spec, src) if request.parents else ""
+        if src.is_dir:
+            target = resolve_dest(root, posixpath.join(dest, kept)) if kept else dest_host
+            _copy_dir_contents(copier, src, target, excludes)
+            continue
+        if unpack and is_tar_archive(src.host):
+            target = resolve_dest(root, posixpath.join(dest, posixpath.dirname(kept))) \
+                if kept else dest_host
+            copier.mkdirs(target)
+            with open(src.host, "rb") as raw:
+                result = extract_tar(raw, target, owner=owner, label=f"{what} {spec}")
+            copier.entries += result.entries
+            copier.bytes += result.bytes
+            continue
+        if kept:
+            target = resolve_dest(root, posixpath.join(dest, kept), follow_last=False)
+        elif dest_is_dir or dest_host.is_dir():
+            target = dest_host / posixpath.basename(src.written or src.rel)
+        else:
+            target = dest_host
+        copier.mkdirs(target.parent)
+        copier.place(src.host, os.lstat(src.host), target)
+    copier.finish()
+    return CopyResult(len(matched), copier.entries, copier.bytes)
+
+
+def _copy_dir_contents(copier: _Copier, src: MatchedSource, target: Path,
+                       excludes: PatternMatcher | None) -> None:
+    """A directory source: its contents into ``target`` (created 0755 when missing)."""
+    try:
+        st = os.lstat(target)
+        if not stat.S_ISDIR(st.st_mode):
+            raise CopyTargetError(f"cannot copy to non-directory: {copier.display(target)}",
+                                  path=copier.display(target))
+    except FileNotFoundError:
+        copier.mkdirs(target)
+    for entry in walk_source(copier.tree, src, excludes):
+        copier.place(entry.host, entry.st, target.joinpath(*entry.rel.split("/")))

@@ -1,0 +1,251 @@
+"""Where COPY/ADD read from: a source tree, its matched sources, and their content hash.
+
+A ``SourceTree`` is a directory seen as a root: the build context (with its ignore rules, and
+owners reset to 0:0 because BuildKit sends the context with uid/gid 0) or another stage's root
+filesystem (no ignore rules; owners kept, as BuildKit's file op keeps them without --chown).
+
+Source paths are confined to the tree: a ``..`` that climbs above the root is refused with an
+error naming the source, and symlinks are resolved as if the tree were ``/`` (a link to
+``/etc`` inside a context means ``<context>/etc``), so nothing outside is ever read. A source
+that is itself a link is followed (BuildKit's FollowSymlinks); links found while walking a
+directory are copied as links. Excluded context paths do not exist for COPY.
+
+Wildcards follow BuildKit: the source is split at its first component with a wildcard, the
+part before is resolved, and each remaining component is matched with Go's filepath.Match;
+a wildcard that matches nothing is not an error (BuildKit's AllowEmptyWildcard).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cloche.build.dockerignore import PatternMatcher, go_clean
+from cloche.build.pathmatch import has_wildcards, match as go_match
+from cloche.errors import ClocheError, UnsafePathError
+from cloche.sandbox.paths import resolve_in_root
+
+__all__ = ["MatchedSource", "SourceNotFoundError", "SourceTree", "WalkEntry", "content_hash",
+           "match_sources", "walk_source"]
+
+
+class SourceNotFoundError(ClocheError, ValueError):
+    """A COPY/ADD source that does not exist in its tree (or is excluded by .dockerignore)."""
+
+    def __init__(self, message: str, *, source: str, tree: str) -> None:
+        super().__init__(message)
+        self.source = source
+        self.tree = tree
+
+
+@dataclass(frozen=True)
+class SourceTree:
+    """A directory COPY/ADD reads from, seen as a root."""
+
+    root: Path
+    ignore: PatternMatcher = field(default_factory=PatternMatcher)
+    reset_owner: bool = False
+    label: str = "build context"
+
+    @classmethod
+    def stage(cls, root: Path, name: str) -> "SourceTree":
+        """Another stage's (or image's) root filesystem: no ignore rules, owners kept."""
+        return cls(root.resolve(), PatternMatcher(), False, f"stage {name}")
+
+    def excluded(self, rel: str) -> bool:
+        return bool(self.ignore.patterns) and rel not in ("", ".") and self.ignore.matches(rel)
+
+    def rel(self, host: Path) -> str:
+        """The tree-relative ``/``-separated path of a host path below the root."""
+        return "" if host == self.root else str(host.relative_to(self.root))
+
+
+@dataclass(frozen=True)
+class MatchedSource:
+    """One source after wildcard expansion: where it is and what it is."""
+
+    spec: str          # the source as written (after expansion)
+    rel: str           # path relative to the tree root, symlinks resolved
+    host: Path
+    is_dir: bool
+    base: str          # the part of ``rel`` before the first wildcard
+    written: str = ""  # the path as named (before links are resolved): --parents keeps it
+
+
+def _confine_lexically(tree: SourceTree, spec: str) -> str:
+    """``spec`` made relative to the tree root; a ``..`` above the root is an error."""
+    depth = 0
+    for part in spec.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                raise UnsafePathError(
+                    f"source {spec!r} is outside of the {tree.label}: '..' climbs above its root",
+                    hint="COPY and ADD can only read files inside the build context")
+        elif part not in ("", "."):
+            depth += 1
+    cleaned = go_clean("/" + spec).lstrip("/")
+    return cleaned
+
+
+def _resolve(tree: SourceTree, rel: str) -> Path:
+    return resolve_in_root(tree.root, rel)
+
+
+def _not_found(tree: SourceTree, spec: str, why: str = "") -> SourceNotFoundError:
+    return SourceNotFoundError(f"source {spec!r} not found in the {tree.label}{why}",
+                               source=spec, tree=tree.label)
+
+
+def match_sources(tree: SourceTree, spec: str) -> list[MatchedSource]:
+    """The sources ``spec`` names in ``tree`` (one, or the wildcard's matches in walk order)."""
+    rel = _confine_lexically(tree, spec)
+    parts = [p for p in rel.split("/") if p]
+    cut = next((i for i, p in enumerate(parts) if has_wildcards(p)), len(parts))
+    if cut == len(parts):
+        host = _resolve(tree, rel)
+        try:
+            st = os.lstat(host)
+        except (FileNotFoundError, NotADirectoryError):
+            link_note = ""
+            if host != tree.root.joinpath(*parts):
+                link_note = f" (a symlink on the way resolves to /{tree.rel(host)} inside the tree)"
+            raise _not_found(tree, spec, link_note) from None
+        real = tree.rel(host)
+        if tree.excluded(real):
+            raise _not_found(tree, spec, " (excluded by .dockerignore)")
+        return [MatchedSource(spec, real, host, stat.S_ISDIR(st.st_mode), real, rel)]
+    base_rel = "/".join(parts[:cut])
+    base_host = _resolve(tree, base_rel)
+    out: list[MatchedSource] = []
+    _expand(tree, spec, base_host, parts[cut:], tree.rel(base_host), out)
+    return out
+
+
+def _expand(tree: SourceTree, spec: str, dir_host: Path, rest: list[str], base: str,
+            out: list[MatchedSource]) -> None:
+    try:
+        names = sorted(os.listdir(dir_host))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for name in names:
+        if not go_match(rest[0], name):
+            continue
+        host = dir_host / name
+        rel = tree.rel(host)
+        if tree.excluded(rel):
+            continue
+        st = os.lstat(host)
+        if len(rest) > 1:
+            if stat.S_ISDIR(st.st_mode):
+                _expand(tree, spec, host, rest[1:], base, out)
+            continue
+        if stat.S_ISLNK(st.st_mode):  # a matched link is followed, inside the tree
+            host = _resolve(tree, rel)
+            try:
+                st = os.lstat(host)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        out.append(MatchedSource(spec, tree.rel(host), host, stat.S_ISDIR(st.st_mode), base, rel))
+
+
+@dataclass(frozen=True)
+class WalkEntry:
+    """One path met while walking a source: relative to the source, with its lstat."""
+
+    rel: str
+    host: Path
+    st: os.stat_result
+    implied: bool = False  # an excluded directory kept only because something below is included
+
+
+def walk_source(tree: SourceTree, src: MatchedSource,
+                excludes: PatternMatcher | None = None) -> Iterator[WalkEntry]:
+    """Everything below a directory source, parents before children, names sorted.
+
+    Paths excluded by the tree's ignore rules or by ``excludes`` (COPY --exclude, matched
+    relative to the source) are skipped; an excluded directory is still entered when an
+    exception could re-include something below it, and is then yielded as ``implied``.
+    """
+    yield from _walk(tree, src.host, "", excludes)
+
+
+def _walk(tree: SourceTree, dir_host: Path, prefix: str,
+          excludes: PatternMatcher | None) -> Iterator[WalkEntry]:
+    for name in sorted(os.listdir(dir_host)):
+        host = dir_host / name
+        rel = f"{prefix}/{name}" if prefix else name
+        st = os.lstat(host)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        hidden = [(m, r) for m, r in ((tree.ignore, tree.rel(host)), (excludes, rel))
+                  if m is not None and m.patterns and m.matches(r)]
+        if hidden:
+            if not is_dir or not all(m.may_include_below(r) for m, r in hidden):
+                continue
+            children = list(_walk(tree, host, rel, excludes))
+            if children:
+                yield WalkEntry(rel, host, st, implied=True)
+                yield from children
+            continue
+        yield WalkEntry(rel, host, st)
+        if is_dir:
+            yield from _walk(tree, host, rel, excludes)
+
+
+def _type_char(mode: int) -> str:
+    for test, char in ((stat.S_ISREG, "f"), (stat.S_ISDIR, "d"), (stat.S_ISLNK, "l"),
+                       (stat.S_ISCHR, "c"), (stat.S_ISBLK, "b"), (stat.S_ISFIFO, "p")):
+        if test(mode):
+            return char
+    return "s"
+
+
+def _record(h: "hashlib._Hash", tree: SourceTree, name: str, host: Path, st: os.stat_result) -> None:
+    uid, gid = (0, 0) if tree.reset_owner else (st.st_uid, st.st_gid)
+    kind = _type_char(st.st_mode)
+    fields = [name, kind, oct(stat.S_IMODE(st.st_mode)), str(uid), str(gid)]
+    if kind == "f":
+        fields.append(str(st.st_size))
+        digest = hashlib.sha256()
+        fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        fields.append(digest.hexdigest())
+    elif kind == "l":
+        fields.append(os.readlink(host))
+    elif kind in "cb":
+        fields.append(f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}")
+    try:
+        for xname in sorted(os.listxattr(host, follow_symlinks=False)):
+            if xname.startswith(("user.", "security.")):
+                fields.append(f"x:{xname}=" + os.getxattr(host, xname, follow_symlinks=False).hex())
+    except OSError:
+        pass
+    h.update(("\0".join(fields) + "\n").encode("utf-8", "surrogateescape"))
+
+
+def content_hash(tree: SourceTree, specs: Sequence[str], *,
+                 excludes: Sequence[str] = ()) -> str:
+    """``sha256:...`` over what COPY/ADD of ``specs`` would read from ``tree``, for the cache.
+
+    Covers each matched path, its type, permission bits, owner (as COPY would see it), size,
+    content, link target and xattrs, in a stable order; never mtimes, ctimes or inode numbers,
+    so touching a file does not invalidate the cache (BuildKit's rule).
+    """
+    h = hashlib.sha256()
+    exclude_matcher = PatternMatcher.from_rules(tuple(excludes)) if excludes else None
+    for spec in specs:
+        h.update(f"source\0{spec}\n".encode("utf-8", "surrogateescape"))
+        for src in match_sources(tree, spec):
+            st = os.lstat(src.host)
+            _record(h, tree, f"={src.rel}", src.host, st)
+            if src.is_dir:
+                for entry in walk_source(tree, src, exclude_matcher):
+                    _record(h, tree, posixpath.join(src.rel, entry.rel), entry.host, entry.st)
+    return "sha256:" + h.hexdigest()
