@@ -1,0 +1,321 @@
+"""The stage graph of a Dockerfile: who needs whom, what the target keeps, what runs together.
+
+A stage depends on another through ``FROM <stage>``, ``COPY --from=<stage|index>`` and
+``RUN --mount=from=<stage>``. As in BuildKit, ``FROM`` matches only stages defined above it
+(``FROM 0`` is an image called "0", never a stage), names are case-insensitive, and a
+``--from`` that names no stage is an external image. A ``--from`` naming a later stage is an
+error, a loop is an error naming every stage in it, and only the stages the target reaches are
+built: the others are skipped, even ones that would fail, and the plan says why. Reachable
+stages are grouped into levels: a stage's level is one more than its deepest dependency's, so
+all stages of one level can run at the same time.
+
+Words are expanded (global ARGs in FROM, the stage's ARG/ENV in the rest) as far as that can
+be known before anything runs: a base image's own ENV is unknown here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from cloche.dockerfile.args import GlobalScope, StageEnv, resolve_global_scope
+from cloche.dockerfile.flags import error_at
+from cloche.dockerfile.instructions import Arg, Copy, Instruction, Onbuild, Run
+from cloche.dockerfile.stages import Dockerfile, Stage
+from cloche.errors import DockerfileError, did_you_mean
+
+__all__ = ["Dependency", "PlannedStage", "BuildPlan", "build_plan", "CircularDependencyError"]
+
+
+class CircularDependencyError(DockerfileError):
+    """Stages that need each other; ``stages`` names every stage of the loop, in order."""
+
+    def __init__(self, message: str, *, stages: tuple[str, ...] = (), **kw: object) -> None:
+        super().__init__(message, **kw)  # type: ignore[arg-type]
+        self.stages = stages
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """One edge: ``kind`` is "from", "copy" or "mount"; ``stage`` is None for an image."""
+
+    kind: str
+    line: int
+    reference: str
+    stage: int | None = None
+    image: str | None = None
+    sources: tuple[str, ...] = ()
+    dest: str | None = None
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    """A stage as the build will see it: expanded base, its dependencies, its fate."""
+
+    index: int
+    name: str | None
+    base: str
+    base_stage: int | None
+    platform: str | None
+    line: int
+    dependencies: tuple[Dependency, ...]
+    commands: tuple[Instruction, ...]
+    reachable: bool = True
+    skip_reason: str | None = None
+    level: int | None = None
+
+    @property
+    def depends_on(self) -> tuple[int, ...]:
+        return tuple(sorted({d.stage for d in self.dependencies if d.stage is not None}))
+
+    @property
+    def display_name(self) -> str:
+        return self.name or f"stage-{self.index}"
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        """External images this stage needs (its base and --from images), in order."""
+        seen: dict[str, None] = {}
+        if self.base_stage is None and self.base.lower() != "scratch":
+            seen[self.base] = None
+        for dep in self.dependencies:
+            if dep.image:
+                seen[dep.image] = None
+        return tuple(seen)
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """The whole plan: stages in file order, the target, and levels for parallel execution."""
+
+    dockerfile: Dockerfile
+    scope: GlobalScope
+    target: int
+    stages: tuple[PlannedStage, ...]
+    levels: tuple[tuple[int, ...], ...]
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def order(self) -> tuple[int, ...]:
+        """A topological order of the reachable stages (level by level, file order within)."""
+        return tuple(i for level in self.levels for i in level)
+
+    @property
+    def reachable(self) -> tuple[int, ...]:
+        return tuple(s.index for s in self.stages if s.reachable)
+
+    def to_dict(self) -> dict[str, object]:
+        """The JSON shape of ``cloche plan --format json`` (keys of the brief are fixed)."""
+        return {
+            "file": self.dockerfile.file,
+            "target": self.target,
+            "stages": [_stage_dict(s) for s in self.stages],
+            "levels": [list(level) for level in self.levels],
+            "warnings": list(self.warnings),
+        }
+
+
+def _stage_dict(stage: PlannedStage) -> dict[str, object]:
+    return {
+        "index": stage.index, "name": stage.name, "base": stage.base,
+        "depends_on": list(stage.depends_on), "reachable": stage.reachable,
+        "base_stage": stage.base_stage, "platform": stage.platform, "line": stage.line,
+        "level": stage.level, "skip_reason": stage.skip_reason, "images": list(stage.images),
+        "dependencies": [
+            {"kind": d.kind, "line": d.line, "reference": d.reference, "stage": d.stage,
+             "image": d.image, "sources": list(d.sources), "dest": d.dest}
+            for d in stage.dependencies],
+    }
+
+
+@dataclass
+class _Walk:
+    """Mutable scratch state of one build_plan call (never escapes it)."""
+
+    dockerfile: Dockerfile
+    scope: GlobalScope
+    finals: dict[int, StageEnv] = field(default_factory=dict)
+    errors: dict[int, DockerfileError] = field(default_factory=dict)
+    forward: dict[int, tuple[Dependency, Instruction]] = field(default_factory=dict)
+
+    def resolve(self, reference: str, at: int, ins: Instruction) -> tuple[int | None, str | None]:
+        """A ``--from`` value: (stage index, None) or (None, image)."""
+        stages = self.dockerfile.stages
+        if reference.isdigit():
+            index = int(reference)
+            if index >= len(stages):
+                raise error_at(ins.node, self.dockerfile.tree,
+                               f"invalid stage index {index}: the file has {len(stages)} stages",
+                               needle=reference)
+            return index, None
+        found = self.dockerfile.find_stage(reference, before=at + 1)
+        if found is None:
+            found = self.dockerfile.find_stage(reference)
+        return (found.index, None) if found else (None, reference)
+
+    def walk(self, stage: Stage) -> PlannedStage:
+        tree = self.dockerfile.tree
+        base_from = self.scope.expand_from(stage.from_)
+        if not base_from.image:
+            raise error_at(stage.from_.node, tree,
+                           f"base name ({stage.base}) should not be blank")
+        parent = self.dockerfile.find_stage(base_from.image, before=stage.index)
+        deps: list[Dependency] = []
+        if parent is not None:
+            deps.append(Dependency("from", stage.line, base_from.image, stage=parent.index))
+            env = StageEnv.start(self.scope, parent=self.finals.get(parent.index))
+            triggers = tuple(c.trigger for c in parent.commands if isinstance(c, Onbuild))
+        else:
+            env = StageEnv.start(self.scope)
+            triggers = ()
+        commands: list[Instruction] = []
+        pending = list(triggers + stage.commands)
+        for position, instruction in enumerate(pending):
+            try:
+                expanded, env = env.apply(instruction)
+                deps.extend(self._edges(stage.index, expanded))
+            except DockerfileError as err:
+                self.errors.setdefault(stage.index, err)
+                commands.extend(pending[position:])
+                break
+            commands.append(expanded)
+        self.finals[stage.index] = env
+        return PlannedStage(
+            index=stage.index, name=stage.name, base=base_from.image,
+            base_stage=parent.index if parent else None, platform=base_from.platform,
+            line=stage.line, dependencies=tuple(deps), commands=tuple(commands))
+
+    def _edges(self, at: int, ins: Instruction) -> list[Dependency]:
+        found: list[Dependency] = []
+        if isinstance(ins, Copy) and ins.from_ is not None:
+            stage, image = self.resolve(ins.from_, at, ins)
+            found.append(Dependency("copy", ins.line, ins.from_, stage, image,
+                                    ins.sources + tuple(h.name for h in ins.contents), ins.dest))
+        if isinstance(ins, Run):
+            for mount in ins.mounts:
+                if mount.from_ and mount.type in ("bind", "cache"):
+                    stage, image = self.resolve(mount.from_, at, ins)
+                    source = (mount.source,) if mount.source else ()
+                    found.append(Dependency("mount", ins.line, mount.from_, stage, image,
+                                            source, mount.target))
+        for dep in found:
+            if dep.stage is not None and dep.stage > at:
+                self.forward.setdefault(at, (dep, ins))
+        return found
+
+
+def _find_cycle(edges: Mapping[int, tuple[int, ...]]) -> list[int] | None:
+    """One dependency loop as a list of stage indexes (first repeated at the end), or None."""
+    state: dict[int, int] = {}  # 1 = on the current path, 2 = done
+    path: list[int] = []
+
+    def visit(node: int) -> list[int] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in edges.get(node, ()):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        state[node] = 2
+        path.pop()
+        return None
+
+    for start in sorted(edges):
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return None
+
+
+def build_plan(
+    dockerfile: Dockerfile, target: str | None = None,
+    build_args: Mapping[str, str] | None = None, platform: str | None = None,
+    build_platform: str | None = None,
+) -> BuildPlan:
+    """Plan the build of ``target`` (a stage name; default: the last stage)."""
+    tree = dockerfile.tree
+    if not dockerfile.stages:
+        raise DockerfileError("dockerfile contains no stages to build", file=tree.file,
+                              hint="add a FROM line")
+    scope = resolve_global_scope(dockerfile, build_args, target_platform=platform,
+                                 build_platform=build_platform)
+    walk = _Walk(dockerfile, scope)
+    planned = [walk.walk(stage) for stage in dockerfile.stages]
+    edges = {s.index: s.depends_on for s in planned}
+    cycle = _find_cycle(edges)
+    if cycle:
+        names = tuple(planned[i].display_name for i in cycle)
+        closing = next(d for d in planned[cycle[-2]].dependencies if d.stage == cycle[-1])
+        node = dockerfile.stages[cycle[-2]].from_.node
+        for ins in planned[cycle[-2]].commands:
+            if ins.line == closing.line:
+                node = ins.node
+        err = error_at(node, tree, "circular dependency detected on stages: "
+                       + " -> ".join(names), needle=closing.reference,
+                       error=CircularDependencyError)
+        err.stages = names[:-1]  # type: ignore[attr-defined]
+        raise err
+    for index in sorted(walk.forward):
+        dep, ins = walk.forward[index]
+        later = planned[dep.stage or 0]
+        raise error_at(ins.node, tree,
+                       f"stage {later.display_name!r} (line {later.line}) needs to be defined "
+                       f"before it is used by {'--mount from' if dep.kind == 'mount' else '--from'}",
+                       needle=dep.reference, hint="move that stage above this one")
+    target_index = len(planned) - 1
+    if target is not None:
+        found = dockerfile.find_stage(target)
+        if found is None:
+            names = [s.name for s in dockerfile.stages if s.name]
+            raise DockerfileError(
+                f"target stage {target!r} could not be found", file=tree.file,
+                hint=did_you_mean(target, names) or
+                (f"stages are: {', '.join(names)}" if names else "no stage has a name"))
+        target_index = found.index
+    reachable: set[int] = set()
+    todo = [target_index]
+    while todo:
+        index = todo.pop()
+        if index not in reachable:
+            reachable.add(index)
+            todo.extend(edges[index])
+    for index in sorted(walk.errors):
+        if index in reachable:
+            raise walk.errors[index]
+    levels: dict[int, int] = {}
+    for stage in planned:
+        if stage.index in reachable:
+            levels[stage.index] = 1 + max((levels[d] for d in stage.depends_on), default=-1)
+    target_name = planned[target_index].display_name
+    final = []
+    for stage in planned:
+        if stage.index in reachable:
+            final.append(_replace(stage, level=levels[stage.index]))
+        else:
+            final.append(_replace(stage, reachable=False, level=None,
+                                  skip_reason=f"target {target_name!r} does not depend on it"))
+    grouped = tuple(tuple(sorted(i for i, lv in levels.items() if lv == n))
+                    for n in range(max(levels.values()) + 1))
+    warnings = _warnings(dockerfile, scope, final)
+    return BuildPlan(dockerfile, scope, target_index, tuple(final), grouped, warnings)
+
+
+def _replace(stage: PlannedStage, **changes: object) -> PlannedStage:
+    return dataclasses.replace(stage, **changes)  # type: ignore[arg-type]
+
+
+def _warnings(dockerfile: Dockerfile, scope: GlobalScope,
+              stages: list[PlannedStage]) -> tuple[str, ...]:
+    out = []
+    seen: dict[str, int] = {}
+    for stage in dockerfile.stages:
+        if stage.name and stage.name in seen:
+            out.append(f"line {stage.line}: stage name {stage.name!r} is also used on line "
+                       f"{seen[stage.name]}")
+        elif stage.name:
+            seen[stage.name] = stage.line
+    declared = {d.name for s in stages for c in s.commands if isinstance(c, Arg) for d in c.args}
+    for name in scope.unused_build_args(declared):
+        out.append(f"build arg {name!r} is not declared by any ARG")
+    return tuple(out)
