@@ -14,7 +14,7 @@ import errno
 import os
 import stat
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from cloche.errors import SandboxError
 from cloche.sandbox.paths import resolve_in_root
@@ -37,20 +37,25 @@ class Stubs:
     created: list[_Created] = field(default_factory=list)
 
     def ensure(self, path: str, *, is_dir: bool) -> Path:
-        """The host path of ``path`` in the rootfs, created (with parents) when missing."""
-        parts = PurePosixPath(path).parts[1:]
+        """The host path of ``path`` in the rootfs, created (with parents) when missing.
+
+        Symlinks on the way are followed inside the rootfs; what is missing is created at
+        the place they lead to, and recorded under that (resolved) path.
+        """
+        host = resolve_in_root(self.rootfs, path)
+        parts = host.relative_to(self.rootfs).parts
         for i in range(1, len(parts) + 1):
             sub = "/" + "/".join(parts[:i])
-            host = resolve_in_root(self.rootfs, sub)
+            current = self.rootfs.joinpath(*parts[:i])
             last = i == len(parts)
             try:
-                st = os.lstat(host)
+                st = os.lstat(current)
             except FileNotFoundError:
-                self._create(sub, host, is_dir=is_dir or not last)
+                self._create(sub, current, is_dir=is_dir or not last)
                 continue
             if not last and not stat.S_ISDIR(st.st_mode):
                 raise SandboxError(f"cannot mount on {path}: {sub} in the image is not a directory")
-        return resolve_in_root(self.rootfs, path)
+        return host
 
     def _create(self, path: str, host: Path, *, is_dir: bool) -> None:
         parent = host.parent

@@ -1,0 +1,280 @@
+"""RUN steps in the real sandbox: namespaces, mounts, users, output, cleanup."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from cloche.errors import SandboxError
+from cloche.sandbox import DEFAULT_PATH, Mount, RunSpec, resolve_user, run
+from tests.sandbox.conftest import Layer
+
+
+def _host_processes_with(needle: bytes) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if needle in f.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def test_output_streams_and_exit_code(layer: Layer) -> None:
+    step = layer.run("echo to-out; echo to-err >&2; exit 3")
+    assert step.result.exit_code == 3 and not step.result.ok
+    assert step.out == b"to-out\n"
+    assert step.err == b"to-err\n"
+    assert layer.run("true").result.ok
+
+
+def test_exec_form_is_not_a_shell(layer: Layer) -> None:
+    assert layer.run(("echo", "$HOME", "a  b")).out == b"$HOME a  b\n"  # found through PATH
+    assert layer.run("echo $HOME").out == b"/root\n"
+
+
+def test_missing_executable_is_127(layer: Layer) -> None:
+    step = layer.run(("/no/such/program",))
+    assert step.result.exit_code == 127
+    assert b"/no/such/program" in step.err
+
+
+def test_killed_by_signal(layer: Layer) -> None:
+    step = layer.run("kill -TERM $$")
+    assert step.result.signal == signal.SIGTERM
+    assert step.result.exit_code == 128 + signal.SIGTERM
+
+
+def test_exact_environment_with_default_path(layer: Layer) -> None:
+    env = sorted(layer.run(("env",), env=("A=1", "B=two words")).text.splitlines())
+    assert env == ["A=1", "B=two words", "HOME=/root", f"PATH={DEFAULT_PATH}"]
+    env = layer.run(("/bin/env",), env=("PATH=/bin", "HOME=/x")).text.splitlines()
+    assert sorted(env) == ["HOME=/x", "PATH=/bin"]
+
+
+def test_missing_cwd_is_created_and_kept(layer: Layer) -> None:
+    step = layer.run("pwd", cwd="/srv/app")
+    assert step.out == b"/srv/app\n"
+    assert (layer.upper / "srv" / "app").is_dir()
+
+
+def test_user_by_name_from_passwd(layer: Layer) -> None:
+    user = resolve_user(layer.merged, "app")
+    step = layer.run('id -u; id -g; id -G; echo $HOME; touch /home/app/mine; touch /root/no',
+                     user=user)
+    lines = step.text.splitlines()
+    assert lines[:2] == ["1000", "1000"]
+    assert set(lines[2].split()) == {"1000", "50"}
+    assert lines[3] == "/home/app"
+    assert step.result.exit_code != 0  # /root is not writable for app
+    assert os.stat(layer.upper / "home" / "app" / "mine").st_uid == 1000
+
+
+def test_hostname_and_etc_hosts(layer: Layer) -> None:
+    host_name = socket.gethostname()
+    step = layer.run("hostname; cat /etc/hosts", hostname="stepbox",
+                     extra_hosts=(("db", "10.0.0.5"),))
+    lines = step.text.splitlines()
+    assert lines[0] == "stepbox"
+    assert lines[1:] == ["127.0.0.1\tlocalhost stepbox",
+                         "::1\tlocalhost ip6-localhost ip6-loopback", "10.0.0.5\tdb"]
+    assert socket.gethostname() == host_name
+    assert not (layer.upper / "etc" / "hosts").exists()
+    assert "hosts" not in os.listdir(layer.lower / "etc")
+
+
+def test_pid_namespace_hides_host_processes(layer: Layer) -> None:
+    step = layer.run("echo $$; ps -o pid,args")
+    lines = step.text.splitlines()
+    assert int(lines[0]) <= 3
+    pids = [int(line.split()[0]) for line in lines[2:]]
+    assert max(pids) < 10 and 1 in pids
+    assert "pytest" not in step.text
+
+
+def test_network_none_has_only_loopback_up(layer: Layer) -> None:
+    step = layer.run("ls /sys/class/net; cat /sys/class/net/lo/flags", network="none")
+    names, flags = step.text.split()[:-1], step.text.split()[-1]
+    assert names == ["lo"]
+    assert int(flags, 16) & 0x1  # IFF_UP
+
+
+def test_default_network_is_the_hosts(layer: Layer) -> None:
+    step = layer.run("ls /sys/class/net")
+    assert sorted(step.text.split()) == sorted(os.listdir("/sys/class/net"))
+
+
+def test_background_children_do_not_survive(layer: Layer) -> None:
+    n = str(random.randint(10**6, 10**7)).encode()
+    step = layer.run(f"sleep {n.decode()} & sleep {n.decode()} & echo started")
+    assert step.out == b"started\n"
+    assert _host_processes_with(b"sleep\0" + n) == []
+
+
+def test_timeout_kills_the_whole_step(layer: Layer) -> None:
+    n = str(random.randint(10**6, 10**7))
+    step = layer.run(f"sleep {n} & sleep {n}", timeout=0.5)
+    assert step.result.timed_out and not step.result.ok
+    assert _host_processes_with(b"sleep\0" + n.encode()) == []
+
+
+def test_ctrl_c_in_the_caller_kills_the_step(layer: Layer) -> None:
+    n = str(random.randint(10**6, 10**7))
+    ready = threading.Event()
+
+    def on_output(chunk: bytes) -> None:
+        if b"ready" in chunk:
+            ready.set()
+
+    def interrupt() -> None:
+        ready.wait()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    killer = threading.Thread(target=interrupt)
+    killer.start()
+    with pytest.raises(KeyboardInterrupt):
+        run(RunSpec(layer.merged, ("/bin/sh", "-c", f"sleep {n} & echo ready; sleep {n}"),
+                    stdout=on_output))
+    killer.join()
+    assert _host_processes_with(b"sleep\0" + n.encode()) == []
+
+
+def test_output_to_a_file_descriptor(layer: Layer, tmp_path: Path) -> None:
+    with open(tmp_path / "log", "wb") as log:
+        result = run(RunSpec(layer.merged, ("/bin/sh", "-c", "echo a; echo b >&2"),
+                             stdout=log.fileno(), stderr=log.fileno()))
+    assert result.ok
+    assert sorted((tmp_path / "log").read_bytes().splitlines()) == [b"a", b"b"]
+
+
+def test_writes_land_in_upper_and_deletions_are_whiteouts(layer: Layer) -> None:
+    step = layer.run("echo hello > /tmp/new.txt && rm /bin/true && mkdir -p /opt/x")
+    assert step.result.ok, step.err
+    assert (layer.upper / "tmp" / "new.txt").read_text() == "hello\n"
+    whiteout = os.lstat(layer.upper / "bin" / "true")
+    assert stat.S_ISCHR(whiteout.st_mode) and whiteout.st_rdev == 0
+    assert (layer.upper / "opt" / "x").is_dir()
+    assert (layer.lower / "bin" / "true").is_symlink()  # the lower layer is untouched
+
+
+def test_mount_stubs_leave_nothing_in_upper(scratch_layer: Layer, tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret")
+    step = scratch_layer.run(
+        "cat /run/secrets/token; ls /proc/self/ >/dev/null && echo proc-ok",
+        mounts=(Mount("/run/secrets/token", source=secret, readonly=True),
+                Mount("/var/cache/apt", kind="tmpfs", size=1 << 20)))
+    assert step.result.ok, step.err
+    assert step.out == b"s3cretproc-ok\n"
+    assert scratch_layer.upper_entries() == []
+    assert set(step.result.stubs) >= {"/proc", "/dev", "/sys", "/etc", "/etc/hosts",
+                                      "/etc/resolv.conf", "/run", "/run/secrets",
+                                      "/run/secrets/token", "/var", "/var/cache",
+                                      "/var/cache/apt"}
+
+
+def test_stub_parents_with_real_content_are_kept(scratch_layer: Layer) -> None:
+    step = scratch_layer.run("echo x > /etc/motd")
+    assert step.result.ok, step.err
+    assert scratch_layer.upper_entries() == ["etc", "etc/motd"]
+    assert "/etc/hosts" in step.result.stubs and "/etc" not in step.result.stubs
+
+
+def test_copied_up_parent_keeps_its_times(layer: Layer) -> None:
+    assert layer.run("true").result.ok
+    # /etc was copied up to hold the /etc/hosts stub; it is empty and looks like the lower one.
+    assert layer.upper_entries() in ([], ["etc"])
+    if (layer.upper / "etc").exists():
+        assert os.stat(layer.upper / "etc").st_mtime_ns == os.stat(layer.lower / "etc").st_mtime_ns
+
+
+def test_bind_mounts_read_only_and_read_write(layer: Layer, tmp_path: Path) -> None:
+    ro, rw = tmp_path / "ro", tmp_path / "rw"
+    ro.mkdir()
+    rw.mkdir()
+    (ro / "in.txt").write_text("input")
+    step = layer.run("cat /src/in.txt; echo out > /cache/out.txt; touch /src/nope",
+                     mounts=(Mount("/src", source=ro, readonly=True),
+                             Mount("/cache", source=rw)))
+    assert step.out == b"input"
+    assert step.result.exit_code != 0 and b"Read-only" in step.err
+    assert (rw / "out.txt").read_text() == "out\n"
+    assert not (ro / "nope").exists()
+    assert layer.upper_entries() in ([], ["etc"])
+
+
+def test_tmpfs_mount_is_not_in_the_layer(layer: Layer) -> None:
+    step = layer.run("echo x > /tmp/cache/f && cat /tmp/cache/f",
+                     mounts=(Mount("/tmp/cache", kind="tmpfs"),))
+    assert step.out == b"x\n"
+    assert not (layer.upper / "tmp" / "cache").exists()
+
+
+def test_dev_and_proc_inside(layer: Layer) -> None:
+    step = layer.run("ls /dev; head -c 4 /dev/zero | wc -c; echo x > /dev/null; "
+                     "ls -d /dev/pts/ptmx /dev/shm; cat /proc/1/cmdline | tr '\\0' ' '")
+    assert step.result.ok, step.err
+    names = set(step.text.split())
+    assert {"null", "zero", "full", "random", "urandom", "tty", "shm", "pts", "ptmx",
+            "fd", "stdin", "stdout", "stderr"} <= names
+    assert "4" in names
+
+
+def test_sys_is_read_only(layer: Layer) -> None:
+    step = layer.run("echo 1 > /sys/kernel/profiling")
+    assert step.result.exit_code != 0
+
+
+def test_not_root_is_a_clear_error(layer: Layer) -> None:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop to nobody and try
+        os.close(r)
+        message = b"no error"
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            run(RunSpec(layer.merged, ("true",)))
+        except SandboxError as e:
+            message = e.render().encode()
+        except BaseException as e:  # noqa: BLE001
+            message = repr(e).encode()
+        os.write(w, message)
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        message = f.read().decode()
+    os.waitpid(pid, 0)
+    assert "needs root" in message
+    assert "cloche build needs root for its sandbox; a rootless mode is planned" in message
+
+
+def test_bad_specs_are_rejected(layer: Layer) -> None:
+    with pytest.raises(SandboxError, match="network"):
+        RunSpec(layer.merged, ("true",), network="bridge")
+    with pytest.raises(SandboxError, match="empty"):
+        RunSpec(layer.merged, ())
+    with pytest.raises(SandboxError, match="absolute"):
+        Mount("relative/path", kind="tmpfs")
+
+
+def test_mount_target_symlink_cannot_escape(layer: Layer, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    assert layer.run(f"ln -s {outside} /escape").result.ok
+    step = layer.run("echo x > /escape/f; cat /escape/f",
+                     mounts=(Mount("/escape", kind="tmpfs"),))
+    assert step.out == b"x\n"
+    assert os.listdir(outside) == []
