@@ -1,0 +1,56 @@
+"""ADD: COPY plus two things, local archives extracted and URLs downloaded.
+
+Local sources go through ``copy_into`` with ``unpack=True``: a file that is a tar (plain,
+gzip, bzip2, xz or zstd, told by content) is extracted into the destination directory,
+confined to it; owners come from the tar unless --chown. URL sources are downloaded into a
+private temporary directory (``remote.download``: mode 0600, Last-Modified as mtime,
+``--checksum`` verified) and then copied like a context file (owner 0:0 unless --chown,
+--chmod applies); a downloaded archive is not extracted, as in BuildKit.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from cloche.build.copy import CopyDestinationError, CopyRequest, CopyResult, copy_into, destination_path
+from cloche.build.remote import download, is_url
+from cloche.build.sources import SourceTree
+
+__all__ = ["add_into"]
+
+
+def add_into(request: CopyRequest, tree: SourceTree, root: Path, *, checksum: str | None = None,
+             client: httpx.Client | None = None, tmp_dir: Path | None = None) -> CopyResult:
+    """Carry out ``ADD`` of ``request`` from ``tree`` (local sources) into the rootfs ``root``."""
+    dest, dest_is_dir = destination_path(request.dest, request.workdir)
+    if len(request.sources) > 1 and not dest_is_dir:
+        raise CopyDestinationError(
+            "When using ADD with more than one source file, the destination must be a "
+            f"directory and end with a / (got {request.dest!r})")
+    urls = [s for s in request.sources if is_url(s)]
+    local = tuple(s for s in request.sources if not is_url(s))
+    if checksum is not None and local:
+        raise CopyDestinationError(f"ADD --checksum can only be used with HTTP(S) sources, "
+                                   f"not {local[0]!r}")
+    sources = entries = size = 0
+    if local:
+        done = copy_into(_with(request, local), tree, root, unpack=True)
+        sources, entries, size = done.sources, done.entries, done.bytes
+    for url in urls:
+        manual = None if dest_is_dir else posixpath.basename(dest)
+        with tempfile.TemporaryDirectory(prefix="cloche-add-", dir=tmp_dir) as tmp:
+            got = download(url, Path(tmp), checksum=checksum, filename=manual, client=client)
+            fetched = SourceTree(Path(tmp).resolve(), reset_owner=True, label=f"download of {url}")
+            done = copy_into(_with(request, (got.filename,)), fetched, root)
+        sources, entries, size = sources + 1, entries + done.entries, size + done.bytes
+    return CopyResult(sources, entries, size)
+
+
+def _with(request: CopyRequest, sources: tuple[str, ...]) -> CopyRequest:
+    return CopyRequest(sources, request.dest, request.workdir, request.chown, request.chmod,
+                       request.parents, request.excludes, request.link, "ADD")
+
