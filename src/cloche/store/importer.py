@@ -2,9 +2,11 @@
 becomes a one-layer image in the store.
 
 This is how tests and the demo make base images without Docker Hub (a debootstrap folder, the
-busybox-static fixture). A tar is not stored as given: it is read entry by entry (every name
-cleaned, so nothing that climbs out with '..' gets in) and written again by the deterministic
-layer writer, so the same tree always gives the same layer and the blob is verified end to end.
+busybox-static fixture). A directory is written by the deterministic layer writer (sorted
+entries, normalised headers). A tar is not stored as given: it is read entry by entry (every
+name cleaned, so nothing that climbs out with '..' gets in) and written again, streamed, in its
+own entry order (as docker import keeps it), so plain, compressed and piped copies of one tar
+give one layer.
 The config follows docker import's: the platform (host unless given), ``created``, a history
 entry whose comment says where the layer came from, and the ``--change`` instructions.
 """
