@@ -67,6 +67,15 @@ class TarWriter:
     def close(self) -> None:
         self._tar.close()
 
+    def abort(self) -> None:
+        """Give up without writing the end-of-archive blocks (the output is discarded)."""
+        self._tar.closed = True
+        self._tar.fileobj.closed = True  # type: ignore[union-attr]
+
+
+class MemberNotFoundError(ImageFormatError, LookupError):
+    """An archive without the member a manifest names."""
+
 
 def clean_member_name(name: str, *, archive: str) -> str:
     """A member name made relative and normal; ImageFormatError when it would escape."""
@@ -98,28 +107,39 @@ class TarIndex:
         return list(self._members)
 
     def _resolve(self, name: str) -> tarfile.TarInfo:
-        name = clean_member_name(name, archive=self.path)
-        for _ in range(16):
-            info = self._members.get(name)
-            if info is None:
-                raise FileNotFoundError(f"{self.path}: no member {name!r}")
-            if info.isreg():
-                return info
-            if info.issym():
-                target = posixpath.join(posixpath.dirname(name), info.linkname)
-                name = clean_member_name(target, archive=self.path)
-            elif info.islnk():
-                name = clean_member_name(info.linkname, archive=self.path)
-            else:
-                raise ImageFormatError(f"member {name!r} is not a regular file",
-                                       source=self.path)
-        raise ImageFormatError(f"too many levels of links at {name!r}", source=self.path)
+        """The regular-file member ``name`` leads to, following symbolic links (in any
+        component) and hard links, never outside the archive."""
+        pending = clean_member_name(name, archive=self.path).split("/")
+        resolved = ""
+        hops = 0
+        while pending:
+            part = pending.pop(0)
+            candidate = clean_member_name(posixpath.join(resolved, part), archive=self.path)
+            info = self._members.get(candidate)
+            if info is not None and (info.issym() or (info.islnk() and not pending)):
+                hops += 1
+                if hops > 32:
+                    raise ImageFormatError(f"too many levels of links at {name!r}",
+                                           source=self.path)
+                base = posixpath.dirname(candidate) if info.issym() else ""
+                target = clean_member_name(posixpath.join(base, info.linkname),
+                                           archive=self.path)
+                pending = target.split("/") + pending
+                resolved = ""
+                continue
+            resolved = candidate
+        info = self._members.get(resolved)
+        if info is None:
+            raise MemberNotFoundError(f"no member {name!r}", source=self.path)
+        if not info.isreg():
+            raise ImageFormatError(f"member {name!r} is not a regular file", source=self.path)
+        return info
 
     def has(self, name: str) -> bool:
         try:
             self._resolve(name)
             return True
-        except (FileNotFoundError, ImageFormatError):
+        except ImageFormatError:
             return False
 
     def size(self, name: str) -> int:

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cloche.oci import mediatypes as mt
-from cloche.oci._tario import TarIndex, TarWriter, finish_destination, open_destination
+from cloche.oci._tario import (MemberNotFoundError, TarIndex, TarWriter, finish_destination,
+                              open_destination)
 from cloche.oci.descriptor import ANNOTATION_REF_NAME
 from cloche.oci.digest import Digest
 from cloche.oci.errors import BlobNotFoundError, ImageFormatError
@@ -30,8 +31,8 @@ def write_oci_archive(dest: str | Path | BinaryIO, images: NamedImages | Image,
     pairs = [(images, name)] if isinstance(images, Image) else list(images)
     stream, tmp = open_destination(dest)
     ok = False
+    tar = TarWriter(stream)
     try:
-        tar = TarWriter(stream)
         tar.add_bytes(LAYOUT_FILE, layout_marker())
         written: set[Digest] = set()
         entries = []
@@ -47,6 +48,8 @@ def write_oci_archive(dest: str | Path | BinaryIO, images: NamedImages | Image,
         tar.close()
         ok = True
     finally:
+        if not ok:
+            tar.abort()
         finish_destination(stream, tmp, dest, ok)
 
 
@@ -66,14 +69,14 @@ class TarBlobSource:
     def open(self, digest: Digest) -> BinaryIO:
         try:
             return self._tar.open(self._name(digest))
-        except FileNotFoundError:
+        except MemberNotFoundError:
             raise BlobNotFoundError(f"blob {digest} not found", digest=digest,
                                     source=self._tar.path) from None
 
     def size(self, digest: Digest) -> int:
         try:
             return self._tar.size(self._name(digest))
-        except FileNotFoundError:
+        except MemberNotFoundError:
             raise BlobNotFoundError(f"blob {digest} not found", digest=digest,
                                     source=self._tar.path) from None
 

@@ -47,8 +47,8 @@ def write_docker_archive(dest: str | Path | BinaryIO, images: TaggedImages | Ima
     pairs = [(images, tags)] if isinstance(images, Image) else list(images)
     stream, tmp = open_destination(dest)
     ok = False
+    tar = TarWriter(stream)
     try:
-        tar = TarWriter(stream)
         written: set[str] = set()
         entries: list[dict[str, object]] = []
         repositories: dict[str, dict[str, str]] = {}
@@ -77,6 +77,8 @@ def write_docker_archive(dest: str | Path | BinaryIO, images: TaggedImages | Ima
         tar.close()
         ok = True
     finally:
+        if not ok:
+            tar.abort()
         finish_destination(stream, tmp, dest, ok)
 
 

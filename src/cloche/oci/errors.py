@@ -30,7 +30,8 @@ class PlatformNotFoundError(ClocheError, LookupError):
     """An index without an entry for the platform that was asked for."""
 
     def __init__(self, message: str, *, wanted: str, available: tuple[str, ...] = ()) -> None:
-        super().__init__(message, hint=("available: " + ", ".join(available)) if available else None)
+        super().__init__(message,
+                         hint=("available: " + ", ".join(available)) if available else None)
         self.wanted = wanted
         self.available = available
 
@@ -39,6 +40,7 @@ class RefNotFoundError(ClocheError, LookupError):
     """No image of that name in an OCI layout or an archive."""
 
     def __init__(self, message: str, *, name: str, available: tuple[str, ...] = ()) -> None:
-        super().__init__(message, hint=("available: " + ", ".join(available)) if available else None)
+        super().__init__(message,
+                         hint=("available: " + ", ".join(available)) if available else None)
         self.name = name
         self.available = available

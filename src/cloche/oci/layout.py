@@ -22,7 +22,7 @@ from cloche.oci.descriptor import ANNOTATION_REF_NAME, Descriptor
 from cloche.oci.digest import Digest
 from cloche.oci.errors import ImageFormatError, RefNotFoundError
 from cloche.oci.image import BlobSource, DirBlobSource, Image, read_blob
-from cloche.oci.manifest import Index, parse
+from cloche.oci.manifest import Index
 from cloche.oci.platform import Platform
 
 LAYOUT_FILE = "oci-layout"

@@ -67,7 +67,8 @@ class Manifest:
 
     def to_json(self, *, docker: bool | None = None) -> bytes:
         """Canonical bytes; ``docker`` None keeps this manifest's family."""
-        value = self if docker is None or docker == self.is_docker else self.converted(docker=docker)
+        same = docker is None or docker == self.is_docker
+        value = self if same else self.converted(docker=bool(docker))
         return _json.dumps(value.to_dict())
 
     @property
@@ -144,7 +145,8 @@ class Index:
         return out
 
     def to_json(self, *, docker: bool | None = None) -> bytes:
-        value = self if docker is None or docker == self.is_docker else self.converted(docker=docker)
+        same = docker is None or docker == self.is_docker
+        value = self if same else self.converted(docker=bool(docker))
         return _json.dumps(value.to_dict())
 
     @property
