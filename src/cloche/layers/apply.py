@@ -51,6 +51,10 @@ class ApplyResult:
     diff_id: Digest
 
 
+class _MissingDirError(LayerError):
+    """A directory that a whiteout or a hard link needs is not there."""
+
+
 def _proc(fd: int, name: str = "") -> str:
     """A path that reaches the object an fd holds (O_PATH fds included), without following."""
     return f"/proc/self/fd/{fd}" + (f"/{name}" if name else "")
@@ -95,7 +99,8 @@ class LayerApplier:
                     continue
                 except FileNotFoundError:
                     if not create:
-                        raise LayerError(f"{what}: {rel!r} does not exist") from None
+                        raise _MissingDirError(f"{what}: {rel!r} does not exist inside the root") \
+                            from None
                     os.mkdir(name, 0o755, dir_fd=cur)
                     fds.append(os.open(name, _DIR_FLAGS, dir_fd=cur))
                     continue
@@ -191,7 +196,14 @@ class LayerApplier:
         name = entry.name
         if name.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX) and name != OPAQUE_MARKER:
             return  # aufs bookkeeping (.wh..wh.plnk...), never content
-        pfd = self._open_dir(root_fd, entry.parent, create=True, what=f"tar entry {entry.path!r}")
+        what = f"tar entry {entry.path!r}"
+        if entry.is_whiteout:
+            try:  # nothing below to delete when the directory does not exist
+                pfd = self._open_dir(root_fd, entry.parent, create=False, what=what)
+            except LayerError:  # missing, or not a directory: nothing there to delete
+                return
+        else:
+            pfd = self._open_dir(root_fd, entry.parent, create=True, what=what)
         try:
             if entry.is_opaque:
                 self._clear_lower(pfd, entry.parent, added)
@@ -274,11 +286,14 @@ class LayerApplier:
     def _link(self, root_fd: int, pfd: int, entry: TarEntry) -> None:
         what = f"hard link {entry.path!r} -> {entry.linkname!r}"
         tparent, _, tname = entry.linkname.rpartition("/")
-        tfd = self._open_dir(root_fd, tparent, create=False, what=what)
+        try:
+            tfd = self._open_dir(root_fd, tparent, create=False, what=what)
+        except _MissingDirError:
+            raise LayerError(f"{what}: target not found in the root") from None
         try:
             st = self._lstat(tfd, tname)
             if st is None:
-                raise LayerError(f"{what}: target not found in the layers below or before it")
+                raise LayerError(f"{what}: target not found in the root")
             if stat.S_ISDIR(st.st_mode):
                 raise LayerError(f"{what}: target is a directory")
             os.link(tname, entry.name, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
