@@ -54,7 +54,7 @@ class ChmodSpec:
                     for c in classes:
                         bits |= src << {"u": 6, "g": 3, "o": 0}[c]
                 else:
-                    exec_any = is_dir or bool(mode & 0o111)
+                    exec_any = is_dir or bool(perm & 0o111)  # as chmod(1): the mode so far
                     for c in classes:
                         shift = {"u": 6, "g": 3, "o": 0}[c]
                         for p in what:
