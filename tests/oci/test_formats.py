@@ -120,8 +120,12 @@ def test_docker_archive_round_trip(tmp_path: Path) -> None:
     docker = DockerArchive(path).image("app:latest", docker=True)
     assert docker.media_type == mt.DOCKER_MANIFEST
     assert docker.manifest.layers[0].media_type == mt.DOCKER_LAYER
+    assert read_docker_archive(path, "docker.io/library/app").digest == back.digest
+    assert read_docker_archive(path, "example.com:5000/team/app:v1").digest == back.digest
     with pytest.raises(RefNotFoundError):
         read_docker_archive(path, "nope")
+    with pytest.raises(RefNotFoundError):
+        read_docker_archive(path, "example.com:5000/team/app")  # :latest is not there
 
 
 def _write_tar(path: Path, members: dict[str, bytes | str]) -> Path:

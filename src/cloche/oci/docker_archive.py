@@ -40,6 +40,18 @@ def normalize_tag(tag: str) -> str:
     return tag if ":" in last else f"{tag}:latest"
 
 
+def _qualified(tag: str) -> str:
+    """Docker's full spelling of a tag, so ``busybox`` finds ``docker.io/library/busybox:latest``
+    (skopeo writes the full form, docker the short one)."""
+    tag = normalize_tag(tag)
+    first, sep, rest = tag.partition("/")
+    if not sep or ("." not in first and ":" not in first and first != "localhost"):
+        tag = f"docker.io/{tag}"
+    if tag.startswith("docker.io/") and "/" not in tag[len("docker.io/"):]:
+        tag = "docker.io/library/" + tag[len("docker.io/"):]
+    return tag
+
+
 def write_docker_archive(dest: str | Path | BinaryIO, images: TaggedImages | Image,
                          tags: Sequence[str] = ()) -> None:
     """Write images with their tags (``(image, tags)`` pairs, or one image and ``tags``) as a
@@ -162,9 +174,9 @@ class DockerArchive:
                 raise RefNotFoundError(f"{self.path}: holds {len(self.entries)} images, name one",
                                        name="", available=self.tags())
             return self.entries[0]
-        wanted = {tag, normalize_tag(tag)}
+        wanted = _qualified(tag)
         for entry in self.entries:
-            if wanted & set(entry.repo_tags):
+            if any(_qualified(t) == wanted for t in entry.repo_tags):
                 return entry
         raise RefNotFoundError(f"{self.path}: no image tagged {tag!r}", name=tag,
                                available=self.tags())
