@@ -15,7 +15,7 @@ from cloche.store.blobs import BlobStore
 
 
 @dataclass(frozen=True)
-class TestImage:
+class BuiltImage:
     manifest_bytes: bytes
     media_type: str
     digest: Digest
@@ -46,7 +46,7 @@ def layer_from_dir(root: Path) -> bytes:
 
 
 def make_image(blobs: BlobStore, layers: list[bytes], *, docker: bool = False,
-               arch: str = "amd64", label: str = "x") -> TestImage:
+               arch: str = "amd64", label: str = "x") -> BuiltImage:
     import hashlib
     diff_ids = [f"sha256:{hashlib.sha256(gzip.decompress(l)).hexdigest()}" for l in layers]
     config = {"architecture": arch, "os": "linux",
@@ -65,10 +65,10 @@ def make_image(blobs: BlobStore, layers: list[bytes], *, docker: bool = False,
     }
     data = json.dumps(manifest).encode()
     digest = blobs.put_bytes(data)
-    return TestImage(data, manifest["mediaType"], digest, config_digest, layer_digests)
+    return BuiltImage(data, manifest["mediaType"], digest, config_digest, layer_digests)
 
 
-def make_index(blobs: BlobStore, images: dict[str, TestImage]) -> tuple[bytes, Digest]:
+def make_index(blobs: BlobStore, images: dict[str, BuiltImage]) -> tuple[bytes, Digest]:
     entries = []
     for plat, img in images.items():
         os_, arch, *variant = plat.split("/")

@@ -143,6 +143,7 @@ class Proxy:
         h.send_response(status)
         for k, v in headers.items():
             h.send_header(k, v)
+        head = head or h.command == "HEAD"
         h.send_header("Content-Length", length if head and length else str(len(data)))
         h.end_headers()
         if not head:
@@ -177,7 +178,8 @@ class Proxy:
         repo = m.group(1)
         need = "pull" if h.command in ("GET", "HEAD") else "push"
         if h.command == "POST" and "from=" in h.path:
-            src = re.search(r"from=([^&]+)", h.path).group(1)  # type: ignore[union-attr]
+            from urllib.parse import unquote
+            src = unquote(re.search(r"from=([^&]+)", h.path).group(1))  # type: ignore[union-attr]
             if f"repository:{src}:pull" not in granted:
                 return False
         return f"repository:{repo}:{need}" in granted

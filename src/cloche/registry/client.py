@@ -11,6 +11,7 @@ Transient failures (429, 5xx, dropped connections) are retried a bounded number 
 from __future__ import annotations
 
 import email.utils
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -84,6 +85,7 @@ class RegistryClient:
                           False: httpx.Client(verify=False, **common)}
         self._auth: dict[tuple[str, str], str] = {}     # (host, scope) -> Authorization
         self._challenges: dict[str, Challenge] = {}     # host -> last challenge seen
+        self._auth_lock = threading.Lock()              # one token fetch per scope at a time
 
     def close(self) -> None:
         for client in set(self._http.values()):
@@ -316,12 +318,13 @@ class RegistryClient:
         client = self._http[ep.verify_tls]
         attempt = 0
         authenticated = False
-        if auth and host in self._challenges and (host, scope_key) not in self._auth:
-            self._authenticate(ep, self._challenges[host], scopes, scope_key)
+        if auth and host in self._challenges and self._cached(host, scope_key) is None:
+            self._authenticate(ep, self._challenges[host], scopes, scope_key, stale=None)
         while True:
             hdrs = dict(headers or {})
-            if auth and (host, scope_key) in self._auth:
-                hdrs["Authorization"] = self._auth[(host, scope_key)]
+            cached = self._cached(host, scope_key) if auth else None
+            if cached is not None:
+                hdrs["Authorization"] = cached
             body = content() if callable(content) else content
             try:
                 request = client.build_request(method, url, headers=hdrs, params=params,
@@ -342,7 +345,8 @@ class RegistryClient:
                 if header:
                     challenge = parse_challenge(header)
                     self._challenges[host] = challenge
-                    self._authenticate(ep, challenge, scopes, scope_key)
+                    self._authenticate(ep, challenge, scopes, scope_key,
+                                       stale=hdrs.get("Authorization"))
                     authenticated = True
                     continue
             if is_retryable_status(resp.status_code) and attempt < self.retries:
@@ -352,7 +356,17 @@ class RegistryClient:
             raise error_from_response(resp, what, reference)
 
     def _authenticate(self, ep: Endpoint, challenge: Challenge, scopes: tuple[str, ...],
-                      scope_key: str) -> None:
+                      scope_key: str, stale: str | None) -> None:
+        """Get an Authorization for (host, scope) unless another thread just did; ``stale`` is
+        the header a 401 answered (it is replaced, not reused)."""
+        with self._auth_lock:
+            current = self._cached(ep.reference.api_host, scope_key)
+            if current is not None and current != stale:
+                return
+            self._fetch_auth(ep, challenge, scopes, scope_key)
+
+    def _fetch_auth(self, ep: Endpoint, challenge: Challenge, scopes: tuple[str, ...],
+                    scope_key: str) -> None:
         host = ep.reference.api_host
         creds = self._credentials(ep.reference.registry)
         if not challenge.is_bearer:
@@ -360,7 +374,7 @@ class RegistryClient:
                 raise AuthError(f"{ep.reference.registry} wants a user name and password",
                                 reference=ep.reference.name, status=401, codes=("UNAUTHORIZED",),
                                 hint=f"log in with: cloche login {ep.reference.registry}")
-            self._auth[(host, scope_key)] = creds.basic_header()
+            self._auth[(host, "*")] = creds.basic_header()
             return
         realm = challenge.get("realm")
         if not realm.startswith(("http://", "https://")):
@@ -410,6 +424,18 @@ class RegistryClient:
                             reference=ep.reference.name, status=resp.status_code)
         self._auth[(host, scope_key)] = f"Bearer {token}"
 
+    def _cached(self, host: str, scope_key: str) -> str | None:
+        """The Authorization for a scope: basic auth for the host, the token for that scope,
+        or a token for a wider scope (``pull,push`` serves a ``pull``)."""
+        found = self._auth.get((host, "*")) or self._auth.get((host, scope_key))
+        if found is not None:
+            return found
+        want = _scope_set(scope_key)
+        for (h, key), value in list(self._auth.items()):
+            if h == host and want <= _scope_set(key):
+                return value
+        return None
+
     def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
         delay = self.backoff * (2 ** (attempt - 1))
         if retry_after:
@@ -429,6 +455,15 @@ def _digest_or_none(text: str | None) -> Digest | None:
         return Digest.parse(text.strip())
     except ValueError:
         return None
+
+
+def _scope_set(scope_key: str) -> set[tuple[str, str]]:
+    """``repository:a:pull,push repository:b:pull`` -> {(repository:a, pull), ...}."""
+    out: set[tuple[str, str]] = set()
+    for scope in scope_key.split():
+        resource, _, actions = scope.rpartition(":")
+        out.update((resource, action) for action in actions.split(","))
+    return out
 
 
 def _range_start(resp: httpx.Response) -> int:

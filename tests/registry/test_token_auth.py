@@ -1,0 +1,65 @@
+"""Bearer token auth, as Docker Hub does it, against a token server written for the tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from cloche.registry.auth import Credentials
+from cloche.registry.client import RegistryClient
+from cloche.registry.errors import AuthError
+from cloche.registry.pull import pull_blobs
+from cloche.registry.push import push_manifest
+from cloche.registry.reference import Reference
+from cloche.store.blobs import BlobStore
+from tests.fixtures.services import Registry
+from tests.registry.images import layer_from_files, make_image
+from tests.registry.proxy import Proxy, TokenAuth
+
+pytestmark = pytest.mark.registry
+
+
+def test_anonymous_tokens_with_scopes(registry: Registry, make_proxy: Callable[..., Proxy],
+                                      client: RegistryClient, src_blobs: BlobStore,
+                                      dst_blobs: BlobStore) -> None:
+    auth = TokenAuth()
+    proxy = make_proxy(registry.host, token_auth=auth)
+    img = make_image(src_blobs, [layer_from_files({"tok": b"en"})])
+    push_manifest(f"{proxy.host}/tok/one:1", img.manifest_bytes, img.media_type, src_blobs,
+                  client=client)
+    assert "repository:tok/one:push" in {s for t in auth.tokens.values() for s in t}
+    # mounting needs pull on the source repository too: one token covers both scopes
+    res = push_manifest(f"{proxy.host}/tok/two:1", img.manifest_bytes, img.media_type,
+                        src_blobs, client=client, mount_from=[f"{proxy.host}/tok/one"])
+    assert res.mounted == 2
+    assert "repository:tok/one:pull" in auth.issued and "repository:tok/two:pull,push" in auth.issued
+    got = pull_blobs(Reference.parse(f"{proxy.host}/tok/two:1"), dst_blobs, client=client)
+    assert got.descriptor.digest == img.digest
+    # tokens are cached per scope, not fetched for every request
+    assert len(auth.tokens) <= 5 < len(proxy.log), auth.issued
+    assert all(status not in (401, 403) for _, _, status in proxy.log)
+
+
+def test_token_with_credentials(registry: Registry, make_proxy: Callable[..., Proxy],
+                                make_client: Callable[..., RegistryClient], src_blobs: BlobStore,
+                                dst_blobs: BlobStore) -> None:
+    auth = TokenAuth(user="alice", password="pw")
+    proxy = make_proxy(registry.host, token_auth=auth)
+    img = make_image(src_blobs, [layer_from_files({"a": b"b"})])
+    ref = f"{proxy.host}/private/x:1"
+    wrong = make_client(credentials=lambda host: Credentials("alice", "nope"))
+    with pytest.raises(AuthError) as info:
+        push_manifest(ref, img.manifest_bytes, img.media_type, src_blobs, client=wrong)
+    assert info.value.status == 401 and "UNAUTHORIZED" in info.value.codes
+    assert "bad credentials" in str(info.value) and "cloche login" in (info.value.hint or "")
+    seen_hosts: list[str] = []
+
+    def creds(host: str) -> Credentials:
+        seen_hosts.append(host)
+        return Credentials("alice", "pw")
+
+    good = make_client(credentials=creds)
+    push_manifest(ref, img.manifest_bytes, img.media_type, src_blobs, client=good)
+    assert pull_blobs(Reference.parse(ref), dst_blobs, client=good).downloaded == 2
+    assert set(seen_hosts) == {proxy.host}
