@@ -19,8 +19,8 @@ from cloche.errors import ClocheError
 __all__ = ["ChmodError", "ChmodSpec", "parse_chmod"]
 
 _WHO_BITS = {"u": 0o4700, "g": 0o2070, "o": 0o1007}
-_CLAUSE = re.compile(r"^([ugoa]*)((?:[-+=](?:[rwxXst]*|[ugo]))+)$")
-_OP = re.compile(r"([-+=])([rwxXst]*|[ugo])")
+_CLAUSE = re.compile(r"^([ugoa]*)((?:[-+=](?:[ugo]|[rwxXst]*))+)$")
+_OP = re.compile(r"([-+=])([ugo]|[rwxXst]*)")
 
 
 class ChmodError(ClocheError, ValueError):
