@@ -30,7 +30,7 @@ def dump_node(node: Node) -> str:
         text += " (" + dump_node(node.child) + ")"
     for arg in node.args:
         text += " " + go_quote(arg)
-    return text
+    return text.lstrip(" ")  # an empty instruction word (a lone "\\" at the end) prints as ("")
 
 
 def dump(tree: SyntaxTree) -> str:
@@ -75,6 +75,8 @@ def _arguments(node: Node) -> str:
 
 
 def _instruction(node: Node, escape: str) -> str:
+    if node.keyword == "":
+        return escape  # only a continuation that ran into the end of the file makes this
     if node.keyword not in KNOWN:
         return node.original
     head = node.keyword.upper()
@@ -92,6 +94,8 @@ def _instruction(node: Node, escape: str) -> str:
 def _line(node: Node, escape: str) -> str:
     """The instruction line, guarded so that a final escape character does not continue it."""
     line = _instruction(node, escape)
+    if node.keyword == "":
+        return line
     continuation = re.compile(rf"(^|[^{re.escape(escape)}]){re.escape(escape)}[ \t]*\Z")
     if continuation.search(line):
         # The arguments end with the escape token: BuildKit saw it followed by a Unicode
