@@ -54,6 +54,22 @@ def test_layout_multi_platform_index(tmp_path: Path) -> None:
     assert layout.image("multi", platform=Platform.parse("linux/amd64")).digest == amd.digest
 
 
+def test_layout_docker_manifest_list_and_ref_names(tmp_path: Path) -> None:
+    amd = small_image({"a": b"amd"}, platform="linux/amd64")
+    arm = small_image({"a": b"arm"}, platform="linux/arm/v6")
+    layout = Layout.create(tmp_path)
+    desc = layout.write_index([amd, arm], "list", docker=True)
+    assert desc.media_type == mt.DOCKER_MANIFEST_LIST
+    assert layout.image("list", platform=Platform.parse("linux/arm/v7")).digest == arm.digest
+    for bad in ("has space", "-leading", "trailing/", "a//b", ""):
+        with pytest.raises(ImageFormatError, match="invalid image name"):
+            layout.write_image(amd, bad)
+    for good in ("v1.0", "docker.io/library/busybox:1.36", "a--b", "x@y+z"):
+        layout.write_image(amd, good)
+    assert set(layout.names()) == {"list", "v1.0", "docker.io/library/busybox:1.36", "a--b",
+                                   "x@y+z"}
+
+
 def test_layout_rejects_bad_input(tmp_path: Path) -> None:
     with pytest.raises(ImageFormatError, match="oci-layout"):
         Layout.open(tmp_path)

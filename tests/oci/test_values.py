@@ -223,3 +223,17 @@ def test_config_round_trip_property(env: list[str], cmd: list[str] | None,
     data = config.to_json()
     assert ImageConfig.from_json(data) == config
     assert ImageConfig.from_json(data).to_json() == data
+
+
+@given(os_name=st.sampled_from(["linux", "Linux", "windows", "freebsd"]),
+       arch=st.sampled_from(["amd64", "x86_64", "aarch64", "arm64", "arm", "armhf", "armel",
+                             "i386", "386", "riscv64", "s390x"]),
+       variant=st.sampled_from(["", "v5", "v6", "v7", "v8", "8", "7", "v2", "v3"]))
+def test_platform_normalisation_is_idempotent_and_self_matching(os_name: str, arch: str,
+                                                                  variant: str) -> None:
+    p = Platform(os_name, arch, variant)
+    n = p.normalized()
+    assert n.normalized() == n
+    assert p.matches(n) and n.matches(p)
+    assert p.runs(n) == 0
+    assert Platform.parse(str(n)).normalized() == n

@@ -17,7 +17,8 @@ from cloche.oci.descriptor import ANNOTATION_REF_NAME
 from cloche.oci.digest import Digest
 from cloche.oci.errors import BlobNotFoundError, ImageFormatError
 from cloche.oci.image import Image
-from cloche.oci.layout import INDEX_FILE, LAYOUT_FILE, image_blobs, layout_marker, resolve_image
+from cloche.oci.layout import (INDEX_FILE, LAYOUT_FILE, check_ref_name, image_blobs,
+                               layout_marker, resolve_image)
 from cloche.oci.manifest import Index
 from cloche.oci.platform import Platform
 
@@ -29,6 +30,8 @@ def write_oci_archive(dest: str | Path | BinaryIO, images: NamedImages | Image,
     """Write images (``(image, name)`` pairs, or one image and ``name``) as an OCI archive.
     A path is written under a temporary name and renamed when complete."""
     pairs = [(images, name)] if isinstance(images, Image) else list(images)
+    for _, ref in pairs:
+        check_ref_name(ref)
     stream, tmp = open_destination(dest)
     ok = False
     tar = TarWriter(stream)

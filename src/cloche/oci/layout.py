@@ -10,6 +10,7 @@ Resolving a name to an image is shared with OCI archives (``resolve_image``).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -24,6 +25,10 @@ from cloche.oci.errors import ImageFormatError, RefNotFoundError
 from cloche.oci.image import BlobSource, DirBlobSource, Image, read_blob
 from cloche.oci.manifest import Index
 from cloche.oci.platform import Platform
+
+# The OCI image layout spec's grammar for org.opencontainers.image.ref.name.
+_REF_NAME = re.compile(r"^[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"
+                       r"(?:/[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*)*$")
 
 LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
@@ -148,6 +153,7 @@ class Layout:
     def write_image(self, image: Image, name: str | None = None) -> Descriptor:
         """Add an image and its blobs; an entry with the same name is replaced (its blobs
         stay). Returns the descriptor added to index.json."""
+        check_ref_name(name)
         for digest, size, opener in image_blobs(image):
             if not self.blobs.has(digest):
                 self.write_blob(digest, size, opener())
@@ -158,6 +164,7 @@ class Layout:
     def write_index(self, images: Iterable[Image], name: str | None = None, *,
                     docker: bool = False) -> Descriptor:
         """A multi-platform image: each image, and an index blob listing them by platform."""
+        check_ref_name(name)
         entries = []
         for image in images:
             for digest, size, opener in image_blobs(image):
@@ -174,6 +181,7 @@ class Layout:
         return desc
 
     def _add_entry(self, desc: Descriptor, name: str | None) -> None:
+        check_ref_name(name)
         index = self.index()
         kept = [d for d in index.manifests
                 if not (name and d.ref_name == name) and not (not name and d == desc)]
@@ -193,6 +201,13 @@ class Layout:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
         os.replace(tmp, self.root / relative)
+
+
+def check_ref_name(name: str | None) -> None:
+    """ImageFormatError unless ``name`` fits the layout spec's ref.name grammar."""
+    if name is not None and not _REF_NAME.match(name):
+        raise ImageFormatError(f"invalid image name {name!r} for an OCI layout",
+                               hint="use letters, digits and . _ - : @ + /, e.g. 'v1.0'")
 
 
 def write_layout(root: str | Path, image: Image, name: str | None = None) -> Descriptor:
