@@ -155,3 +155,16 @@ def test_corrupt_index_is_reported(store: Store) -> None:
     with pytest.raises(StoreError) as info:
         store.names()
     assert "index.json" in info.value.render()
+
+
+def test_gc_spares_blobs_someone_just_relied_on(store: Store) -> None:
+    """A pull that finds a layer already stored (``has``) refreshes it, so gc keeps it."""
+    old_a = store.blobs.put_bytes(b"unreferenced a")
+    old_b = store.blobs.put_bytes(b"unreferenced b")
+    for d in (old_a, old_b):
+        os.utime(store.blobs.path(d), (1_000_000_000, 1_000_000_000))  # written in 2001
+    assert store.blobs.exists(old_a)
+    assert store.blobs.has(old_b)  # relied upon now
+    report = store.gc(grace_seconds=60)
+    assert report.blobs_removed == 1
+    assert not store.blobs.exists(old_a) and store.blobs.exists(old_b)

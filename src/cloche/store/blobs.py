@@ -138,6 +138,19 @@ class BlobStore:
         return self.blobs_dir / digest.algorithm / digest.hex
 
     def has(self, digest: Digest) -> bool:
+        """Whether the blob is stored; a yes also refreshes its mtime.
+
+        Callers ask ``has`` right before relying on a blob they will not write again (a pull
+        skipping a layer it already has), so the refresh keeps a concurrent ``gc`` from
+        deleting it in the window before the image that needs it is named.
+        """
+        if not self.exists(digest):
+            return False
+        self.touch(digest)
+        return True
+
+    def exists(self, digest: Digest) -> bool:
+        """Whether the blob is stored, without refreshing it (for listings and ``gc``)."""
         return self.path(digest).is_file()
 
     def size(self, digest: Digest) -> int:
@@ -170,7 +183,6 @@ class BlobStore:
                    size: int | None = None) -> tuple[Digest, int]:
         """Store everything left in ``stream``; returns its digest and size."""
         if expected is not None and self.has(expected):
-            self.touch(expected)
             return expected, self.size(expected)
         with self.writer(expected, size=size) as w:
             while chunk := stream.read(CHUNK):
@@ -192,8 +204,8 @@ class BlobStore:
         """Mark a blob as recently used, so a concurrent ``gc`` grace period protects it."""
         try:
             os.utime(self.path(digest))
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # gone, or a read-only store: nothing to protect then
 
     def check(self, digest: Digest) -> None:
         """Re-hash a stored blob; raises DigestMismatchError when the disk changed under it."""

@@ -41,8 +41,7 @@ def load_image(store: "Store", descriptor: Descriptor, platform: Platform | None
 def store_image(store: "Store", image: Image, names: list[str]) -> Descriptor:
     """Copy every blob of ``image`` into the store, then name it; returns its descriptor."""
     for layer in image.layers:
-        if store.blobs.has(layer.digest):
-            store.blobs.touch(layer.digest)
+        if store.blobs.has(layer.digest):  # refreshed: protected from a concurrent gc
             continue
         with layer.open(verify=False) as src, store.blobs.writer(layer.digest, size=layer.size) as w:
             while chunk := src.read(CHUNK):

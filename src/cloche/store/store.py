@@ -116,7 +116,6 @@ class Store:
         key = canonical_name(name)
         if not self.blobs.has(descriptor.digest):
             raise StoreError(f"cannot tag {name}: manifest {descriptor.digest} is not in the store")
-        self.blobs.touch(descriptor.digest)
         self.index.set_name(key, _plain(descriptor).to_dict())
         return key
 
@@ -154,7 +153,7 @@ class Store:
 
     def image_id(self, descriptor: Descriptor) -> Digest:
         """Docker's image ID: the config digest of a manifest, the digest of an index."""
-        if descriptor.media_type in _INDEX_TYPES or not self.blobs.has(descriptor.digest):
+        if descriptor.media_type in _INDEX_TYPES or not self.blobs.exists(descriptor.digest):
             return descriptor.digest
         doc = self._json(descriptor.digest)
         try:
@@ -258,7 +257,7 @@ class Store:
 
     def _children(self, digest: Digest) -> list[Digest]:
         """Digests a manifest or index blob references (nothing for other blobs)."""
-        if not self.blobs.has(digest) or self.blobs.size(digest) > 4 << 20:
+        if not self.blobs.exists(digest) or self.blobs.size(digest) > 4 << 20:
             return []
         try:
             doc = self._json(digest)
