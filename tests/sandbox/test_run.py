@@ -278,3 +278,42 @@ def test_mount_target_symlink_cannot_escape(layer: Layer, tmp_path: Path) -> Non
                      mounts=(Mount("/escape", kind="tmpfs"),))
     assert step.out == b"x\n"
     assert os.listdir(outside) == []
+
+
+def test_capabilities_are_dockers_default_set(layer: Layer) -> None:
+    step = layer.run("grep -E '^Cap(Bnd|Eff)' /proc/self/status; mount -t tmpfs none /mnt")
+    assert step.text.split()[:4] == ["CapEff:", "00000000a80425fb", "CapBnd:", "00000000a80425fb"]
+    assert step.result.exit_code != 0  # no CAP_SYS_ADMIN, as under docker build
+
+
+def test_concurrent_steps_do_not_mix(busybox_rootfs: Path, tmp_path: Path) -> None:
+    from tests.sandbox.conftest import _mounted
+    results: dict[int, bytes] = {}
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            for layer in _mounted(busybox_rootfs, tmp_path / str(i)):
+                results[i] = layer.run(f"hostname; echo {i} > /mine", hostname=f"h{i}").out
+                assert (layer.upper / "mine").read_text() == f"{i}\n"
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    for i in range(4):
+        (tmp_path / str(i)).mkdir()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert results == {i: f"h{i}\n".encode() for i in range(4)}
+
+
+def test_a_failing_output_callback_does_not_hang_the_step(layer: Layer) -> None:
+    def broken(chunk: bytes) -> None:
+        raise RuntimeError("sink failed")
+
+    with pytest.raises(RuntimeError, match="sink failed"):
+        run(RunSpec(layer.merged, ("/bin/sh", "-c", "head -c 1000000 /dev/zero"),
+                    stdout=broken))

@@ -6,7 +6,7 @@ mount, PID, UTS and IPC namespaces (and network, for ``--network=none``) over th
 directory. Running steps needs root for now.
 """
 
-from cloche.sandbox.overlay import OverlayError, mount_overlay
+from cloche.sandbox.overlay import OverlayError, mount_overlay, prune_copied_up
 from cloche.sandbox.paths import resolve_in_root
 from cloche.sandbox.runner import SandboxSetupError, hosts_file, require_root, run
 from cloche.sandbox.spec import DEFAULT_HOSTNAME, DEFAULT_PATH, Mount, RunResult, RunSpec, Sink
@@ -21,6 +21,6 @@ from cloche.sandbox.users import (
 __all__ = [
     "DEFAULT_HOSTNAME", "DEFAULT_PATH", "InvalidUserSpecError", "Mount", "OverlayError",
     "ResolvedUser", "RunResult", "RunSpec", "SandboxSetupError", "Sink", "UnknownUserError",
-    "hosts_file", "mount_overlay", "require_root", "resolve_chown", "resolve_in_root",
+    "hosts_file", "mount_overlay", "prune_copied_up", "require_root", "resolve_chown", "resolve_in_root",
     "resolve_user", "run",
 ]

@@ -20,13 +20,15 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from cloche.errors import SandboxError
 from cloche.sandbox import linux
+from cloche.sandbox.paths import resolve_in_root
 
 PLAIN_OPTIONS = ("index=off", "redirect_dir=off", "metacopy=off", "xino=off")
 MAX_LOWERS = 450  # the kernel allows 500; keep some margin
@@ -143,3 +145,63 @@ def _unmount(target: Path) -> None:
             linux.umount(target, linux.MNT_DETACH)  # something still open: detach lazily
         elif e.errno != errno.EINVAL:  # EINVAL: already unmounted
             raise OverlayError(f"cannot unmount {target}: {e.strerror}") from e
+
+
+def prune_copied_up(upper: Path, lowers: Sequence[Path], paths: Iterable[str]) -> tuple[str, ...]:
+    """Drop directories from an unmounted overlay's upper dir that were only copied up.
+
+    Mounting over a stub makes overlayfs copy the stub's parent directory up (``/etc`` for a
+    missing ``/etc/hosts``). ``run`` restores its times and reports it in
+    ``RunResult.stub_parents``; after the overlay is unmounted (changing the upper directory
+    of a mounted overlay is undefined), this removes each such directory that is empty, not
+    opaque, and has the mode, owner and mtime of the lower directory it hides, so that the
+    layer does not list it. Paths are tried deepest first; returns those removed.
+    """
+    removed = []
+    for path in sorted(set(paths), key=lambda p: p.count("/"), reverse=True):
+        rel = path.strip("/")
+        if not rel or ".." in rel.split("/"):
+            continue
+        host = upper / rel
+        if resolve_in_root(upper, path, follow_last=False) != host:
+            continue  # a symlink on the way: not something run() reported
+        try:
+            st = os.lstat(host)
+            if not stat.S_ISDIR(st.st_mode) or os.listdir(host):
+                continue
+            if _has_xattr(host, "trusted.overlay.opaque"):
+                continue
+        except FileNotFoundError:
+            continue
+        below = _lower_entry(lowers, rel)
+        if below is None or not stat.S_ISDIR(below.st_mode):
+            continue
+        if (st.st_mode, st.st_uid, st.st_gid, st.st_mtime_ns) != (
+                below.st_mode, below.st_uid, below.st_gid, below.st_mtime_ns):
+            continue
+        os.rmdir(host)
+        removed.append(path)
+    return tuple(removed)
+
+
+def _lower_entry(lowers: Sequence[Path], rel: str) -> os.stat_result | None:
+    """What the topmost lower layer that has ``rel`` holds there."""
+    for lower in lowers:
+        host = lower / rel
+        if resolve_in_root(lower, rel, follow_last=False) != host:
+            return None
+        try:
+            return os.lstat(host)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return None
+
+
+def _has_xattr(path: Path, name: str) -> bool:
+    try:
+        os.getxattr(path, name, follow_symlinks=False)
+        return True
+    except OSError as e:
+        if e.errno in (errno.ENODATA, errno.ENOTSUP):
+            return False
+        raise

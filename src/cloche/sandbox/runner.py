@@ -64,14 +64,23 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def _pump(stream: IO[bytes], sink: Callable[[bytes], None]) -> None:
-    """Deliver what the process writes as it writes it, until every writer is gone."""
+def _pump(stream: IO[bytes], sink: Callable[[bytes], None], failures: list[BaseException]) -> None:
+    """Deliver what the process writes as it writes it, until every writer is gone.
+
+    A sink that raises is not called again, but the pipe is still drained (a full pipe would
+    block the step forever); the first failure is re-raised by ``run`` once the step is over.
+    """
     with stream:
         while True:
             chunk = os.read(stream.fileno(), 65536)
             if not chunk:
                 return
-            sink(chunk)
+            if failures:
+                continue
+            try:
+                sink(chunk)
+            except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+                failures.append(e)
 
 
 def _target(sink: Sink) -> int:
@@ -129,6 +138,7 @@ def run(spec: RunSpec) -> RunResult:
     stubs = Stubs(spec.rootfs)
     proc: subprocess.Popen[bytes] | None = None
     pumps: list[threading.Thread] = []
+    failures: list[BaseException] = []
     status_r, status_w = os.pipe()
     try:
         files = [(str(_write(scratch / "hosts", hosts_file(spec.hostname, spec.extra_hosts))),
@@ -145,7 +155,7 @@ def run(spec: RunSpec) -> RunResult:
         status_w = -1
         for stream, sink in ((proc.stdout, spec.stdout), (proc.stderr, spec.stderr)):
             if stream is not None and callable(sink):
-                t = threading.Thread(target=_pump, args=(stream, sink), daemon=True,
+                t = threading.Thread(target=_pump, args=(stream, sink, failures), daemon=True,
                                      name="cloche-sandbox-output")
                 t.start()
                 pumps.append(t)
@@ -173,15 +183,17 @@ def run(spec: RunSpec) -> RunResult:
         os.close(status_r)
         if status_w >= 0:
             os.close(status_w)
-        removed = stubs.remove()
+        removed, parents = stubs.remove()
         shutil.rmtree(scratch, ignore_errors=True)
+    if failures:
+        raise failures[0]
     if timed_out:
-        return RunResult(137, 9, True, removed)
+        return RunResult(137, 9, True, removed, parents)
     kind, _, value = status.partition(" ")
     if kind == "exit":
-        return RunResult(int(value), None, False, removed)
+        return RunResult(int(value), None, False, removed, parents)
     if kind == "signal":
-        return RunResult(128 + int(value), int(value), False, removed)
+        return RunResult(128 + int(value), int(value), False, removed, parents)
     if kind == "error":
         raise SandboxSetupError(f"the sandbox could not be set up: {value}")
     raise SandboxSetupError(f"the sandbox ended without a status (code {proc.returncode})")

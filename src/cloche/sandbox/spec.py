@@ -14,8 +14,9 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_HOSTNAME = "buildkitsandbox"  # what BuildKit's RUN steps see
 NETWORKS = ("default", "host", "none")
 
-# Where a stream of the step goes: a callback given each chunk as the process writes it,
-# a file descriptor the process writes to directly, or None to discard it.
+# Where a stream of the step goes: a callback given each chunk as the process writes it
+# (called from a reader thread, one per stream: a callback shared by stdout and stderr must
+# be thread-safe), a file descriptor the process writes to directly, or None to discard it.
 Sink = Union[Callable[[bytes], None], int, None]
 
 
@@ -71,6 +72,8 @@ class RunSpec:
         if self.network not in NETWORKS:
             raise SandboxError(f"unknown network mode {self.network!r}: use one of "
                                + ", ".join(NETWORKS))
+        if not 0 < len(self.hostname.encode()) <= 64:
+            raise SandboxError(f"hostname {self.hostname!r} must be 1 to 64 bytes")
         if not self.cwd.startswith("/"):
             raise SandboxError(f"working directory {self.cwd!r} must be an absolute path")
 
@@ -91,13 +94,16 @@ class RunResult:
 
     ``exit_code`` is the command's status (128+N when killed by signal N, as a shell
     reports it); ``stubs`` lists the container paths the sandbox created as mount points
-    and removed again, so that they are not in the layer.
+    and removed again, so that they are not in the layer. ``stub_parents`` are existing
+    directories that held a stub and that the step left alone: an overlay copied them up
+    only for the sandbox, so pass them to ``overlay.prune_copied_up`` after unmounting.
     """
 
     exit_code: int
     signal: int | None = None
     timed_out: bool = False
     stubs: tuple[str, ...] = ()
+    stub_parents: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -72,9 +72,16 @@ class Stubs:
         self.created.append(_Created(path, host, is_dir, (before.st_atime_ns, before.st_mtime_ns),
                                      after.st_mtime_ns))
 
-    def remove(self) -> tuple[str, ...]:
-        """Remove the stubs that are still empty, newest first; returns those removed."""
-        removed = []
+    def remove(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Remove the stubs that are still empty, newest first.
+
+        Returns the removed stubs, and the existing directories that held one and that the
+        step did not touch (their times are restored; an overlay may have copied them up,
+        see ``overlay.prune_copied_up``), deepest first.
+        """
+        removed: list[str] = []
+        parents: list[str] = []
+        created = {c.path for c in self.created}
         for c in reversed(self.created):
             try:
                 untouched = os.stat(c.host.parent).st_mtime_ns == c.parent_mtime_after
@@ -97,5 +104,9 @@ class Stubs:
             removed.append(c.path)
             if untouched:  # the step did not change the parent: give it its old times back
                 os.utime(c.host.parent, ns=c.parent_times, follow_symlinks=False)
+                parent = "/" + str(c.host.parent.relative_to(self.rootfs)).lstrip(".")
+                if parent != "/" and parent not in created and parent not in parents:
+                    parents.append(parent)
         self.created.clear()
-        return tuple(reversed(removed))
+        parents.sort(key=lambda p: p.count("/"), reverse=True)
+        return tuple(reversed(removed)), tuple(parents)
