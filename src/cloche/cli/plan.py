@@ -42,7 +42,8 @@ def command(file: str | None, target: str | None, build_args: tuple[str, ...],
             platform: str | None, fmt: str, context: Path) -> None:
     """Show the stages a build would run: bases, copies, skipped stages, parallel levels."""
     if file == "-":
-        text, name = click.get_text_stream("stdin").read(), "Dockerfile"
+        with click.open_file("-", encoding="utf-8") as stream:
+            text, name = stream.read(), "Dockerfile"
     else:
         path = Path(file) if file else context / "Dockerfile"
         try:
