@@ -215,3 +215,43 @@ def test_failed_write_leaves_no_file(tmp_path: Path) -> None:
     with pytest.raises(Exception):
         write_oci_archive(tmp_path / "out.tar", bad, "x")
     assert os.listdir(tmp_path) == []
+
+
+def test_docker_archive_with_compressed_layers(tmp_path: Path) -> None:
+    """Some tools put gzip layers in docker-archives; the diff id is checked on reading."""
+    import gzip
+    image = small_image({"a": b"1"})
+    tar = tar_of({"a": b"1"})
+    path = _write_tar(tmp_path / "gz.tar", {
+        "c.json": image.config_bytes, "l.tar.gz": gzip.compress(tar, mtime=0),
+        "manifest.json": json.dumps([{"Config": "c.json", "Layers": ["l.tar.gz"]}]).encode()})
+    layer = read_docker_archive(path).layers[0]
+    assert layer.media_type == mt.OCI_LAYER_GZIP
+    assert layer.digest == Digest.from_bytes(gzip.compress(tar, mtime=0))
+    assert layer.open_uncompressed().read() == tar
+    # the same blob under a config that promises other content fails once decompressed
+    other = small_image({"a": b"2"})
+    path = _write_tar(tmp_path / "gzbad.tar", {
+        "c.json": other.config_bytes, "l.tar.gz": gzip.compress(tar, mtime=0),
+        "manifest.json": json.dumps([{"Config": "c.json", "Layers": ["l.tar.gz"]}]).encode()})
+    with pytest.raises(DigestMismatchError):
+        read_docker_archive(path).layers[0].open_uncompressed().read()
+    # written back out, the layer is stored uncompressed and named by its diff id
+    write_docker_archive(tmp_path / "out.tar", read_docker_archive(tmp_path / "gz.tar"), ["x"])
+    back = read_docker_archive(tmp_path / "out.tar", "x")
+    assert back.layers[0].digest == back.layers[0].diff_id == Digest.from_bytes(tar)
+
+
+def test_mislabelled_uncompressed_layer_still_checks_diff_id() -> None:
+    import gzip
+    from dataclasses import replace as dc_replace
+
+    from cloche.oci.image import Layer, MemoryBlobSource
+    source = MemoryBlobSource()
+    blob = gzip.compress(tar_of({"a": b"1"}), mtime=0)
+    digest = source.put(blob)
+    layer = Layer(digest, Digest.from_bytes(b"wrong"), len(blob), mt.OCI_LAYER_TAR, source)
+    with pytest.raises(DigestMismatchError):
+        layer.open_uncompressed().read()
+    good = dc_replace(layer, diff_id=Digest.from_bytes(tar_of({"a": b"1"})))
+    assert good.open_uncompressed().read() == tar_of({"a": b"1"})
