@@ -216,3 +216,23 @@ def test_console_script(tmp_path: Path, busybox_rootfs: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("error: no such image: nope:1")
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_save_to_stdout_and_load_from_stdin(root: Path, imported: str, tmp_path: Path) -> None:
+    saved = CliRunner().invoke(cli, ["save", "--root", str(root), "bb:1", "--format", "docker"])
+    assert saved.exit_code == 0, saved.output
+    data = saved.stdout_bytes
+    assert data[257:262] == b"ustar"
+    out = run(tmp_path / "piped", "load", input=data).output
+    assert out == "Loaded image: bb:1\n"
+    assert Store.open(tmp_path / "piped").image("bb:1").config_digest.hex == imported[7:]
+
+
+def test_threads_tagging_in_one_process_lose_no_tag(root: Path, imported: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = Store.open(root)
+    desc = store.resolve("bb:1")
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: store.tag(f"t:{i}", desc), range(40)))
+    assert len(store.names()) == 41
