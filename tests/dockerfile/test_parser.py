@@ -268,3 +268,31 @@ def test_errors_are_value_errors_and_render_with_a_caret() -> None:
         parse('FROM a\nCMD ["x", {"y": 1}]\n')
     assert isinstance(info.value, DockerfileError)
     assert "^" in info.value.render()
+
+
+# --- directives as the front end detects them, and rendering back ---------------------------
+
+def test_syntax_detection_accepts_slash_comments_and_json() -> None:
+    from cloche.dockerfile.directives import read_directive
+    assert read_directive("syntax", "// syntax=a/b:1\nFROM x\n", any_format=True) == "a/b:1"
+    assert read_directive("syntax", '{"syntax": "c/d"}', any_format=True) == "c/d"
+    assert read_directive("syntax", "// syntax=a/b:1\nFROM x\n") is None
+    assert read_directive("check", "#!/bin/x\n# check=error=true\n") == "error=true"
+
+
+def test_to_dockerfile_renders_a_readable_equivalent() -> None:
+    from cloche.dockerfile.dump import to_dockerfile
+    tree = parse('# escape=`\n# hello\nFROM a AS b\nCOPY --chown="x y" <<EOF /d\nbody\nEOF\n'
+                 'ENV k=v `\n  l="m n"\nCMD ["a", "b"]\nONBUILD RUN x\n')
+    assert to_dockerfile(tree) == (
+        '# escape=`\n\n# hello\nFROM a AS b\nCOPY --"chown=x y" <<EOF /d\nbody\nEOF\n'
+        'ENV k=v l="m n"\nCMD ["a", "b"]\nONBUILD RUN x\n')
+    assert dump(parse(to_dockerfile(tree))) == dump(tree)
+
+
+def test_lone_escape_at_end_of_file_is_an_empty_instruction() -> None:
+    """BuildKit keeps it as an instruction with an empty name (rejected when typed)."""
+    from cloche.dockerfile.dump import to_dockerfile
+    tree = parse("FROM a\n\\")
+    assert dump(tree) == '(from "a")\n("")\n'
+    assert dump(parse(to_dockerfile(tree))) == dump(tree)
