@@ -236,3 +236,17 @@ def test_threads_tagging_in_one_process_lose_no_tag(root: Path, imported: str) -
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda i: store.tag(f"t:{i}", desc), range(40)))
     assert len(store.names()) == 41
+
+
+def test_loading_a_docker_archive_of_a_stored_image_adds_only_names(
+        root: Path, imported: str, tmp_path: Path) -> None:
+    archive = tmp_path / "bb.tar"
+    run(root, "save", "bb:1", "-o", str(archive), "--format", "docker")
+    store = Store.open(root)
+    before = store.resolve("bb:1")
+    run(root, "tag", "bb:1", "bb:keep")
+    run(root, "rmi", "bb:1")
+    assert run(root, "load", "-i", str(archive)).output == "Loaded image: bb:1\n"
+    assert store.resolve("bb:1") == before  # the gzip layers, not a second uncompressed copy
+    assert [s.name for s in store.list_images()] == ["docker.io/library/bb:1",
+                                                     "docker.io/library/bb:keep"]

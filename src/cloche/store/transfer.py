@@ -26,7 +26,8 @@ from cloche.oci.archive import OciArchive, write_oci_archive
 from cloche.oci.image import Image
 from cloche.oci.layout import resolve_image
 from cloche.oci.platform import Platform
-from cloche.store.store import Store, parse_name
+from cloche.store.images import is_index
+from cloche.store.store import Store, StoredImage, parse_name
 
 CONTAINERD_NAME = "io.containerd.image.name"
 FORMATS = ("oci", "docker")
@@ -169,6 +170,25 @@ def _load_docker(store: Store, path: Path) -> list[LoadedImage]:
     out = []
     for image, tags in DockerArchive(path).images():
         names = [str(parse_name(t)) for t in tags]
-        store.put_image(image, names)
+        same = _same_image(store, image)
+        if same is None:
+            store.put_image(image, names)
+        else:
+            for name in names:
+                store.tag(name, same.descriptor)
+            image = store.image(str(same.descriptor.digest))
         out.append(LoadedImage(image, tuple(names)))
     return out
+
+
+def _same_image(store: Store, image: Image) -> "StoredImage | None":
+    """A stored image with the same ID (config digest, which lists the diff ids).
+
+    A docker-archive has no manifest, only a config and uncompressed layers; as in Docker, an
+    image with the same ID is the same image, so loading it again only adds names instead of
+    a second copy with uncompressed layers.
+    """
+    for entry in store.list_images():
+        if entry.image_id == image.config_digest and not is_index(entry.descriptor):
+            return entry
+    return None
