@@ -317,3 +317,13 @@ def test_a_failing_output_callback_does_not_hang_the_step(layer: Layer) -> None:
     with pytest.raises(RuntimeError, match="sink failed"):
         run(RunSpec(layer.merged, ("/bin/sh", "-c", "head -c 1000000 /dev/zero"),
                     stdout=broken))
+
+
+def test_umask_is_0022_whatever_the_callers(layer: Layer) -> None:
+    old = os.umask(0o077)
+    try:
+        step = layer.run("touch /f; mkdir /d; stat -c %a /f /d /tmp/scratch /srv/new",
+                         mounts=(Mount("/tmp/scratch", kind="tmpfs"),), cwd="/srv/new")
+    finally:
+        os.umask(old)
+    assert step.text.split() == ["644", "755", "1777", "755"]

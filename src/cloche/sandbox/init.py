@@ -104,7 +104,8 @@ def _extra_mount(m: dict[str, Any]) -> None:
         opts = []
         if m.get("size"):
             opts.append(f"size={m['size']}")
-        opts.append(f"mode={m['mode']:o}" if m.get("mode") is not None else "mode=755")
+        if m.get("mode") is not None:
+            opts.append(f"mode={m['mode']:o}")  # else the kernel's default, 1777
         flags = MS_NOSUID | MS_NODEV | (MS_RDONLY if m.get("readonly") else 0)
         _step(f"mount tmpfs on {target}", linux.mount, "tmpfs", target, "tmpfs", flags, ",".join(opts))
         return
@@ -177,6 +178,7 @@ def _exec_command(cfg: dict[str, Any]) -> None:
                     signal.SIGQUIT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        os.umask(0o022)  # what RUN gets under BuildKit, whatever the caller's umask
         for cap in range(linux.last_cap() + 1):
             if cap not in DEFAULT_CAPS:
                 try:

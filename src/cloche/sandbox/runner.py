@@ -10,6 +10,7 @@ Ctrl-C, kills the init so that nothing of the step keeps running.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from typing import IO, Any
 
 import cloche
 from cloche.errors import SandboxError
+from cloche.sandbox.paths import resolve_in_root
 from cloche.sandbox.spec import RunResult, RunSpec, Sink
 from cloche.sandbox.stubs import Stubs
 
@@ -115,12 +117,17 @@ def _config(spec: RunSpec, stubs: Stubs, files: list[tuple[str, str]], status_fd
 
 
 def _ensure_cwd(spec: RunSpec) -> None:
-    """Create the working directory when missing; unlike stubs it stays (as with BuildKit)."""
-    from cloche.sandbox.paths import resolve_in_root
+    """Create the working directory when missing (root, 0755); unlike stubs it stays in the
+    layer, as with BuildKit."""
     host = resolve_in_root(spec.rootfs, spec.cwd)
-    if not host.is_dir():
+    missing = []
+    while not os.path.lexists(host) and host != spec.rootfs:
+        missing.append(host)
+        host = host.parent
+    for d in reversed(missing):
         try:
-            host.mkdir(mode=0o755, parents=True, exist_ok=True)
+            os.mkdir(d)
+            os.chmod(d, 0o755)
         except OSError as e:
             raise SandboxError(f"cannot create working directory {spec.cwd}: {e.strerror}") from e
 
@@ -134,6 +141,8 @@ def run(spec: RunSpec) -> RunResult:
     require_root()
     if not spec.rootfs.is_dir():
         raise SandboxError(f"root filesystem {spec.rootfs} is not a directory")
+    spec = dataclasses.replace(spec, rootfs=spec.rootfs.resolve(), mounts=tuple(
+        dataclasses.replace(m, source=m.source.resolve()) if m.source else m for m in spec.mounts))
     scratch = Path(tempfile.mkdtemp(prefix="cloche-run-"))
     stubs = Stubs(spec.rootfs)
     proc: subprocess.Popen[bytes] | None = None

@@ -62,7 +62,8 @@ class Stubs:
         before = os.stat(parent)
         try:
             if is_dir:
-                os.mkdir(host, 0o755)
+                os.mkdir(host)
+                os.chmod(host, 0o755)  # whatever the caller's umask
             else:
                 os.close(os.open(host, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_CLOEXEC, 0o644))
         except OSError as e:
