@@ -140,7 +140,9 @@ def test_parse_uses_content_type_when_document_has_none() -> None:
     assert isinstance(parse(json.dumps(doc).encode()), Index)
     docker_list = parse(json.dumps(doc).encode(), media_type=mt.DOCKER_MANIFEST_LIST)
     assert isinstance(docker_list, Index) and docker_list.is_docker
-    assert json.loads(docker_list.to_json(docker=False))["mediaType"] == mt.OCI_INDEX
+    assert json.loads(docker_list.to_json())["mediaType"] == mt.OCI_INDEX  # OCI by default
+    assert json.loads(docker_list.to_json(docker=True))["mediaType"] == mt.DOCKER_MANIFEST_LIST
+    assert docker_list.digest == Digest.from_bytes(docker_list.to_json(docker=True))
 
 
 @pytest.mark.parametrize("doc, message", [

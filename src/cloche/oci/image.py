@@ -24,7 +24,7 @@ from cloche.oci._frozen import FrozenMap
 from cloche.oci._streams import VerifyingReader, open_decompressed
 from cloche.oci.config import ImageConfig
 from cloche.oci.descriptor import Descriptor
-from cloche.oci.digest import Digest, Digester
+from cloche.oci.digest import Digest
 from cloche.oci.errors import BlobNotFoundError, ImageFormatError
 from cloche.oci.manifest import Manifest, parse
 from cloche.oci.platform import Platform
@@ -239,7 +239,9 @@ class Image:
 
     @cached_property
     def manifest_bytes(self) -> bytes:
-        return self.raw_manifest if self.raw_manifest is not None else self.manifest.to_json()
+        if self.raw_manifest is not None:
+            return self.raw_manifest
+        return self.manifest.to_json(docker=self.media_type == mt.DOCKER_MANIFEST)
 
     @cached_property
     def digest(self) -> Digest:
@@ -258,11 +260,3 @@ class Image:
     def size(self) -> int:
         """Bytes of manifest, config and layer blobs (what a registry stores)."""
         return len(self.manifest_bytes) + len(self.config_bytes) + sum(x.size for x in self.layers)
-
-
-def blob_digest_of(stream: BinaryIO) -> tuple[Digest, int]:
-    """Digest and size of a stream, read to its end."""
-    digester = Digester()
-    while chunk := stream.read(1 << 20):
-        digester.update(chunk)
-    return digester.digest(), digester.size

@@ -9,6 +9,7 @@ Resolving a name to an image is shared with OCI archives (``resolve_image``).
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
@@ -48,7 +49,6 @@ def image_blobs(image: Image) -> Iterable[tuple[Digest, int, Callable[[], Binary
 
 
 def _bytes_io(data: bytes) -> BinaryIO:
-    import io
     return io.BytesIO(data)
 
 

@@ -65,16 +65,17 @@ class Manifest:
             out["annotations"] = dict(sorted(self.annotations.items()))
         return out
 
-    def to_json(self, *, docker: bool | None = None) -> bytes:
-        """Canonical bytes; ``docker`` None keeps this manifest's family."""
-        same = docker is None or docker == self.is_docker
-        value = self if same else self.converted(docker=bool(docker))
+    def to_json(self, *, docker: bool = False) -> bytes:
+        """Canonical bytes, OCI by default, Docker schema 2 with ``docker=True`` (media types
+        converted either way)."""
+        value = self if docker == self.is_docker else self.converted(docker=docker)
         return _json.dumps(value.to_dict())
 
     @property
     def digest(self) -> Digest:
-        """Digest of ``to_json()``; an Image read from bytes uses those bytes instead."""
-        return Digest.from_bytes(self.to_json())
+        """Digest of the canonical bytes in this manifest's own family; an Image read from
+        bytes uses those bytes instead."""
+        return Digest.from_bytes(self.to_json(docker=self.is_docker))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, media_type: str | None = None,
@@ -144,14 +145,14 @@ class Index:
             out["annotations"] = dict(sorted(self.annotations.items()))
         return out
 
-    def to_json(self, *, docker: bool | None = None) -> bytes:
-        same = docker is None or docker == self.is_docker
-        value = self if same else self.converted(docker=bool(docker))
+    def to_json(self, *, docker: bool = False) -> bytes:
+        """Canonical bytes, OCI by default, a Docker manifest list with ``docker=True``."""
+        value = self if docker == self.is_docker else self.converted(docker=docker)
         return _json.dumps(value.to_dict())
 
     @property
     def digest(self) -> Digest:
-        return Digest.from_bytes(self.to_json())
+        return Digest.from_bytes(self.to_json(docker=self.is_docker))
 
     def platforms(self) -> tuple[Platform, ...]:
         return tuple(d.platform for d in self.manifests if d.platform is not None)
