@@ -126,12 +126,16 @@ def _padding(size: int) -> bytes:
 class _HashingSink:
     """Counts and hashes the compressed bytes on their way to the real sink."""
 
-    def __init__(self, sink: BinaryIO) -> None:
+    def __init__(self, sink: BinaryIO, *, hashing: bool = True) -> None:
         self._sink = sink
         self.digester = Digester("sha256")
+        self.size = 0
+        self._hashing = hashing
 
     def write(self, data: bytes) -> int:
-        self.digester.update(data)
+        if self._hashing:
+            self.digester.update(data)
+        self.size += len(data)
         self._sink.write(data)
         return len(data)
 
@@ -152,7 +156,8 @@ class TarWriter:
     def __init__(self, sink: BinaryIO, compression: Compression = Compression.GZIP, *,
                  level: int | None = None, threads: int | None = None) -> None:
         self._compression = compression
-        self._blob = _HashingSink(sink)
+        # uncompressed: the blob is the tar, one hash serves as digest and diff_id
+        self._blob = _HashingSink(sink, hashing=compression is not Compression.NONE)
         self._out = open_compressed_writer(self._blob, compression,  # type: ignore[arg-type]
                                            level=level, threads=threads)
         self._tar = Digester("sha256")
@@ -190,8 +195,10 @@ class TarWriter:
             self._emit(b"\x00" * (2 * BLOCK))
             self._out.close()
             self._blob.flush()
-            self.result = LayerBlob(digest=self._blob.digester.digest(),
-                                    diff_id=self._tar.digest(), size=self._blob.digester.size,
+            diff_id = self._tar.digest()
+            digest = diff_id if self._compression is Compression.NONE \
+                else self._blob.digester.digest()
+            self.result = LayerBlob(digest=digest, diff_id=diff_id, size=self._blob.size,
                                     compression=self._compression, entries=self._entries)
         return self.result
 
