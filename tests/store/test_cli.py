@@ -250,3 +250,22 @@ def test_loading_a_docker_archive_of_a_stored_image_adds_only_names(
     assert store.resolve("bb:1") == before  # the gzip layers, not a second uncompressed copy
     assert [s.name for s in store.list_images()] == ["docker.io/library/bb:1",
                                                      "docker.io/library/bb:keep"]
+
+
+def test_load_of_a_tampered_archive_stores_nothing(root: Path, imported: str,
+                                                    tmp_path: Path) -> None:
+    archive = tmp_path / "bb.tar"
+    run(root, "save", "bb:1", "-o", str(archive))
+    layer = Store.open(root).image("bb:1").layers[0]
+    with tarfile.open(archive) as tar:
+        member = tar.getmember(f"blobs/sha256/{layer.digest.hex}")
+    data = bytearray(archive.read_bytes())
+    data[member.offset_data + member.size // 2] ^= 0xFF  # one flipped bit in the layer
+    archive.write_bytes(bytes(data))
+    other = tmp_path / "other"
+    result = run(other, "load", "-i", str(archive), ok=False)
+    assert result.exit_code != 0 and "digest" in result.output and "Traceback" not in result.output
+    store = Store.open(other)
+    assert store.names() == []
+    assert not store.blobs.exists(layer.digest)
+    assert list(store.blobs.tmp_dir.iterdir()) == []
