@@ -104,6 +104,11 @@ class RegistryClient:
         resp = self._send(ep, "GET", "/v2/", scopes=(), what="ping", ok=(200, 401), auth=False)
         resp.close()
 
+    def check_login(self, ep: Endpoint) -> None:
+        """GET /v2/ with credentials (basic, or a token fetched with them); AuthError if refused."""
+        resp = self._send(ep, "GET", "/v2/", scopes=(), what="login to", ok=(200,))
+        resp.close()
+
     def get_manifest(self, ep: Endpoint, identifier: str | None = None) -> FetchedManifest:
         """The manifest or index at a tag or digest, verified against that digest, or against
         the ``Docker-Content-Digest`` the registry sent for a tag."""
@@ -371,7 +376,8 @@ class RegistryClient:
         creds = self._credentials(ep.reference.registry)
         if not challenge.is_bearer:
             if creds is None or not (creds.username or creds.password):
-                raise AuthError(f"{ep.reference.registry} wants a user name and password",
+                raise AuthError(f"{ep.reference.name}: the registry wants a user name and "
+                                "password (HTTP 401 UNAUTHORIZED) and none is known",
                                 reference=ep.reference.name, status=401, codes=("UNAUTHORIZED",),
                                 hint=f"log in with: cloche login {ep.reference.registry}")
             self._auth[(host, "*")] = creds.basic_header()

@@ -12,17 +12,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cloche.errors import ClocheError, RegistryError
 from cloche.oci import mediatypes as mt
 from cloche.oci.descriptor import Descriptor
 from cloche.oci.digest import Digest
+from cloche.oci.image import Image
 from cloche.oci.manifest import Index, Manifest, parse
 from cloche.oci.platform import Platform
 from cloche.registry.client import FetchedManifest, RegistryClient
 from cloche.registry.config import Endpoint, RegistryConfig
 from cloche.registry.reference import Reference
+
+if TYPE_CHECKING:
+    from cloche.store import Store
 
 #: Called as (event, descriptor) with event in "exists", "start", "done".
 Progress = Callable[[str, Descriptor], None]
@@ -143,17 +147,25 @@ def _store_bytes(blobs: BlobSink, data: bytes, digest: Digest) -> None:
         w.write(data)
 
 
-def pull_image(ref: Reference | str, store: Any, platform: Platform | str | None = None, *,
+def pull_image(ref: Reference | str, store: "Store", platform: Platform | str | None = None, *,
                client: RegistryClient | None = None, config: RegistryConfig | None = None,
-               progress: Progress | None = None) -> Any:
-    """Pull ``ref`` into ``store``, name it by the reference's canonical name, and return the
-    store's Image for it (``store.image(name)``)."""
+               progress: Progress | None = None) -> Image:
+    """Pull ``ref`` into ``store`` and return the stored Image.
+
+    A tagged reference names the image in the store by its canonical name (``busybox`` ->
+    ``docker.io/library/busybox:latest``); a digest-only reference stores it unnamed, as Docker
+    shows ``<none>`` for it, and it is found by digest."""
     if isinstance(ref, str):
         ref = Reference.parse(ref)
     if isinstance(platform, str):
         platform = Platform.parse(platform)
     result = pull_blobs(ref, store.blobs, platform=platform, client=client, config=config,
                         progress=progress)
-    name = str(ref) if ref.tag else str(ref.with_digest(result.descriptor.digest))
-    store.tag(name, result.descriptor)
-    return store.image(name)
+    data = store.blobs.read_bytes(result.descriptor.digest)
+    image = Image.from_manifest(data, store.blobs, media_type=result.descriptor.media_type,
+                                name=str(ref))
+    if ref.tag:
+        store.tag(str(ref.with_tag(ref.tag)), result.descriptor)
+    else:
+        store.put_image(image)
+    return image

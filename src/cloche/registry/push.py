@@ -8,20 +8,25 @@ in PATCH chunks for big blobs. Blobs are streamed from their source, never loade
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from cloche.errors import RegistryError
 from cloche.oci import mediatypes as mt
 from cloche.oci.descriptor import Descriptor
 from cloche.oci.digest import Digest
+from cloche.oci.image import Image
 from cloche.oci.manifest import Index, Manifest, parse
 from cloche.registry.client import RegistryClient
 from cloche.registry.config import Endpoint, RegistryConfig
 from cloche.registry.reference import Reference
+
+if TYPE_CHECKING:
+    from cloche.store import Store
 
 MAX_CHILD = 4 << 20
 
@@ -71,17 +76,48 @@ def push_manifest(ref: Reference | str, manifest_bytes: bytes, media_type: str |
             client.close()
 
 
-def push_image(image: Any, ref: Reference | str, *, blobs: BlobOpener | None = None,
-               client: RegistryClient | None = None, config: RegistryConfig | None = None,
-               mount_from: Iterable[Reference | str] = (), progress: Progress | None = None,
-               ) -> PushResult:
-    """Push an ``Image`` value (``manifest_bytes``, ``media_type``) whose blobs ``blobs`` opens
-    (default: the image's own blob source, when it has one)."""
-    source = blobs or getattr(image, "blobs", None) or getattr(image, "source", None)
-    if source is None:
-        raise RegistryError("push_image needs a blob source for the image's layers")
-    return push_manifest(ref, image.manifest_bytes, getattr(image, "media_type", None), source,
+def push_image(image: Image, ref: Reference | str, *, client: RegistryClient | None = None,
+               config: RegistryConfig | None = None, mount_from: Iterable[Reference | str] = (),
+               progress: Progress | None = None) -> PushResult:
+    """Push an ``Image`` value: its config from memory, its layers from their blob sources."""
+    return push_manifest(ref, image.manifest_bytes, image.media_type, ImageBlobs(image),
                          client=client, config=config, mount_from=mount_from, progress=progress)
+
+
+def push_stored(store: "Store", name: str, ref: Reference | str | None = None, *,
+                client: RegistryClient | None = None, config: RegistryConfig | None = None,
+                progress: Progress | None = None) -> PushResult:
+    """Push what ``name`` names in the store (an image, or an index with its images) to
+    ``ref`` (default: the name itself). Blobs of the same registry's source repository are
+    mounted rather than uploaded."""
+    descriptor = store.resolve(name)
+    target = ref if ref is not None else name
+    target_ref = target if isinstance(target, Reference) else Reference.parse(target)
+    try:
+        source_ref = [Reference.parse(name)]
+    except ValueError:
+        source_ref = []
+    data = store.blobs.read_bytes(descriptor.digest)
+    return push_manifest(target_ref, data, descriptor.media_type, store.blobs, client=client,
+                         config=config, mount_from=source_ref, progress=progress)
+
+
+class ImageBlobs:
+    """Opens an Image's blobs by digest: the config from memory, layers from their sources."""
+
+    def __init__(self, image: Image) -> None:
+        self._config = (image.config_digest, image.config_bytes)
+        self._manifest = (image.digest, image.manifest_bytes)
+        self._layers = {layer.digest: layer for layer in image.layers}
+
+    def open(self, digest: Digest) -> BinaryIO:
+        for known, data in (self._config, self._manifest):
+            if digest == known:
+                return io.BytesIO(data)
+        layer = self._layers.get(digest)
+        if layer is None:
+            raise RegistryError(f"blob {digest} is not part of the image being pushed")
+        return layer.source.open(digest)
 
 
 def _endpoint(client: RegistryClient, ref: Reference) -> Endpoint:
