@@ -327,3 +327,12 @@ def test_umask_is_0022_whatever_the_callers(layer: Layer) -> None:
     finally:
         os.umask(old)
     assert step.text.split() == ["644", "755", "1777", "755"]
+
+
+def test_setup_failure_is_a_sandbox_error_naming_the_mount(layer: Layer, tmp_path: Path) -> None:
+    from cloche.sandbox import SandboxSetupError
+    with pytest.raises(SandboxSetupError, match="/etc/passwd"):
+        layer.run("true", mounts=(Mount("/etc/passwd", source=tmp_path),))  # dir over a file
+    with pytest.raises(SandboxError, match="not a directory"):
+        layer.run("true", mounts=(Mount("/etc/passwd/x", kind="tmpfs"),))
+    assert layer.upper_entries() in ([], ["etc"])  # nothing left behind by the failures

@@ -99,7 +99,7 @@ def _setup_sys(sys_dir: str) -> None:
 
 
 def _extra_mount(m: dict[str, Any]) -> None:
-    target = m["target"]
+    target, name = m["target"], m["path"]
     if m["kind"] == "tmpfs":
         opts = []
         if m.get("size"):
@@ -107,11 +107,11 @@ def _extra_mount(m: dict[str, Any]) -> None:
         if m.get("mode") is not None:
             opts.append(f"mode={m['mode']:o}")  # else the kernel's default, 1777
         flags = MS_NOSUID | MS_NODEV | (MS_RDONLY if m.get("readonly") else 0)
-        _step(f"mount tmpfs on {target}", linux.mount, "tmpfs", target, "tmpfs", flags, ",".join(opts))
+        _step(f"mount tmpfs on {name}", linux.mount, "tmpfs", target, "tmpfs", flags, ",".join(opts))
         return
-    _step(f"bind {m['source']} on {target}", linux.mount, m["source"], target, None, MS_BIND | MS_REC)
+    _step(f"bind {m['source']} on {name}", linux.mount, m["source"], target, None, MS_BIND | MS_REC)
     if m.get("readonly"):
-        _step(f"make {target} read-only", linux.mount, None, target, None,
+        _step(f"make {name} read-only", linux.mount, None, target, None,
               MS_REMOUNT | MS_BIND | MS_RDONLY)
 
 

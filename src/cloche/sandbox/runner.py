@@ -110,7 +110,7 @@ def _config(spec: RunSpec, stubs: Stubs, files: list[tuple[str, str]], status_fd
         if m.source is not None and not m.source.exists():
             raise SandboxError(f"mount source {m.source} for {m.target} does not exist")
         cfg["mounts"].append({
-            "kind": m.kind, "source": str(m.source) if m.source else None,
+            "kind": m.kind, "source": str(m.source) if m.source else None, "path": m.target,
             "target": str(stubs.ensure(m.target, is_dir=is_dir)),
             "readonly": m.readonly, "size": m.size, "mode": m.mode})
     return cfg
@@ -169,8 +169,11 @@ def run(spec: RunSpec) -> RunResult:
                 t.start()
                 pumps.append(t)
         assert proc.stdin is not None
-        with proc.stdin:
-            proc.stdin.write(json.dumps(cfg).encode())
+        try:
+            with proc.stdin:
+                proc.stdin.write(json.dumps(cfg).encode())
+        except BrokenPipeError:
+            pass  # the helper died first: its status (or its absence) says why
         timed_out = False
         try:
             proc.wait(spec.timeout)
