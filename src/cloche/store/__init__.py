@@ -1,8 +1,11 @@
 """The local store: content-addressed blobs and image names in an OCI layout under one root.
 
 ``Store.open(root)`` gives ``store.blobs`` (a ``BlobStore``) and the name operations (tag,
-resolve, image, put_image, names, untag, gc). The root also holds ``snapshots/`` and ``cache/``
-for the build engine.
+resolve, image, put_image, names, untag, remove, gc). The root also holds ``snapshots/`` and
+``cache/`` for the build engine. Beside this core: ``importer`` (docker import of a rootfs,
+with ``changes`` for ``--change``), ``transfer`` (save/load of OCI and docker archives) and
+``describe`` (what ``images`` and ``inspect`` show); import them directly, they pull in the
+layer and archive code that the core does not need.
 """
 
 from cloche.store.blobs import BlobNotFoundError, BlobStore, BlobWriter
