@@ -255,3 +255,21 @@ def test_mislabelled_uncompressed_layer_still_checks_diff_id() -> None:
         layer.open_uncompressed().read()
     good = dc_replace(layer, diff_id=Digest.from_bytes(tar_of({"a": b"1"})))
     assert good.open_uncompressed().read() == tar_of({"a": b"1"})
+
+
+def test_hostile_oci_archives_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ImageFormatError, match="escapes the archive"):
+        OciArchive(_write_tar(tmp_path / "dots.tar", {"../evil": b"x", "oci-layout": b"{}"}))
+    image = small_image({"a": b"1"})
+    buf = io.BytesIO()
+    write_oci_archive(buf, image, "v1")
+    members = {}
+    with tarfile.open(fileobj=io.BytesIO(buf.getvalue())) as tar:
+        for m in tar.getmembers():
+            if m.isfile():
+                members[m.name] = tar.extractfile(m).read()  # type: ignore[union-attr]
+    # the layer blob replaced by a link that climbs out of the archive
+    members[f"blobs/sha256/{image.layers[0].digest.hex}"] = "../../../etc/passwd"
+    archive = OciArchive(_write_tar(tmp_path / "link.tar", members))
+    with pytest.raises(ImageFormatError, match="escapes the archive"):
+        archive.image("v1").layers[0].open()
