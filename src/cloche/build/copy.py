@@ -18,7 +18,7 @@ dockerfile2llb and its file op (tonistiigi/fsutil copy):
   the old owner when no user is set: ``mapUserToChowner(nil)`` returns it).
 - Modes are kept unless --chmod (octal or symbolic) applies to files and directories alike;
   mtimes are kept; symlinks inside a directory are copied as links; hard links within one
-  copy stay hard links; xattrs (file capabilities included) are kept.
+  source stay hard links; xattrs (file capabilities included) are kept.
 - ``--parents`` keeps each source's path (from the context root, or after a ``/./`` pivot);
   ``--exclude`` patterns (.dockerignore syntax) are matched relative to each source.
 - ``--link`` yields the same files; for the engine it means the layer can be made on an
@@ -195,7 +195,11 @@ def copy_into(request: CopyRequest, tree: SourceTree, root: Path, *,
             f"directory and end with a / ({len(matched)} files match, destination {request.dest!r})")
 
     copier = _Copier(tree, root, owner, chmod)
+    previous_spec = None
     for spec, src in matched:
+        if spec != previous_spec:  # BuildKit copies each source separately: links stay within one
+            copier.inodes.clear()
+            previous_spec = spec
         kept = _parents_path(spec, src) if request.parents else ""
         if src.is_dir:
             target = resolve_dest(root, posixpath.join(dest, kept)) if kept else dest_host
