@@ -4,23 +4,48 @@
 so that the upper directory is the step's diff; ``runner.run`` executes one step in new
 mount, PID, UTS and IPC namespaces (and network, for ``--network=none``) over the merged
 directory. Running steps needs root for now.
+
+The names below are loaded on first use: every RUN step starts ``cloche.sandbox.init`` in a
+fresh interpreter, which should not pay for importing the caller's side of the sandbox.
 """
 
-from cloche.sandbox.overlay import OverlayError, mount_overlay, prune_copied_up
-from cloche.sandbox.paths import resolve_in_root
-from cloche.sandbox.runner import SandboxSetupError, hosts_file, require_root, run
-from cloche.sandbox.spec import DEFAULT_HOSTNAME, DEFAULT_PATH, Mount, RunResult, RunSpec, Sink
-from cloche.sandbox.users import (
-    InvalidUserSpecError,
-    ResolvedUser,
-    UnknownUserError,
-    resolve_chown,
-    resolve_user,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_HOSTNAME", "DEFAULT_PATH", "InvalidUserSpecError", "Mount", "OverlayError",
-    "ResolvedUser", "RunResult", "RunSpec", "SandboxSetupError", "Sink", "UnknownUserError",
-    "hosts_file", "mount_overlay", "prune_copied_up", "require_root", "resolve_chown", "resolve_in_root",
-    "resolve_user", "run",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "OverlayError": "overlay", "mount_overlay": "overlay", "prune_copied_up": "overlay",
+    "resolve_in_root": "paths",
+    "SandboxSetupError": "runner", "hosts_file": "runner", "require_root": "runner",
+    "run": "runner",
+    "DEFAULT_HOSTNAME": "spec", "DEFAULT_PATH": "spec", "Mount": "spec", "RunResult": "spec",
+    "RunSpec": "spec", "Sink": "spec",
+    "InvalidUserSpecError": "users", "ResolvedUser": "users", "UnknownUserError": "users",
+    "resolve_chown": "users", "resolve_user": "users",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
+
+
+if TYPE_CHECKING:
+    from cloche.sandbox.overlay import OverlayError, mount_overlay, prune_copied_up
+    from cloche.sandbox.paths import resolve_in_root
+    from cloche.sandbox.runner import SandboxSetupError, hosts_file, require_root, run
+    from cloche.sandbox.spec import (DEFAULT_HOSTNAME, DEFAULT_PATH, Mount, RunResult, RunSpec,
+                                     Sink)
+    from cloche.sandbox.users import (InvalidUserSpecError, ResolvedUser, UnknownUserError,
+                                      resolve_chown, resolve_user)

@@ -157,7 +157,7 @@ def run(spec: RunSpec) -> RunResult:
         cfg = _config(spec, stubs, files, status_w)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": _SRC_DIR}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cloche.sandbox.init"],
+            [sys.executable, "-S", "-m", "cloche.sandbox.init"],
             stdin=subprocess.PIPE, stdout=_target(spec.stdout), stderr=_target(spec.stderr),
             pass_fds=(status_w,), start_new_session=True, env=env, cwd="/")
         os.close(status_w)
