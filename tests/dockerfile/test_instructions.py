@@ -225,3 +225,27 @@ def test_instructions_are_frozen_values() -> None:
     with pytest.raises(AttributeError):
         env.pairs = ()  # type: ignore[misc]
     assert only("ENV A=1") == env  # equal by value, the node is not compared
+
+
+def test_parse_trigger_from_an_image_config() -> None:
+    from cloche.dockerfile.instructions import parse_trigger
+
+    trigger = parse_trigger("COPY --chown=app . /src")
+    assert isinstance(trigger, Copy) and trigger.chown == "app" and trigger.dest == "/src"
+    with pytest.raises(DockerfileError, match="isn't allowed as an ONBUILD trigger"):
+        parse_trigger("FROM alpine")
+    with pytest.raises(DockerfileError, match="single expression"):
+        parse_trigger("RUN a\nRUN b")
+
+
+def test_mount_size_and_durations() -> None:
+    from cloche.dockerfile.flags import parse_duration
+    from cloche.dockerfile.mounts import parse_size
+
+    assert parse_size("1024") == 1024 and parse_size("1k") == 1024
+    assert parse_size("1.5g") == 1536 * 1024 * 1024 and parse_size("10MiB") == 10 * 1024**2
+    assert parse_duration("1h2m3.5s") == 3_723_500_000_000 and parse_duration("0") == 0
+    assert parse_duration("250ms") == 250_000_000 and parse_duration("-1s") == -1_000_000_000
+    for bad in ("", "5", "s", "1x", "1.s.", "1m5"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)

@@ -20,7 +20,7 @@ from cloche.errors import DockerfileError, did_you_mean
 __all__ = [
     "Instruction", "From", "Run", "Cmd", "Entrypoint", "Copy", "Add", "Env", "ArgDef", "Arg",
     "Label", "Expose", "Volume", "User", "Workdir", "Shell", "StopSignal", "Healthcheck",
-    "Onbuild", "Maintainer", "INSTRUCTIONS", "build_instruction", "parse_dockerfile",
+    "Onbuild", "Maintainer", "INSTRUCTIONS", "build_instruction", "parse_dockerfile", "parse_trigger",
 ]
 
 S, SS, B = FlagKind.STRING, FlagKind.STRINGS, FlagKind.BOOL
@@ -454,3 +454,21 @@ def parse_dockerfile(text: str, file: str = "Dockerfile"):  # noqa: ANN201 - see
     from cloche.dockerfile.stages import parse_dockerfile as parse
 
     return parse(text, file)
+
+
+def parse_trigger(text: str, file: str = "ONBUILD trigger") -> Instruction:
+    """One ONBUILD trigger from an image config (``"RUN make"``) as a typed instruction.
+
+    BuildKit parses each stored trigger as a one-line Dockerfile; triggers that could never
+    have been stored (ONBUILD, FROM, MAINTAINER) are rejected here too.
+    """
+    from cloche.dockerfile.parser import parse
+
+    tree = parse(text, file=file)
+    if len(tree.nodes) != 1:
+        raise DockerfileError(f"onbuild trigger should be a single expression: {text!r}",
+                              file=file)
+    node = tree.nodes[0]
+    if node.keyword in ("onbuild", "maintainer", "from"):
+        raise _fail(node, tree, f"{node.keyword.upper()} isn't allowed as an ONBUILD trigger")
+    return build_instruction(node, tree)
