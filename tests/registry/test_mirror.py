@@ -74,3 +74,18 @@ def test_failing_mirror_falls_back(registry: Registry, make_proxy: Callable[...,
                      BlobStore(tmp_path / "c"), client=client)
     assert got.descriptor.digest == img.digest and got.source.registry == registry.host
     assert broken.faults[0].fired == 2
+
+
+def test_mirror_serving_wrong_bytes_falls_back_and_stores_nothing_wrong(
+        registry: Registry, make_proxy: Callable[..., Proxy],
+        make_client: Callable[..., RegistryClient], src_blobs: BlobStore, tmp_path: Path) -> None:
+    img = make_image(src_blobs, [layer_from_files({"w": b"wrong"})])
+    push_manifest(f"{registry.host}/mirrored/app:1", img.manifest_bytes, img.media_type,
+                  src_blobs, client=make_client())
+    liar = make_proxy(registry.host)
+    liar.add("GET", f"/blobs/{img.layer_digests[0]}", "wrong", times=100)
+    client = make_client(_config(tmp_path, registry.host, [liar.host]))
+    dst = BlobStore(tmp_path / "d")
+    got = pull_blobs(Reference.parse(f"{registry.host}/mirrored/app:1"), dst, client=client)
+    assert got.source.registry == registry.host and liar.faults[0].fired == 1
+    dst.check(img.layer_digests[0])             # what is stored is the right bytes

@@ -12,6 +12,7 @@ from cloche.oci.digest import Digest
 from cloche.oci.platform import Platform
 from cloche.registry.client import RegistryClient
 from cloche.registry.config import RegistryConfig
+from cloche.errors import RegistryError
 from cloche.registry.errors import AuthError, NotFoundError
 from cloche.registry.pull import pull_blobs
 from cloche.registry.push import push_manifest
@@ -19,6 +20,7 @@ from cloche.registry.reference import Reference
 from cloche.store.blobs import BlobStore
 from tests.fixtures.services import Registry
 from tests.registry.images import layer_from_files, make_image, make_index
+from tests.registry.proxy import Proxy
 
 pytestmark = pytest.mark.registry
 
@@ -54,17 +56,24 @@ def test_push_then_pull_round_trip(registry: Registry, client: RegistryClient,
 
 
 def test_chunked_upload_and_cross_repo_mount(registry: Registry, make_client: Callable[..., RegistryClient],
-                                            src_blobs: BlobStore, dst_blobs: BlobStore) -> None:
+                                            src_blobs: BlobStore, dst_blobs: BlobStore,
+                                            make_proxy: Callable[..., Proxy]) -> None:
+    proxy = make_proxy(registry.host)           # only watches the requests
     client = make_client(chunked_threshold=50_000, chunk_size=32_768)
     big = layer_from_files({"random": os.urandom(300_000)})
     img = make_image(src_blobs, [big], docker=True)
-    pushed = push_manifest(f"{registry.host}/chunk/one:latest", img.manifest_bytes,
+    pushed = push_manifest(f"{proxy.host}/chunk/one:latest", img.manifest_bytes,
                            img.media_type, src_blobs, client=client)
     assert pushed.uploaded == 2
-    mounted = push_manifest(f"{registry.host}/chunk/two:latest", img.manifest_bytes,
+    patches = [p for m, p, s in proxy.log if m == "PATCH"]
+    assert len(patches) == -(-len(big) // 32_768)   # the big layer went in 32 KiB chunks
+    puts = [p for m, p, s in proxy.log if m == "PUT" and "digest=" in p]
+    assert len(puts) == 2                           # config: one monolithic PUT; layer: closing PUT
+    mounted = push_manifest(f"{proxy.host}/chunk/two:latest", img.manifest_bytes,
                             img.media_type, src_blobs, client=client,
-                            mount_from=[f"{registry.host}/chunk/one"])
+                            mount_from=[f"{proxy.host}/chunk/one"])
     assert (mounted.mounted, mounted.uploaded) == (2, 0)
+    assert any("mount=" in p and s == 201 for m, p, s in proxy.log if m == "POST")
     got = pull_blobs(Reference.parse(f"{registry.host}/chunk/two"), dst_blobs, client=client)
     assert dst_blobs.read_bytes(img.layer_digests[0]) == big
     assert got.manifest.media_type == img.media_type
@@ -133,3 +142,26 @@ def test_basic_auth_registry(auth_registry: Registry, make_client: Callable[...,
                           client=from_file).downloaded == 2
     finally:
         from_file.close()
+
+
+def test_insecure_registry_falls_back_from_https_to_http(
+        registry: Registry, make_client: Callable[..., RegistryClient], src_blobs: BlobStore,
+        dst_blobs: BlobStore, tmp_path) -> None:
+    """``insecure = true`` (Docker's insecure-registries): HTTPS without verification first,
+    then plain HTTP; this registry only speaks HTTP."""
+    path = tmp_path / "config.toml"
+    path.write_text(f'[registry."{registry.host}"]\nhttp = false\ninsecure = true\n')
+    cfg = RegistryConfig.load(path)
+    client = make_client(cfg, retries=0)
+    img = make_image(src_blobs, [layer_from_files({"i": b"insecure"})])
+    push_manifest(f"{registry.host}/insecure/app:1", img.manifest_bytes, img.media_type,
+                  src_blobs, client=client)
+    got = pull_blobs(Reference.parse(f"{registry.host}/insecure/app:1"), dst_blobs, client=client)
+    assert got.source.registry == registry.host
+    # without insecure, HTTPS is required and the registry cannot be used
+    strict = tmp_path / "strict.toml"
+    strict.write_text(f'[registry."{registry.host}"]\nhttp = false\n')
+    with pytest.raises(RegistryError) as info:
+        pull_blobs(Reference.parse(f"{registry.host}/insecure/app:1"), dst_blobs,
+                   client=make_client(RegistryConfig.load(strict), retries=0))
+    assert info.value.status is None and info.value.retryable
