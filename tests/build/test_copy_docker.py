@@ -10,6 +10,7 @@ cloche keeps them.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
 import subprocess
@@ -17,6 +18,7 @@ import tarfile
 import uuid
 from pathlib import Path
 
+from cloche.build.add import add_into
 from cloche.build.context import context_from_directory
 from cloche.build.copy import CopyRequest, copy_into
 from cloche.build.sources import SourceTree
@@ -39,6 +41,8 @@ COPY --from=base /home /home
 COPY . /ctx/
 COPY d/link d/hard.txt /links/
 COPY --chown=1000 b.txt /n/b
+ADD bundle.tgz /unpacked
+ADD --chown=5:6 bundle.tgz plain.tar /unpacked2/
 """
 
 # The same steps as CopyRequests: (stage, request, from-stage?)
@@ -54,7 +58,31 @@ STEPS = [
     ("final", CopyRequest((".",), "/ctx/"), False),
     ("final", CopyRequest(("d/link", "d/hard.txt"), "/links/"), False),
     ("final", CopyRequest(("b.txt",), "/n/b", chown="1000"), False),
+    ("final", CopyRequest(("bundle.tgz",), "/unpacked", instruction="ADD"), False),
+    ("final", CopyRequest(("bundle.tgz", "plain.tar"), "/unpacked2/", chown="5:6",
+                          instruction="ADD"), False),
 ]
+
+
+def make_tar(path: Path, *, gz: bool) -> None:
+    with tarfile.open(path, "w:gz" if gz else "w") as tf:
+        for name, kind in [("pkg", "d"), ("pkg/bin", "d"), ("pkg/bin/tool", "f"),
+                           ("pkg/tool-link", "l"), ("pkg/tool-hard", "h"), ("./top.txt", "f")]:
+            info = tarfile.TarInfo(name)
+            info.mtime, info.uid, info.gid = OLD, 1000, 1001
+            if kind == "d":
+                info.type, info.mode = tarfile.DIRTYPE, 0o750
+                tf.addfile(info)
+            elif kind == "f":
+                data = name.encode()
+                info.size, info.mode = len(data), 0o4751
+                tf.addfile(info, io.BytesIO(data))
+            elif kind == "l":
+                info.type, info.linkname = tarfile.SYMTYPE, "bin/tool"
+                tf.addfile(info)
+            else:
+                info.type, info.linkname = tarfile.LNKTYPE, "pkg/bin/tool"
+                tf.addfile(info)
 
 
 def make_context(ctx: Path) -> None:
@@ -73,6 +101,8 @@ def make_context(ctx: Path) -> None:
     (ctx / "d" / "link").symlink_to("top.txt")
     os.link(ctx / "d" / "top.txt", ctx / "d" / "hard.txt")
     os.chmod(ctx / "d" / "sub", 0o750)
+    make_tar(ctx / "bundle.tgz", gz=True)
+    make_tar(ctx / "plain.tar", gz=False)
     (ctx / ".dockerignore").write_text("*.log\n!d/keep.log\nDockerfile\n")
     (ctx / "Dockerfile").write_text(DOCKERFILE)
     for path in [*ctx.rglob("*"), ctx]:
@@ -156,6 +186,9 @@ def test_copy_matches_buildkit(tmp_path: Path, docker: str) -> None:
     context = context_from_directory(ctx).tree
     for stage, request, from_stage in STEPS:
         tree = SourceTree.stage(roots["base"], "base") if from_stage else context
-        copy_into(request, tree, roots[stage])
+        if request.instruction == "ADD":
+            add_into(request, tree, roots[stage])
+        else:
+            copy_into(request, tree, roots[stage])
     ours = snapshot_dir(roots["final"])
     assert ours == theirs

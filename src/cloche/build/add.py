@@ -2,7 +2,8 @@
 
 Local sources go through ``copy_into`` with ``unpack=True``: a file that is a tar (plain,
 gzip, bzip2, xz or zstd, told by content) is extracted into the destination directory,
-confined to it; owners come from the tar unless --chown. URL sources are downloaded into a
+confined to it; owners come from the tar even with --chown (as the Docker engine's BuildKit
+does; --chown then only owns the directories created for the destination). URL sources are downloaded into a
 private temporary directory (``remote.download``: mode 0600, Last-Modified as mtime,
 ``--checksum`` verified) and then copied like a context file (owner 0:0 unless --chown,
 --chmod applies); a downloaded archive is not extracted, as in BuildKit.

@@ -210,7 +210,8 @@ def copy_into(request: CopyRequest, tree: SourceTree, root: Path, *,
                 if kept else dest_host
             copier.mkdirs(target)
             with open(src.host, "rb") as raw:
-                result = extract_tar(raw, target, owner=owner, label=f"{what} {spec}")
+                # --chown is not applied to the entries: BuildKit keeps the tar's owners
+                result = extract_tar(raw, target, label=f"{what} {spec}")
             copier.entries += result.entries
             copier.bytes += result.bytes
             continue

@@ -190,7 +190,9 @@ def _extract_one(tf: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, owner
         if not os.path.lexists(source):
             raise ArchiveError(f"{display}: hard link to {member.linkname!r}, which is not in the archive")
         os.link(source, target, follow_symlinks=False)
-        return 0
+        if os.path.islink(source):
+            return 0  # Docker leaves a link to a symlink alone
+        # Docker applies the link entry's header (mode, owner, times) to the shared inode
     elif member.ischr() or member.isblk():
         kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
         os.mknod(target, kind | 0o600, os.makedev(member.devmajor, member.devminor))
