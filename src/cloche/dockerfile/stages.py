@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cloche.dockerfile.flags import error_at
-from cloche.dockerfile.instructions import Arg, From, Instruction, build_instruction
+from cloche.dockerfile.from_nodes import build_instruction
+from cloche.dockerfile.instructions import Arg, From, Instruction
 from cloche.dockerfile.node import SyntaxTree
 
 __all__ = ["Stage", "Dockerfile", "parse_dockerfile", "dockerfile_from_tree"]
