@@ -5,7 +5,10 @@ the overlay's upper directory then becomes the layer. The rules, from BuildKit's
 dockerfile2llb and its file op (tonistiigi/fsutil copy):
 
 - The destination is resolved inside the rootfs as if chrooted; a relative one is under
-  WORKDIR; a trailing ``/`` (or ``.``) makes it a directory; several sources need one.
+  WORKDIR; a trailing ``/`` (or ``.``) makes it a directory; several sources written out need
+  one (the legacy builder's error, which cloche keeps; BuildKit copies them in turn onto the
+  same file); a wildcard matching several files onto a file path: the last one wins, as in
+  BuildKit.
 - Missing parents of the destination are created 0755, owned by the --chown user when given
   (BuildKit's MkdirAll gets the same chowner) else by root, with the current time.
 - A directory source copies its contents. A destination directory that already exists keeps
@@ -38,7 +41,6 @@ from cloche.build.dockerignore import PatternMatcher, go_clean
 from cloche.build.extract import extract_tar, is_tar_archive
 from cloche.build.fsutil import (CopyTargetError, Owner, copy_file_data, copy_xattrs, mkdir_all,
                                  remove_for_replace, resolve_dest, set_metadata)
-from cloche.build.pathmatch import has_wildcards
 from cloche.build.sources import MatchedSource, SourceTree, match_sources, walk_source
 from cloche.errors import ClocheError
 from cloche.sandbox.users import resolve_chown
@@ -188,12 +190,8 @@ def copy_into(request: CopyRequest, tree: SourceTree, root: Path, *,
     matched = [(spec, m) for spec in request.sources for m in match_sources(tree, spec)
                if excludes is None or not excludes.matches(posixpath.basename(m.written))]
     dest_host = resolve_dest(root, dest)
-    if (len(matched) > 1 and not dest_is_dir and not request.parents
-            and not dest_host.is_dir() and any(has_wildcards(s) for s in request.sources)):
-        raise CopyDestinationError(
-            f"When using {what} with more than one source file, the destination must be a "
-            f"directory and end with a / ({len(matched)} files match, destination {request.dest!r})")
-
+    # A wildcard matching several files into a destination without '/' is not an error in
+    # BuildKit: each file is copied onto the destination in turn and the last one wins.
     copier = _Copier(tree, root, owner, chmod)
     previous_spec = None
     for spec, src in matched:
