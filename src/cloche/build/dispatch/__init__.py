@@ -1,0 +1,1 @@
+"""One handler per instruction family; each takes a StageState and returns the next one."""

@@ -1,0 +1,59 @@
+"""What a step handler needs from the build around it, bundled so handlers stay small."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+
+from cloche.build import events as ev
+from cloche.build.options import BuildOptions
+from cloche.build.sources import SourceTree
+from cloche.build.workspace import Workspace
+from cloche.build.context import BuildContext
+
+SourceOpener = Callable[[str], AbstractContextManager[SourceTree]]
+
+
+@dataclass
+class StepContext:
+    """One step's surroundings: where files go, what it may read, whom to tell."""
+
+    workspace: Workspace
+    options: BuildOptions
+    listener: ev.Listener
+    step: ev.StepRef
+    file: str
+    build_context: BuildContext
+    open_source: SourceOpener  # a COPY --from / RUN --mount from= reference -> its files
+    stage_name: str
+    output_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+
+
+class LineSink:
+    """Turns chunks of a process's output into lines for the listener (thread-safe)."""
+
+    def __init__(self, ctx: StepContext) -> None:
+        self.ctx = ctx
+        self._partial = b""
+        self._lock = threading.Lock()
+
+    def __call__(self, chunk: bytes) -> None:
+        with self._lock:
+            data = self._partial + chunk
+            *lines, self._partial = data.split(b"\n")
+            for line in lines:
+                self._emit(line)
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._partial:
+                self._emit(self._partial)
+                self._partial = b""
+
+    def _emit(self, raw: bytes) -> None:
+        text = raw.decode("utf-8", "replace").rstrip("\r")
+        self.ctx.output_tail.append(text)
+        self.ctx.listener(ev.StepOutput(self.ctx.step, text))

@@ -1,0 +1,92 @@
+"""COPY, ADD and WORKDIR: file operations on the stage's root filesystem, one layer each."""
+
+from __future__ import annotations
+
+import posixpath
+import shutil
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+from cloche.build.add import add_into
+from cloche.build.copy import CopyRequest, copy_into
+from cloche.build.dispatch import history as hist
+from cloche.build.dispatch.context import StepContext
+from cloche.build.dockerignore import go_clean
+from cloche.build.fsutil import Owner, mkdir_all, resolve_dest
+from cloche.build.sources import SourceTree
+from cloche.build.state import StageState
+from cloche.dockerfile import instructions as ins
+from cloche.sandbox.users import resolve_user
+
+
+def copy(instruction: ins.Copy | ins.Add, state: StageState, ctx: StepContext) -> StageState:
+    """One (expanded) COPY or ADD."""
+    is_add = isinstance(instruction, ins.Add)
+    keyword = "ADD" if is_add else "COPY"
+    from_ = None if is_add else instruction.from_
+    workdir = state.config.working_dir or "/"
+    with ExitStack() as stack:
+        tree = stack.enter_context(ctx.open_source(from_)) if from_ else ctx.build_context.tree
+        sources = instruction.sources
+        if instruction.contents:
+            tree, sources = _heredoc_tree(instruction, stack, ctx)
+        request = CopyRequest(sources, instruction.dest, workdir, instruction.chown,
+                              instruction.chmod, getattr(instruction, "parents", False),
+                              instruction.excludes, instruction.link, keyword)
+        with ctx.workspace.step(state.lowers) as (merged, upper):
+            if is_add and not instruction.contents:
+                add_into(request, tree, merged, checksum=instruction.checksum,
+                         tmp_dir=ctx.workspace.root)
+            else:
+                copy_into(request, tree, merged)
+    created_by = hist.copy(keyword, instruction.sources, [h.name for h in instruction.contents],
+                           instruction.dest, chown=instruction.chown, chmod=instruction.chmod,
+                           parents=getattr(instruction, "parents", False))
+    layer = ctx.workspace.commit(upper)
+    if layer is None:
+        return state.record(created_by, empty_layer=True)
+    return state.with_layer(layer, upper, created_by)
+
+
+def _heredoc_tree(instruction: ins.Copy | ins.Add, stack: ExitStack,
+                  ctx: StepContext) -> tuple[SourceTree, tuple[str, ...]]:
+    """Heredoc files (``COPY <<EOF /dest``) written to a scratch tree, mode 0644."""
+    scratch = Path(tempfile.mkdtemp(prefix="cloche-heredoc-", dir=ctx.workspace.root))
+    stack.callback(shutil.rmtree, scratch, True)
+    names = []
+    for doc in instruction.contents:
+        name = posixpath.basename(doc.name) or "heredoc"
+        path = scratch / name
+        path.write_text(doc.content)
+        path.chmod(0o644)
+        names.append(name)
+    return SourceTree(scratch.resolve(), reset_owner=True, label="heredoc"), tuple(names)
+
+
+def workdir_path(current: str, path: str) -> str:
+    """BuildKit's NormalizeWorkdir: relative paths join the current working directory."""
+    if not path.startswith("/"):
+        path = posixpath.join(current or "/", path)
+    return go_clean(path)
+
+
+def workdir(instruction: ins.Workdir, state: StageState, ctx: StepContext) -> StageState:
+    """WORKDIR: set the directory and create it (0755, owned by USER) when missing."""
+    wd = workdir_path(state.config.working_dir, instruction.path)
+    state = state.with_config(working_dir=wd)
+    created_by = f"WORKDIR {wd}"
+    if wd == "/":
+        return state.record(created_by, empty_layer=True)
+    with ctx.workspace.step(state.lowers) as (merged, upper):
+        owner = None
+        if state.config.user:
+            user = resolve_user(merged, state.config.user)
+            owner = Owner(user.uid, user.gid)
+        target = resolve_dest(merged, wd)
+        if not target.is_dir():
+            mkdir_all(merged, target, mode=0o755, owner=owner)
+    layer = ctx.workspace.commit(upper)
+    if layer is None:
+        return state.record(created_by, empty_layer=True)
+    return state.with_layer(layer, upper, created_by)

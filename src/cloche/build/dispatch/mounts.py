@@ -1,0 +1,151 @@
+"""RUN --mount: bind, cache, tmpfs and secret mounts turned into sandbox mounts.
+
+Mounts exist only while the step runs: nothing of them reaches the layer (the sandbox removes
+the mount points it had to create). Cache mounts persist in the store under
+``cache/mounts/<id>``; ``sharing=locked`` holds an exclusive file lock while the step runs,
+``shared`` (the default) lets concurrent steps use the directory together, ``private`` gives
+a step its own directory when another holds the shared one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from cloche.build.dispatch.context import StepContext
+from cloche.build.fsutil import resolve_dest
+from cloche.build.state import StageState
+from cloche.dockerfile import instructions as ins
+from cloche.dockerfile.mounts import Mount as MountSpec
+from cloche.errors import BuildError
+from cloche.sandbox.spec import Mount
+from cloche.store import locked
+
+SECRETS_DIR = "/run/secrets"
+
+
+def _target(spec: MountSpec, state: StageState) -> str:
+    target = spec.target
+    if spec.type == "secret" and not target:
+        target = posixpath.join(SECRETS_DIR, spec.id or "")
+    if not target:
+        raise BuildError(f"mount {spec.spec!r} needs a target")
+    if not target.startswith("/"):
+        target = posixpath.join(state.config.working_dir or "/", target)
+    return posixpath.normpath(target)
+
+
+@contextmanager
+def prepare_mounts(instruction: ins.Run, state: StageState, ctx: StepContext,
+                   rootfs: Path) -> Iterator[list[Mount]]:
+    """The sandbox mounts for the instruction's ``--mount`` specs, released afterwards."""
+    mounts: list[Mount] = []
+    with ExitStack() as stack:
+        for spec in instruction.mounts:
+            if spec.type == "secret":
+                mount = _secret(spec, state, ctx, stack)
+                if mount is not None:
+                    mounts.append(mount)
+                continue
+            target = _target(spec, state)
+            if spec.type == "tmpfs":
+                mounts.append(Mount(target=target, kind="tmpfs", size=spec.size))
+            elif spec.type == "bind":
+                mounts.append(_bind(spec, target, ctx, stack))
+            elif spec.type == "cache":
+                mounts.append(_cache(spec, target, ctx, stack))
+            else:
+                raise BuildError(f"--mount=type={spec.type} is not supported yet",
+                                 stage=ctx.stage_name, file=ctx.file, line=instruction.line,
+                                 hint="ssh agent forwarding is planned")
+        yield mounts
+
+
+def _bind(spec: MountSpec, target: str, ctx: StepContext, stack: ExitStack) -> Mount:
+    """A directory or file of the context, a stage or an image; writes are thrown away."""
+    if spec.from_:
+        tree = stack.enter_context(ctx.open_source(spec.from_))
+        root = tree.root
+    else:
+        root = ctx.build_context.root
+    source = resolve_dest(root, spec.source or "/")
+    if not source.exists():
+        raise BuildError(f"--mount source {spec.source!r} not found in "
+                         f"{spec.from_ or 'the build context'}", stage=ctx.stage_name,
+                         file=ctx.file, line=ctx.step.line)
+    if not spec.readonly:
+        scratch = Path(tempfile.mkdtemp(prefix="cloche-bind-rw-", dir=ctx.workspace.root))
+        stack.callback(shutil.rmtree, scratch, True)
+        copy = scratch / "copy"
+        if source.is_dir():
+            shutil.copytree(source, copy, symlinks=True)
+        else:
+            shutil.copy2(source, copy)
+        source = copy
+    return Mount(target=target, source=source, readonly=spec.readonly)
+
+
+def _cache(spec: MountSpec, target: str, ctx: StepContext, stack: ExitStack) -> Mount:
+    cache_id = spec.id or target
+    key = hashlib.sha256(cache_id.encode()).hexdigest()[:32]
+    base = ctx.workspace.store.cache_dir / "mounts"
+    base.mkdir(parents=True, exist_ok=True)
+    directory = base / key
+    if spec.sharing == "locked":
+        stack.enter_context(locked(base / f"{key}.lock"))
+    elif spec.sharing == "private":
+        directory = Path(tempfile.mkdtemp(prefix=f"{key}-private-", dir=base))
+        stack.callback(shutil.rmtree, directory, True)
+    if not directory.exists():
+        directory.mkdir(mode=spec.mode if spec.mode is not None else 0o755)
+        os.chown(directory, spec.uid or 0, spec.gid or 0)
+    return Mount(target=target, source=directory, readonly=spec.readonly and False)
+
+
+def _secret(spec: MountSpec, state: StageState, ctx: StepContext,
+            stack: ExitStack) -> Mount | None:
+    """A secret as a file on a memory-backed tmpfs (mode 0400 by default), or an env var.
+
+    The value is read only here and written only to /dev/shm; it never reaches a layer, the
+    config, the history or any message.
+    """
+    secret_id = spec.id or (posixpath.basename(spec.target) if spec.target else None)
+    given = {s.id: s for s in ctx.options.secrets}
+    found = given.get(secret_id or "")
+    value: bytes | None = None
+    if found is not None:
+        if found.src:
+            try:
+                value = Path(found.src).expanduser().read_bytes()
+            except OSError as err:
+                raise BuildError(f"secret {secret_id}: cannot read its file: {err.strerror}",
+                                 stage=ctx.stage_name, file=ctx.file, line=ctx.step.line) from None
+        elif found.env and found.env in os.environ:
+            value = os.environ[found.env].encode()
+    if value is None:
+        if spec.required:
+            raise BuildError(f"secret {secret_id} is required but was not given",
+                             stage=ctx.stage_name, file=ctx.file, line=ctx.step.line,
+                             hint=f"pass it with --secret id={secret_id},src=PATH")
+        return None
+    if spec.env:
+        raise BuildError("secrets as environment variables (--mount=type=secret,env=) are "
+                         "not supported yet", stage=ctx.stage_name, file=ctx.file,
+                         line=ctx.step.line)
+    holder = Path(tempfile.mkdtemp(prefix="cloche-secret-", dir="/dev/shm"))
+    stack.callback(shutil.rmtree, holder, True)
+    path = holder / "secret"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, value)
+    finally:
+        os.close(fd)
+    os.chown(path, spec.uid or 0, spec.gid or 0)
+    os.chmod(path, spec.mode if spec.mode is not None else 0o400)
+    return Mount(target=_target(spec, state), source=path, readonly=True)

@@ -1,0 +1,85 @@
+"""RUN: the command in the sandbox over the stage's root filesystem; its changes, a layer."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from cloche.build.dispatch import history as hist
+from cloche.build.dispatch.config import shell_of
+from cloche.build.dispatch.context import LineSink, StepContext
+from cloche.build.dispatch.mounts import prepare_mounts
+from cloche.build.state import StageState
+from cloche.dockerfile import instructions as ins
+from cloche.dockerfile.heredoc import parse_heredoc_word
+from cloche.errors import BuildError
+from cloche.sandbox import runner
+from cloche.sandbox.overlay import prune_copied_up
+from cloche.sandbox.spec import Mount, RunSpec
+from cloche.sandbox.users import resolve_user
+
+PIPES = "/dev/pipes"  # where BuildKit mounts a heredoc script with a #! line
+
+
+def run_args(instruction: ins.Run, state: StageState, scripts: Path) -> tuple[tuple[str, ...], list[Mount]]:
+    """The argv of a RUN (BuildKit's rules for heredocs), and mounts the argv needs."""
+    command, mounts = instruction.command, []
+    if instruction.heredocs and instruction.shell_form:
+        first = instruction.heredocs[0]
+        marker = parse_heredoc_word(command[0].strip()) if len(command) == 1 else None
+        if marker is not None and len(instruction.heredocs) == 1:
+            if first.content.startswith("#!"):
+                script = scripts / first.name
+                script.write_text(first.content)
+                script.chmod(0o755)
+                mounts.append(Mount(target=PIPES, source=scripts, readonly=True))
+                return (f"{PIPES}/{first.name}",), mounts
+            command = (first.content,)
+        else:
+            text = command[0] + "".join(f"\n{h.content}{h.name}" for h in instruction.heredocs)
+            command = (text,)
+    if instruction.shell_form:
+        return shell_of(state) + (" ".join(command),), mounts
+    return command, mounts
+
+
+def run(instruction: ins.Run, state: StageState, ctx: StepContext) -> StageState:
+    """Carry out one (expanded) RUN and return the stage after it."""
+    scripts = Path(tempfile.mkdtemp(prefix="cloche-heredoc-"))
+    try:
+        argv, mounts = run_args(instruction, state, scripts)
+        env = state.env
+        build_args = [(name, env.environment.get(name, "")) for name in env.declared_args]
+        with ctx.workspace.step(state.lowers) as (merged, upper):
+            with prepare_mounts(instruction, state, ctx, merged) as extra:
+                user = resolve_user(merged, state.config.user or "0")
+                out = LineSink(ctx)
+                spec = RunSpec(
+                    rootfs=merged, argv=argv,
+                    env=tuple(f"{k}={v}" for k, v in env.run_environment().items()),
+                    cwd=state.config.working_dir or "/", user=user,
+                    network=instruction.network or ctx.options.network,
+                    mounts=tuple(mounts) + tuple(extra), stdout=out, stderr=out)
+                result = runner.run(spec)
+                out.flush()
+        prune_copied_up(upper, state.lowers, result.stub_parents)
+    finally:
+        shutil.rmtree(scripts, ignore_errors=True)
+    if not result.ok:
+        shutil.rmtree(upper.parent, ignore_errors=True)
+        what = (f"killed by signal {result.signal}" if result.signal
+                else f"exit code {result.exit_code}")
+        raise BuildError(
+            f"process {hist.go_q_list(argv)} did not complete successfully: {what}",
+            stage=ctx.stage_name, file=ctx.file, line=instruction.line,
+            output_tail="\n".join(ctx.output_tail), exit_status=result.exit_code)
+    created_by = hist.run(argv, build_args)
+    layer = ctx.workspace.commit(upper)
+    if layer is None:
+        return state.record(created_by, empty_layer=True)
+    return state.with_layer(layer, upper, created_by)
+
+
+__all__ = ["run", "run_args", "replace"]
