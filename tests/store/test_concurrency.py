@@ -7,6 +7,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+from cloche.oci.digest import Digest
+from cloche.store import LockBusyError
 from cloche.store.store import Store
 from tests.store.helpers import put_raw_image
 
@@ -64,3 +68,39 @@ def test_two_processes_writing_the_same_blob(tmp_path: Path) -> None:
     assert [str(d) for d in store.blobs.digests()] == outs[:1]
     store.blobs.check(next(iter(store.blobs.digests())))
     assert list(store.blobs.tmp_dir.iterdir()) == []
+
+
+
+def test_gc_does_not_run_under_a_lease_of_another_process(tmp_path: Path) -> None:
+    """While a writer holds a lease (blobs written, name not yet given), gc cannot run."""
+    store = Store.open(tmp_path / "store")
+    script = textwrap.dedent(f"""
+        import sys
+        from cloche.store.store import Store
+        from tests.store.helpers import put_raw_image
+        store = Store.open({str(store.root)!r})
+        with store.lease():
+            desc = put_raw_image(store, "leased")  # blobs only: no name yet
+            print(desc.digest, flush=True)
+            sys.stdin.readline()
+            store.tag("leased", desc)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2])
+    assert proc.stdin is not None and proc.stdout is not None
+    manifest = Digest.parse(proc.stdout.readline().strip())
+    with pytest.raises(LockBusyError):
+        store.gc(grace_seconds=0, wait=False)  # would delete the unnamed blobs otherwise
+    assert store.blobs.exists(manifest)
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    assert proc.wait(60) == 0
+    assert store.gc(grace_seconds=0, wait=False).blobs_removed == 0
+    assert store.image("leased").digest == manifest
+
+
+def test_unnamed_blobs_without_a_lease_are_collected(tmp_path: Path) -> None:
+    """The counterpart: the same blobs, no lease and no name, are garbage."""
+    store = Store.open(tmp_path / "store")
+    put_raw_image(store, "loose")
+    assert store.gc(grace_seconds=0, wait=False).blobs_removed == 3

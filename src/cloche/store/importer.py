@@ -59,6 +59,13 @@ def import_rootfs(store: Store, source: Path | BinaryIO, *, names: Iterable[str]
     Returns the stored descriptor and the image value.
     """
     label = source_label or (str(source) if isinstance(source, Path) else "-")
+    with store.lease():
+        return _import(store, source, label, names, changes, platform, message, compression)
+
+
+def _import(store: Store, source: Path | BinaryIO, label: str, names: Iterable[str],
+            changes: Iterable[str], platform: Platform | None, message: str | None,
+            compression: Compression) -> tuple[Descriptor, Image]:
     with store.blobs.writer() as blob:
         sink = _Sink(blob)
         if isinstance(source, Path) and source.is_dir():

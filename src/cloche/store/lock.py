@@ -15,16 +15,32 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cloche.errors import StoreError
+
+
+class LockBusyError(StoreError):
+    """A lock asked for without waiting is held by another process (or open file)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"the store is busy: {path} is locked by another cloche process",
+                         hint="try again when the other command has finished")
+        self.path = path
+
 
 @contextmanager
-def locked(path: Path, *, shared: bool = False) -> Iterator[None]:
+def locked(path: Path, *, shared: bool = False, wait: bool = True) -> Iterator[None]:
     """Hold a lock on ``path`` (created when missing) for the duration of the block.
 
     ``shared=True`` takes a reader lock: many readers, or one writer, at a time.
+    ``wait=False`` raises LockBusyError at once instead of waiting for the lock.
     """
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        flags = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+        try:
+            fcntl.flock(fd, flags if wait else flags | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LockBusyError(path) from None
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock

@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,6 +101,16 @@ class Store:
     def open(cls, root: Path | str | None = None) -> "Store":
         """The store at ``root``, else ``$CLOCHE_ROOT``, else the per-user or system default."""
         return cls(Path(root) if root is not None else default_root())
+
+    @contextmanager
+    def lease(self) -> Iterator[None]:
+        """Keep ``gc`` out while a multi-step write (blobs, then a name) is under way.
+
+        A lease is a shared lock on ``gc.lock``; ``gc`` takes it exclusively, so it waits for
+        every lease to end and no lease starts while it runs. Leases nest and overlap freely.
+        """
+        with locked(self.root / "gc.lock", shared=True):
+            yield
 
     @property
     def snapshots_dir(self) -> Path:
@@ -218,19 +229,21 @@ class Store:
         """Store every blob of ``image`` (verified) and give it ``names`` (or keep it unnamed)."""
         from cloche.store.images import store_image
 
-        return store_image(self, image, list(names))
+        with self.lease():
+            return store_image(self, image, list(names))
 
     # --- garbage collection --------------------------------------------------------------
 
     def gc(self, *, grace_seconds: float = DEFAULT_GC_GRACE,
-           extra_roots: Iterable[Digest] = ()) -> GcReport:
+           extra_roots: Iterable[Digest] = (), wait: bool = True) -> GcReport:
         """Delete blobs no entry reaches, and stale temporary files.
 
-        Blobs written or touched less than ``grace_seconds`` ago are kept: another process may
-        be between writing an image's blobs and naming it. ``extra_roots`` lets the build cache
-        keep what it references.
+        Runs when no ``lease`` is held. Blobs written or touched less than ``grace_seconds``
+        ago are kept too, for writers that take no lease: another process may be between
+        writing an image's blobs and naming it. ``extra_roots`` lets the build cache keep what
+        it references. ``wait=False`` raises ``LockBusyError`` instead of waiting for leases.
         """
-        with locked(self.index.lock_path):
+        with locked(self.root / "gc.lock", wait=wait), locked(self.index.lock_path):
             live: set[Digest] = set()
             pending = [Digest.parse(str(e["digest"])) for e in self.index._read()]
             pending.extend(extra_roots)
