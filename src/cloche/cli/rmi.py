@@ -3,7 +3,8 @@
 A name is untagged; an image is deleted from the index when its last name goes. An ID or a
 digest removes the image itself, which needs ``--force`` when several names share it. Blobs
 no image uses any more are then collected, except those written in the last hour (another
-cloche process may be about to name them).
+cloche process may be about to name them); when another process holds a lease on the store,
+collection is left for later rather than waited for.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import click
 
 from cloche.cli._common import open_store, root_option
 from cloche.errors import StoreError
+from cloche.store.lock import LockBusyError
 
 
 class ImageInUseError(StoreError):
@@ -49,7 +51,10 @@ def command(images: tuple[str, ...], force: bool, root: Path | None) -> None:
             for name in store.remove(entry.descriptor.digest):
                 click.echo(f"Untagged: {parse_name(name).familiar}")
         click.echo(f"Deleted: {entry.image_id}")
-    store.gc()
+    try:
+        store.gc(wait=False)
+    except LockBusyError:
+        pass  # another cloche holds a lease (a build, a pull): a later rmi or gc frees the space
 
 
 def _is_name(text: str, name: str) -> bool:
