@@ -101,7 +101,18 @@ class RegistryClient:
 
     def ping(self, ep: Endpoint) -> None:
         """GET /v2/: proves the endpoint speaks the API (401 counts: it wants auth)."""
-        resp = self._send(ep, "GET", "/v2/", scopes=(), what="ping", ok=(200, 401), auth=False)
+        try:
+            resp = self._send(ep, "GET", "/v2/", scopes=(), what="ping", ok=(200, 401),
+                              auth=False)
+        except RegistryError as err:
+            if err.status is not None:
+                raise
+            cause = err.__cause__ or err
+            raise RegistryError(
+                f"cannot reach the registry {ep.reference.registry} at {ep.base_url}/v2/: "
+                f"{cause}", reference=str(ep.reference), retryable=True,
+                hint="check the network, or configure a mirror for it "
+                     "([registry.\"HOST\"] mirrors = [...] in the cloche config file)") from err
         resp.close()
 
     def check_login(self, ep: Endpoint) -> None:

@@ -62,24 +62,19 @@ def pull_blobs(ref: Reference, blobs: BlobSink, *, platform: Platform | None = N
             last = i == len(endpoints) - 1
             try:
                 client.ping(ep)
-            except RegistryError as err:
-                if err.status is None and not last:
-                    failures.append(f"{ep.base_url}: {err.message}")
-                    continue
-                if last:
-                    raise
-                failures.append(f"{ep.base_url}: {err.message}")
-                continue
-            try:
                 return _pull_from(client, ep, ref, blobs, platform or Platform.host(),
                                   progress, workers)
             except ClocheError as err:
-                if last or not ep.is_mirror:
-                    if failures and isinstance(err, RegistryError) and err.hint is None:
-                        err.hint = "also tried: " + "; ".join(failures)
+                # a mirror that fails or lacks the image hands over to the next endpoint; so does
+                # an unreachable scheme (https then http for an insecure registry)
+                unreachable = isinstance(err, RegistryError) and err.status is None
+                if last or not (ep.is_mirror or unreachable):
+                    if failures:
+                        tried = "tried first: " + "; ".join(failures)
+                        err.hint = f"{err.hint}\n{tried}" if err.hint else tried
                     raise
-                failures.append(f"mirror {ep.reference.registry}: {err.message}")
-        raise RegistryError(f"cannot pull {ref}: no endpoint answered", reference=str(ref))
+                failures.append(f"{ep.base_url}: {err.message}")
+        raise RegistryError(f"cannot pull {ref}: no endpoint to try", reference=str(ref))
     finally:
         if own:
             client.close()
