@@ -149,3 +149,11 @@ def test_pax_header_only_when_needed() -> None:
     assert len(encode_header(TarEntry("short", EntryType.FILE))) == 512
     assert len(encode_header(TarEntry("x" * 101, EntryType.FILE))) > 512
     assert len(encode_header(TarEntry("big", EntryType.FILE, size=9 * 1024 ** 3))) > 512
+
+
+def test_missing_or_non_directory_root_is_a_layer_error(tmp_path: Path) -> None:
+    with pytest.raises(LayerError, match="no such directory"):
+        write_tree(tmp_path / "absent", io.BytesIO(), Compression.NONE)
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(LayerError, match="not a directory"):
+        write_tree(tmp_path / "f", io.BytesIO(), Compression.NONE)

@@ -145,13 +145,16 @@ def write_entries(pairs: Iterator[tuple[TarEntry, str | None]], sink: BinaryIO,
                   threads: int | None = None) -> LayerBlob:
     """Write (entry, source path) pairs as one layer blob into ``sink``."""
     with TarWriter(sink, compression, level=level, threads=threads) as writer:
-        for entry, source in pairs:
-            if source is None or entry.size == 0:
-                writer.add(entry)
-                continue
-            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            with os.fdopen(fd, "rb", buffering=0) as content:
-                writer.add(entry, content)
+        try:
+            for entry, source in pairs:
+                if source is None or entry.size == 0:
+                    writer.add(entry)
+                    continue
+                fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                with os.fdopen(fd, "rb", buffering=0) as content:
+                    writer.add(entry, content)
+        except OSError as e:  # unreadable or vanished while walking: name the path
+            raise LayerError(f"cannot archive {e.filename or '?'}: {e.strerror or e}") from e
     assert writer.result is not None
     return writer.result
 
