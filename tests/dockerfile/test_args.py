@@ -262,3 +262,9 @@ def test_expand_instruction_leaves_run_body_and_onbuild_alone() -> None:
 def test_global_scope_is_a_value() -> None:
     scope = GlobalScope(values={"A": None, "B": "b"})
     assert scope.from_environment() == {"A": "", "B": "b"}
+
+
+def test_escape_directive_applies_to_expansion() -> None:
+    df = parse_dockerfile("# escape=`\nFROM scratch\nENV A=1\nCOPY C:\\src`$A $A\n")
+    (_, copy), _ = walk(df)
+    assert isinstance(copy, Copy) and copy.sources == ("C:\\src$A",) and copy.dest == "1"

@@ -218,3 +218,11 @@ def test_warnings_for_duplicate_names_and_unused_build_args() -> None:
     p = plan("FROM a AS x\nFROM b AS x\n", build_args={"NOPE": "1"})
     assert any("'x'" in w for w in p.warnings)
     assert any("NOPE" in w for w in p.warnings)
+
+
+def test_empty_platform_expression_is_an_error() -> None:
+    with pytest.raises(DockerfileError, match="empty platform value") as info:
+        plan("ARG P\nFROM --platform=$P alpine\n")
+    assert info.value.line == 2
+    assert plan("FROM --platform=$BUILDPLATFORM alpine\n",
+                build_platform="linux/arm64").stages[0].platform == "linux/arm64"

@@ -126,6 +126,8 @@ def _stage_dict(stage: PlannedStage) -> dict[str, object]:
             {"kind": d.kind, "line": d.line, "reference": d.reference, "stage": d.stage,
              "image": d.image, "sources": list(d.sources), "dest": d.dest}
             for d in stage.dependencies],
+        "instructions": [{"line": c.line, "keyword": c.keyword, "original": c.original}
+                         for c in stage.commands],
     }
 
 
@@ -160,6 +162,10 @@ class _Walk:
         if not base_from.image:
             raise error_at(stage.from_.node, tree,
                            f"base name ({stage.base}) should not be blank")
+        if stage.platform is not None and not base_from.platform:
+            raise error_at(stage.from_.node, tree,
+                           f"empty platform value from expression {stage.platform}",
+                           needle=stage.platform, hint="set the ARG it uses, or drop --platform")
         parent = self.dockerfile.find_stage(base_from.image, before=stage.index)
         deps: list[Dependency] = []
         if parent is not None:
