@@ -242,6 +242,10 @@ def test_parents_keeps_source_paths(tree: SourceTree, root: Path) -> None:
     assert (root / "q" / "sub" / "deep.txt").exists()
     copy(tree, root, "dir/sub", dest="/r/", parents=True)
     assert (root / "r" / "dir" / "sub" / "deep.txt").exists()
+    # kept parents are copied from the source directories (mode, times), not made 0755 now
+    assert mode(root / "p" / "dir" / "sub") == 0o750
+    assert os.lstat(root / "p" / "dir" / "sub").st_mtime_ns == MTIME
+    assert mode(root / "r" / "dir" / "sub") == 0o750
 
 
 def test_file_replaces_file_and_link_but_not_directory(tree: SourceTree, root: Path,

@@ -103,3 +103,15 @@ def test_bad_chmod_values(text: str) -> None:
 ])
 def test_chmod_table(text: str, before: int, is_dir: bool, after: int) -> None:
     assert parse_chmod(text).apply(before, is_dir=is_dir) == after
+
+
+def test_file_digest_hook_is_used_for_every_file(ctx: Path) -> None:
+    seen: list[str] = []
+
+    def cached(host: Path, st: os.stat_result) -> str:
+        seen.append(host.name)
+        return f"{st.st_ino}-{st.st_size}"
+
+    tree = context_from_directory(ctx).tree
+    assert content_hash(tree, ["src"], file_digest=cached) != content_hash(tree, ["src"])
+    assert sorted(seen) == ["lib.go", "main.go"]  # links and directories have no content

@@ -199,8 +199,12 @@ def copy_into(request: CopyRequest, tree: SourceTree, root: Path, *,
             copier.inodes.clear()
             previous_spec = spec
         kept = _parents_path(spec, src) if request.parents else ""
+        if kept:
+            _make_kept_parents(copier, src, dest_host, kept)
         if src.is_dir:
             target = resolve_dest(root, posixpath.join(dest, kept)) if kept else dest_host
+            if kept and not os.path.lexists(target):  # --parents: the directory itself too
+                copier.place(src.host, os.lstat(src.host), target)
             _copy_dir_contents(copier, src, target, excludes)
             continue
         if unpack and is_tar_archive(src.host):
@@ -223,6 +227,22 @@ def copy_into(request: CopyRequest, tree: SourceTree, root: Path, *,
         copier.place(src.host, os.lstat(src.host), target)
     copier.finish()
     return CopyResult(len(matched), copier.entries, copier.bytes)
+
+
+def _make_kept_parents(copier: _Copier, src: MatchedSource, dest_host: Path, kept: str) -> None:
+    """--parents: the kept directories, created with their source's metadata (BuildKit copies
+    them from the context like any directory), or left alone when they exist."""
+    parts = kept.split("/")[:-1]
+    prefix = src.written[: len(src.written) - len(kept)].rstrip("/")
+    copier.mkdirs(dest_host)
+    target = dest_host
+    for i, part in enumerate(parts):
+        target = target / part
+        if os.path.lexists(target):
+            continue
+        source_rel = "/".join(p for p in (prefix, *parts[: i + 1]) if p)
+        source_host = resolve_dest(copier.tree.root, source_rel)
+        copier.place(source_host, os.lstat(source_host), target)
 
 
 def _copy_dir_contents(copier: _Copier, src: MatchedSource, target: Path,

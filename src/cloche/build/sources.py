@@ -21,7 +21,7 @@ import hashlib
 import os
 import posixpath
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,8 +30,8 @@ from cloche.build.pathmatch import has_wildcards, match as go_match
 from cloche.errors import ClocheError, UnsafePathError
 from cloche.sandbox.paths import resolve_in_root
 
-__all__ = ["MatchedSource", "SourceNotFoundError", "SourceTree", "WalkEntry", "content_hash",
-           "match_sources", "walk_source"]
+__all__ = ["FileDigest", "MatchedSource", "SourceNotFoundError", "SourceTree", "WalkEntry", "content_hash",
+           "match_sources", "sha256_file", "walk_source"]
 
 
 class SourceNotFoundError(ClocheError, ValueError):
@@ -205,18 +205,27 @@ def _type_char(mode: int) -> str:
     return "s"
 
 
-def _record(h: "hashlib._Hash", tree: SourceTree, name: str, host: Path, st: os.stat_result) -> None:
+FileDigest = Callable[[Path, os.stat_result], str]
+
+
+def sha256_file(host: Path, st: os.stat_result) -> str:
+    """The hex sha256 of a regular file's content, read without following a link."""
+    digest = hashlib.sha256()
+    fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _record(h: "hashlib._Hash", tree: SourceTree, name: str, host: Path, st: os.stat_result,
+            file_digest: FileDigest) -> None:
     uid, gid = (0, 0) if tree.reset_owner else (st.st_uid, st.st_gid)
     kind = _type_char(st.st_mode)
     fields = [name, kind, oct(stat.S_IMODE(st.st_mode)), str(uid), str(gid)]
     if kind == "f":
         fields.append(str(st.st_size))
-        digest = hashlib.sha256()
-        fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        with os.fdopen(fd, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-        fields.append(digest.hexdigest())
+        fields.append(file_digest(host, st))
     elif kind == "l":
         fields.append(os.readlink(host))
     elif kind in "cb":
@@ -230,13 +239,15 @@ def _record(h: "hashlib._Hash", tree: SourceTree, name: str, host: Path, st: os.
     h.update(("\0".join(fields) + "\n").encode("utf-8", "surrogateescape"))
 
 
-def content_hash(tree: SourceTree, specs: Sequence[str], *,
-                 excludes: Sequence[str] = ()) -> str:
+def content_hash(tree: SourceTree, specs: Sequence[str], *, excludes: Sequence[str] = (),
+                 file_digest: FileDigest = sha256_file) -> str:
     """``sha256:...`` over what COPY/ADD of ``specs`` would read from ``tree``, for the cache.
 
     Covers each matched path, its type, permission bits, owner (as COPY would see it), size,
     content, link target and xattrs, in a stable order; never mtimes, ctimes or inode numbers,
-    so touching a file does not invalidate the cache (BuildKit's rule).
+    so touching a file does not invalidate the cache (BuildKit's rule). ``file_digest`` reads
+    a file's content hash; the build cache can pass one backed by a stat cache (device, inode,
+    size, mtime, ctime) so that unchanged files are not read again.
     """
     h = hashlib.sha256()
     exclude_matcher = PatternMatcher.from_rules(tuple(excludes)) if excludes else None
@@ -244,8 +255,9 @@ def content_hash(tree: SourceTree, specs: Sequence[str], *,
         h.update(f"source\0{spec}\n".encode("utf-8", "surrogateescape"))
         for src in match_sources(tree, spec):
             st = os.lstat(src.host)
-            _record(h, tree, f"={src.rel}", src.host, st)
+            _record(h, tree, f"={src.rel}", src.host, st, file_digest)
             if src.is_dir:
                 for entry in walk_source(tree, src, exclude_matcher):
-                    _record(h, tree, posixpath.join(src.rel, entry.rel), entry.host, entry.st)
+                    _record(h, tree, posixpath.join(src.rel, entry.rel), entry.host, entry.st,
+                            file_digest)
     return "sha256:" + h.hexdigest()
