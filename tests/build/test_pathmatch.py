@@ -104,3 +104,33 @@ def test_go_match_table(pattern: str, name: str, expected: object) -> None:
 ])
 def test_has_wildcards(text: str, expected: bool) -> None:
     assert has_wildcards(text) is expected
+
+
+# ---- properties: an independent regular-expression oracle for the class-free subset
+
+
+import re  # noqa: E402
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_names = st.text(alphabet="ab/.", max_size=8)
+_patterns = st.text(alphabet="ab/.*?", max_size=8)
+
+
+def _oracle(pattern: str, name: str) -> bool:
+    regex = "".join("[^/]*" if c == "*" else "[^/]" if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, name, re.DOTALL) is not None
+
+
+@settings(max_examples=400, deadline=None)
+@given(_patterns, _names)
+def test_matches_the_oracle(pattern: str, name: str) -> None:
+    assert match(pattern, name) is _oracle(pattern, name)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=12))
+def test_an_escaped_name_matches_itself(name: str) -> None:
+    escaped = "".join("\\" + c for c in name)
+    assert match(escaped, name)
+    assert not has_wildcards(escaped)
