@@ -226,3 +226,21 @@ def test_empty_platform_expression_is_an_error() -> None:
     assert info.value.line == 2
     assert plan("FROM --platform=$BUILDPLATFORM alpine\n",
                 build_platform="linux/arm64").stages[0].platform == "linux/arm64"
+
+
+def test_commands_stay_unexpanded_for_the_build_engine() -> None:
+    p = plan("""
+        FROM alpine AS parent
+        ONBUILD COPY a /a
+        FROM parent
+        ENV A='$literal' B=x
+        COPY $B /dst
+    """)
+    child = p.stages[1]
+    env, copy = child.commands
+    assert env.pairs == (("A", "'$literal'"), ("B", "x"))  # type: ignore[attr-defined]
+    assert copy.sources == ("$B",)  # type: ignore[attr-defined]
+    assert [t.sources for t in child.triggers] == [("a",)]  # type: ignore[attr-defined]
+    trig, env_x, copy_x = child.expanded
+    assert env_x.pairs == (("A", "$literal"), ("B", "x"))  # type: ignore[attr-defined]
+    assert copy_x.sources == ("x",)  # type: ignore[attr-defined]

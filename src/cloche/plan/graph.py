@@ -51,7 +51,14 @@ class Dependency:
 
 @dataclass(frozen=True)
 class PlannedStage:
-    """A stage as the build will see it: expanded base, its dependencies, its fate."""
+    """A stage as the build will see it: expanded base, its dependencies, its fate.
+
+    ``commands`` are the stage's instructions as written: the build engine expands each one
+    itself with ``StageEnv.apply`` (it knows the base image's ENV, the plan does not).
+    ``triggers`` are the ONBUILD triggers of a parent *stage* that the plan ran first (an
+    engine reading the parent's config gets the same ones); ``expanded`` is the plan-time
+    expansion of triggers + commands, for display and dependency edges only.
+    """
 
     index: int
     name: str | None
@@ -61,6 +68,8 @@ class PlannedStage:
     line: int
     dependencies: tuple[Dependency, ...]
     commands: tuple[Instruction, ...]
+    triggers: tuple[Instruction, ...] = ()
+    expanded: tuple[Instruction, ...] = ()
     reachable: bool = True
     skip_reason: str | None = None
     level: int | None = None
@@ -175,7 +184,7 @@ class _Walk:
         else:
             env = StageEnv.start(self.scope)
             triggers = ()
-        commands: list[Instruction] = []
+        expanded_commands: list[Instruction] = []
         pending = list(triggers + stage.commands)
         for position, instruction in enumerate(pending):
             try:
@@ -183,14 +192,15 @@ class _Walk:
                 deps.extend(self._edges(stage.index, expanded))
             except DockerfileError as err:
                 self.errors.setdefault(stage.index, err)
-                commands.extend(pending[position:])
+                expanded_commands.extend(pending[position:])
                 break
-            commands.append(expanded)
+            expanded_commands.append(expanded)
         self.finals[stage.index] = env
         return PlannedStage(
             index=stage.index, name=stage.name, base=base_from.image,
             base_stage=parent.index if parent else None, platform=base_from.platform,
-            line=stage.line, dependencies=tuple(deps), commands=tuple(commands))
+            line=stage.line, dependencies=tuple(deps), commands=stage.commands,
+            triggers=triggers, expanded=tuple(expanded_commands))
 
     def _edges(self, at: int, ins: Instruction) -> list[Dependency]:
         found: list[Dependency] = []
@@ -254,7 +264,7 @@ def build_plan(
         names = tuple(planned[i].display_name for i in cycle)
         closing = next(d for d in planned[cycle[-2]].dependencies if d.stage == cycle[-1])
         node = dockerfile.stages[cycle[-2]].from_.node
-        for ins in planned[cycle[-2]].commands:
+        for ins in planned[cycle[-2]].expanded:
             if ins.line == closing.line:
                 node = ins.node
         err = error_at(node, tree, "circular dependency detected on stages: "
@@ -321,7 +331,7 @@ def _warnings(dockerfile: Dockerfile, scope: GlobalScope,
                        f"{seen[stage.name]}")
         elif stage.name:
             seen[stage.name] = stage.line
-    declared = {d.name for s in stages for c in s.commands if isinstance(c, Arg) for d in c.args}
+    declared = {d.name for s in stages for c in s.expanded if isinstance(c, Arg) for d in c.args}
     for name in scope.unused_build_args(declared):
         out.append(f"build arg {name!r} is not declared by any ARG")
     return tuple(out)
