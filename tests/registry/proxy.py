@@ -36,6 +36,7 @@ class TokenAuth:
     service: str = "cloche-test"
     tokens: dict[str, set[str]] = field(default_factory=dict)   # token -> granted scopes
     issued: list[str] = field(default_factory=list)             # scopes asked for, in order
+    refresh_token: str | None = None                            # accepted by POST /token
 
 
 class Proxy:
@@ -94,6 +95,7 @@ class Proxy:
         if h.headers.get("Transfer-Encoding", "").lower() == "chunked":
             body = _read_chunked(h)
         path = h.path
+        self._body = body
         if self.token_auth and path.startswith("/token"):
             return self._token(h)
         if self.token_auth and not self._authorized(h):
@@ -189,7 +191,14 @@ class Proxy:
         assert ta is not None
         from urllib.parse import parse_qs, urlparse
         query = parse_qs(urlparse(h.path).query)
-        if ta.user is not None:
+        if h.command == "POST":     # OAuth2: a refresh token (Docker's identity token) in a form
+            form = parse_qs(self._body.decode())
+            if form.get("grant_type") != ["refresh_token"] or \
+                    form.get("refresh_token") != [ta.refresh_token]:
+                return self._send(h, 401, {"Content-Type": "application/json"},
+                                  b'{"errors":[{"code":"UNAUTHORIZED","message":"bad token"}]}')
+            query = {"service": form.get("service", []), "scope": form.get("scope", [])}
+        elif ta.user is not None:
             header = h.headers.get("Authorization", "")
             want = "Basic " + base64.b64encode(f"{ta.user}:{ta.password}".encode()).decode()
             if header != want:
@@ -207,8 +216,9 @@ class Proxy:
                     granted.add(f"{kind}:{repo}:{action}")
         token = secrets.token_hex(16)
         ta.tokens[token] = granted
+        key = "access_token" if h.command == "POST" else "token"
         self._send(h, 200, {"Content-Type": "application/json"},
-                   json.dumps({"token": token, "expires_in": 300}).encode())
+                   json.dumps({key: token, "expires_in": 300}).encode())
 
 
 def _read_chunked(h: BaseHTTPRequestHandler) -> bytes:

@@ -63,3 +63,37 @@ def test_token_with_credentials(registry: Registry, make_proxy: Callable[..., Pr
     push_manifest(ref, img.manifest_bytes, img.media_type, src_blobs, client=good)
     assert pull_blobs(Reference.parse(ref), dst_blobs, client=good).downloaded == 2
     assert set(seen_hosts) == {proxy.host}
+
+
+def test_identity_token_uses_oauth_refresh(registry: Registry, make_proxy: Callable[..., Proxy],
+                                           make_client: Callable[..., RegistryClient],
+                                           src_blobs: BlobStore) -> None:
+    auth = TokenAuth(user="alice", password="pw", refresh_token="refresh-123")
+    proxy = make_proxy(registry.host, token_auth=auth)
+    img = make_image(src_blobs, [layer_from_files({"o": b"auth"})])
+    client = make_client(credentials=lambda host: Credentials(identity_token="refresh-123"))
+    push_manifest(f"{proxy.host}/oauth/x:1", img.manifest_bytes, img.media_type, src_blobs,
+                  client=client)
+    assert "repository:oauth/x:pull,push" in auth.issued
+    bad = make_client(credentials=lambda host: Credentials(identity_token="stale"))
+    with pytest.raises(AuthError):
+        push_manifest(f"{proxy.host}/oauth/y:1", img.manifest_bytes, img.media_type, src_blobs,
+                      client=bad)
+
+
+def test_login_checks_credentials_with_the_token_server(
+        registry: Registry, make_proxy: Callable[..., Proxy], tmp_path) -> None:
+    import json
+
+    from cloche.registry.config import RegistryConfig
+    from cloche.registry.login import login, logout
+    proxy = make_proxy(registry.host, token_auth=TokenAuth(user="alice", password="pw"))
+    cfg = tmp_path / "docker" / "config.json"
+    with pytest.raises(AuthError, match="login to .* failed"):
+        login(proxy.host, "alice", "wrong", config=RegistryConfig(), docker_config=cfg)
+    assert not cfg.exists()
+    assert login(f"http://{proxy.host}/", "alice", "pw", config=RegistryConfig(),
+                 docker_config=cfg) == cfg
+    assert proxy.host in json.loads(cfg.read_text())["auths"]
+    assert logout(proxy.host, docker_config=cfg) is True
+    assert logout(proxy.host, docker_config=cfg) is False

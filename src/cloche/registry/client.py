@@ -402,8 +402,7 @@ class RegistryClient:
             params.append(("service", challenge.get("service")))
         for scope in scopes:
             params.append(("scope", scope))
-        token_ep = Endpoint(ep.reference, realm.split(":", 1)[0], ep.verify_tls)
-        client = self._http[token_ep.verify_tls]
+        client = self._http[ep.verify_tls]
         attempt = 0
         while True:
             try:

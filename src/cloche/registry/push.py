@@ -20,7 +20,7 @@ from cloche.oci import mediatypes as mt
 from cloche.oci.descriptor import Descriptor
 from cloche.oci.digest import Digest
 from cloche.oci.image import Image
-from cloche.oci.manifest import Index, Manifest, parse
+from cloche.oci.manifest import Manifest, parse
 from cloche.registry.client import RegistryClient
 from cloche.registry.config import Endpoint, RegistryConfig
 from cloche.registry.reference import Reference
