@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cloche.dockerfile.shell import ShellExpansionError, expand_heredoc, expand_word, expand_words
 from cloche.errors import DockerfileError
@@ -60,3 +62,28 @@ def test_words_split_only_unquoted_variable_values() -> None:
 def test_heredoc_keeps_quotes_and_expands_dollars() -> None:
     assert expand_heredoc("echo '$a' \"${a}\"\n", ENV) == "echo '1' \"1\"\n"
     assert expand_heredoc("cost \\$5\n", ENV) == "cost $5\n"
+
+
+SHELLY = st.lists(st.sampled_from(list("ab $:{}-+?#%/*'\"\\`\t\n") + ["é", "${a}", "${a:-"]),
+                  max_size=30).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(SHELLY, st.sampled_from(["\\", "`"]))
+def test_any_text_expands_or_raises_a_shell_error(text: str, escape: str) -> None:
+    for function in (expand_word, expand_words, expand_heredoc):
+        try:
+            function(text, ENV, escape)
+        except ShellExpansionError:
+            pass
+
+
+@given(st.text(alphabet=st.characters(blacklist_characters="$'\"\\\x1c\x1d\x1e\x1f"),
+               max_size=40))
+def test_plain_text_is_unchanged(text: str) -> None:
+    assert expand_word(text, ENV) == text
+    assert expand_words(text, ENV) == text.split()
+
+
+def test_words_split_at_go_white_space_only() -> None:
+    assert expand_words("a\x1cb c\u00a0d", {}) == ["a\x1cb", "c", "d"]

@@ -56,6 +56,11 @@ def _is_digit(ch: str) -> bool:
     return unicodedata.category(ch) == "Nd"
 
 
+def _is_space(ch: str) -> bool:
+    """Go's unicode.IsSpace: Python's isspace() also counts the separators U+001C-U+001F."""
+    return ch.isspace() and ch not in "\x1c\x1d\x1e\x1f"
+
+
 class _Words:
     """Accumulates words the way BuildKit's wordsStruct does (raw parts never split)."""
 
@@ -65,7 +70,7 @@ class _Words:
         self.in_word = False
 
     def add_char(self, ch: str) -> None:
-        if ch.isspace():
+        if _is_space(ch):
             if self.in_word and self.word:
                 self.words.append(self.word)
                 self.word = ""
