@@ -42,6 +42,10 @@ COPY . /ctx/
 COPY d/link d/hard.txt /links/
 COPY --chown=1000 b.txt /n/b
 ADD bundle.tgz /unpacked
+COPY d2 /ctx/d
+COPY lnk/ /
+COPY a.txt /todir
+COPY b.txt /todir/
 ADD --chown=5:6 bundle.tgz plain.tar /unpacked2/
 """
 
@@ -59,6 +63,10 @@ STEPS = [
     ("final", CopyRequest(("d/link", "d/hard.txt"), "/links/"), False),
     ("final", CopyRequest(("b.txt",), "/n/b", chown="1000"), False),
     ("final", CopyRequest(("bundle.tgz",), "/unpacked", instruction="ADD"), False),
+    ("final", CopyRequest(("d2",), "/ctx/d"), False),
+    ("final", CopyRequest(("lnk/",), "/"), False),
+    ("final", CopyRequest(("a.txt",), "/todir"), False),
+    ("final", CopyRequest(("b.txt",), "/todir/"), False),
     ("final", CopyRequest(("bundle.tgz", "plain.tar"), "/unpacked2/", chown="5:6",
                           instruction="ADD"), False),
 ]
@@ -99,6 +107,12 @@ def make_context(ctx: Path) -> None:
         os.chown(path, uid, gid)
         os.chmod(path, mode)
     (ctx / "d" / "link").symlink_to("top.txt")
+    (ctx / "d2" / "sub").mkdir(parents=True)       # merges onto an existing directory
+    os.chmod(ctx / "d2" / "sub", 0o705)
+    os.chown(ctx / "d2" / "sub", 33, 33)
+    (ctx / "d2" / "sub" / "new.txt").write_text("new\n")
+    (ctx / "lnk").mkdir()
+    (ctx / "lnk" / "todir").symlink_to("/n")       # a destination reached through a link
     os.link(ctx / "d" / "top.txt", ctx / "d" / "hard.txt")
     os.chmod(ctx / "d" / "sub", 0o750)
     make_tar(ctx / "bundle.tgz", gz=True)
@@ -192,3 +206,7 @@ def test_copy_matches_buildkit(tmp_path: Path, docker: str) -> None:
             copy_into(request, tree, roots[stage])
     ours = snapshot_dir(roots["final"])
     assert ours == theirs
+    # the cases the comparison is about are really in it
+    assert ours["n/a.txt"][0] == "f" and ours["todir"][0] == "l"
+    assert ours["ctx/d/sub"][1:4] == ("0o705", 0, 0) and "ctx/d/sub/new.txt" in ours
+    assert ours["unpacked/pkg/bin/tool"][2:4] == (1000, 1001)
