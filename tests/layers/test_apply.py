@@ -118,3 +118,20 @@ def test_gnu_style_names_and_old_formats(tmp_path: Path) -> None:
             tmp_path)
     assert (tmp_path / name).read_bytes() == b"gnu"
     assert (tmp_path / "dot" / "slash").read_bytes() == b"v7"
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd"])
+@pytest.mark.parametrize("damage", ["truncate", "corrupt"])
+def test_damaged_compressed_layers_are_layer_errors(tmp_path: Path, compression: str,
+                                                    damage: str) -> None:
+    from cloche.layers import Compression, write_tree
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(10):
+        (src / f"f{i}").write_bytes(os.urandom(20_000))
+    sink = io.BytesIO()
+    write_tree(src, sink, Compression(compression))
+    data = sink.getvalue()
+    blob = data[:len(data) // 2] if damage == "truncate" else data[:30] + bytes(60) + data[90:]
+    with pytest.raises(LayerError):
+        apply_layer(io.BytesIO(blob), tmp_path / "dest")

@@ -179,6 +179,8 @@ def open_decompressed_reader(stream: BinaryIO, *, expect: Compression | None = N
     if found is Compression.NONE:
         return buffered
     if found is Compression.GZIP:
+        # single-threaded on purpose: igzip_threaded's reader stops silently (a short read,
+        # not an error) when the thread that opened it exits, and build steps hop threads
         return igzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
     if found is Compression.ZSTD:
         reader = zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True,

@@ -41,7 +41,12 @@ class _HashingReader:
         self.digester = Digester("sha256")
 
     def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
+        try:
+            data = self._stream.read(size)
+        except LayerError:
+            raise
+        except Exception as e:  # any decompressor's complaint means corrupt or cut bytes
+            raise LayerError(f"corrupt or truncated layer blob: {type(e).__name__}: {e}") from e
         self.digester.update(data)
         return data
 
@@ -88,10 +93,18 @@ class LayerReader:
     def __init__(self, stream: BinaryIO, *, decompress: bool = True,
                  expect: Compression | None = None) -> None:
         raw = open_decompressed_reader(stream, expect=expect) if decompress else stream
+        self._owned = raw if raw is not stream else None  # the caller closes its own stream
         self._hashing = _HashingReader(raw)
         self.diff_id: Digest | None = None
 
     def __iter__(self) -> Iterator[tuple[TarEntry, BinaryIO | None]]:
+        try:
+            yield from self._entries()
+        finally:
+            if self._owned is not None:
+                self._owned.close()
+
+    def _entries(self) -> Iterator[tuple[TarEntry, BinaryIO | None]]:
         try:
             archive = tarfile.open(fileobj=self._hashing, mode="r|",  # type: ignore[call-overload]
                                    encoding="utf-8", errors="surrogateescape")

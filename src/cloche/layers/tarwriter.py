@@ -150,7 +150,8 @@ class TarWriter:
 
     Use as a context manager, or call ``close()``; ``result`` is set once closed. The caller
     owns ``sink`` and closes it. Entries are written in the order given: sorting is the
-    caller's business (``tree.py`` and ``diff.py`` sort).
+    caller's business (``tree.py`` and ``diff.py`` sort). Use a writer from the thread that
+    made it: ISA-L's threaded gzip workers stop when their creating thread ends.
     """
 
     def __init__(self, sink: BinaryIO, compression: Compression = Compression.GZIP, *,
