@@ -165,3 +165,24 @@ def test_insecure_registry_falls_back_from_https_to_http(
         pull_blobs(Reference.parse(f"{registry.host}/insecure/app:1"), dst_blobs,
                    client=make_client(RegistryConfig.load(strict), retries=0))
     assert info.value.status is None and info.value.retryable
+
+
+def test_transport_is_swappable(registry: Registry, make_client: Callable[..., RegistryClient],
+                                src_blobs: BlobStore, dst_blobs: BlobStore) -> None:
+    """All I/O goes through the transport given: here a real one that records what it sends."""
+    import httpx
+
+    sent: list[str] = []
+
+    class Recording(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            sent.append(f"{request.method} {request.url.path}")
+            return super().handle_request(request)
+
+    client = make_client(transport=Recording())
+    img = make_image(src_blobs, [layer_from_files({"tr": b"ansport"})])
+    push_manifest(f"{registry.host}/transport/app:1", img.manifest_bytes, img.media_type,
+                  src_blobs, client=client)
+    pull_blobs(Reference.parse(f"{registry.host}/transport/app:1"), dst_blobs, client=client)
+    assert "PUT /v2/transport/app/manifests/1" in sent
+    assert f"GET /v2/transport/app/blobs/{img.layer_digests[0]}" in sent

@@ -11,7 +11,6 @@ Transient failures (429, 5xx, dropped connections) are retried a bounded number 
 from __future__ import annotations
 
 import email.utils
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -24,9 +23,10 @@ import httpx
 from cloche.errors import RegistryError
 from cloche.oci import mediatypes as mt
 from cloche.oci.digest import Digest, Digester
-from cloche.registry.auth import Challenge, Credentials, get_credentials, parse_challenge
+from cloche.registry.auth import Credentials, get_credentials, parse_challenge
 from cloche.registry.config import Endpoint, RegistryConfig
-from cloche.registry.errors import (AuthError, BlobVerificationError, NotFoundError,
+from cloche.registry.tokens import Authorizer
+from cloche.registry.errors import (BlobVerificationError, NotFoundError,
                                     connection_error, error_from_response, is_retryable_status)
 
 MANIFEST_ACCEPT = ", ".join(mt.MANIFEST_ACCEPT)
@@ -83,9 +83,7 @@ class RegistryClient:
         else:
             self._http = {True: httpx.Client(verify=True, **common),
                           False: httpx.Client(verify=False, **common)}
-        self._auth: dict[tuple[str, str], str] = {}     # (host, scope) -> Authorization
-        self._challenges: dict[str, Challenge] = {}     # host -> last challenge seen
-        self._auth_lock = threading.Lock()              # one token fetch per scope at a time
+        self._auth = Authorizer(self._credentials, self._http, retries, self._sleep)
 
     def close(self) -> None:
         for client in set(self._http.values()):
@@ -334,11 +332,12 @@ class RegistryClient:
         client = self._http[ep.verify_tls]
         attempt = 0
         authenticated = False
-        if auth and host in self._challenges and self._cached(host, scope_key) is None:
-            self._authenticate(ep, self._challenges[host], scopes, scope_key, stale=None)
+        known = self._auth.challenges.get(host)
+        if auth and known is not None and self._auth.header(host, scope_key) is None:
+            self._auth.authenticate(ep, known, scopes, scope_key, stale=None)
         while True:
             hdrs = dict(headers or {})
-            cached = self._cached(host, scope_key) if auth else None
+            cached = self._auth.header(host, scope_key) if auth else None
             if cached is not None:
                 hdrs["Authorization"] = cached
             body = content() if callable(content) else content
@@ -360,9 +359,9 @@ class RegistryClient:
                 header = resp.headers.get("www-authenticate")
                 if header:
                     challenge = parse_challenge(header)
-                    self._challenges[host] = challenge
-                    self._authenticate(ep, challenge, scopes, scope_key,
-                                       stale=hdrs.get("Authorization"))
+                    self._auth.challenges[host] = challenge
+                    self._auth.authenticate(ep, challenge, scopes, scope_key,
+                                            stale=hdrs.get("Authorization"))
                     authenticated = True
                     continue
             if is_retryable_status(resp.status_code) and attempt < self.retries:
@@ -370,87 +369,6 @@ class RegistryClient:
                 self._sleep(attempt, resp.headers.get("retry-after"))
                 continue
             raise error_from_response(resp, what, reference)
-
-    def _authenticate(self, ep: Endpoint, challenge: Challenge, scopes: tuple[str, ...],
-                      scope_key: str, stale: str | None) -> None:
-        """Get an Authorization for (host, scope) unless another thread just did; ``stale`` is
-        the header a 401 answered (it is replaced, not reused)."""
-        with self._auth_lock:
-            current = self._cached(ep.reference.api_host, scope_key)
-            if current is not None and current != stale:
-                return
-            self._fetch_auth(ep, challenge, scopes, scope_key)
-
-    def _fetch_auth(self, ep: Endpoint, challenge: Challenge, scopes: tuple[str, ...],
-                    scope_key: str) -> None:
-        host = ep.reference.api_host
-        creds = self._credentials(ep.reference.registry)
-        if not challenge.is_bearer:
-            if creds is None or not (creds.username or creds.password):
-                raise AuthError(f"{ep.reference.name}: the registry wants a user name and "
-                                "password (HTTP 401 UNAUTHORIZED) and none is known",
-                                reference=ep.reference.name, status=401, codes=("UNAUTHORIZED",),
-                                hint=f"log in with: cloche login {ep.reference.registry}")
-            self._auth[(host, "*")] = creds.basic_header()
-            return
-        realm = challenge.get("realm")
-        if not realm.startswith(("http://", "https://")):
-            raise AuthError(f"{ep.reference.registry}: token realm {realm!r} is not a URL",
-                            reference=ep.reference.name, status=401)
-        params: list[tuple[str, str]] = []
-        if challenge.get("service"):
-            params.append(("service", challenge.get("service")))
-        for scope in scopes:
-            params.append(("scope", scope))
-        client = self._http[ep.verify_tls]
-        attempt = 0
-        while True:
-            try:
-                if creds is not None and creds.identity_token:
-                    form = dict(params) | {"grant_type": "refresh_token", "client_id": "cloche",
-                                           "refresh_token": creds.identity_token,
-                                           "scope": " ".join(scopes)}
-                    resp = client.post(realm, data=form)
-                else:
-                    hdrs = {"Authorization": creds.basic_header()} if creds and creds.username else {}
-                    resp = client.get(realm, params=params, headers=hdrs)
-            except httpx.TransportError as err:
-                attempt += 1
-                if attempt > self.retries:
-                    raise connection_error(err, "token", realm) from err
-                self._sleep(attempt)
-                continue
-            if is_retryable_status(resp.status_code) and attempt < self.retries:
-                attempt += 1
-                self._sleep(attempt, resp.headers.get("retry-after"))
-                continue
-            break
-        if resp.status_code != 200:
-            err = error_from_response(resp, "token for", ep.reference.name)
-            raise AuthError(err.message, reference=ep.reference.name, status=resp.status_code,
-                            codes=err.codes or ("UNAUTHORIZED",),
-                            hint=f"check the credentials: cloche login {ep.reference.registry}")
-        try:
-            body = resp.json()
-            token = body.get("token") or body.get("access_token")
-        except ValueError:
-            token = None
-        if not token:
-            raise AuthError(f"token server {realm} answered without a token",
-                            reference=ep.reference.name, status=resp.status_code)
-        self._auth[(host, scope_key)] = f"Bearer {token}"
-
-    def _cached(self, host: str, scope_key: str) -> str | None:
-        """The Authorization for a scope: basic auth for the host, the token for that scope,
-        or a token for a wider scope (``pull,push`` serves a ``pull``)."""
-        found = self._auth.get((host, "*")) or self._auth.get((host, scope_key))
-        if found is not None:
-            return found
-        want = _scope_set(scope_key)
-        for (h, key), value in list(self._auth.items()):
-            if h == host and want <= _scope_set(key):
-                return value
-        return None
 
     def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
         delay = self.backoff * (2 ** (attempt - 1))
@@ -471,15 +389,6 @@ def _digest_or_none(text: str | None) -> Digest | None:
         return Digest.parse(text.strip())
     except ValueError:
         return None
-
-
-def _scope_set(scope_key: str) -> set[tuple[str, str]]:
-    """``repository:a:pull,push repository:b:pull`` -> {(repository:a, pull), ...}."""
-    out: set[tuple[str, str]] = set()
-    for scope in scope_key.split():
-        resource, _, actions = scope.rpartition(":")
-        out.update((resource, action) for action in actions.split(","))
-    return out
 
 
 def _range_start(resp: httpx.Response) -> int:
