@@ -268,3 +268,19 @@ def test_escape_directive_applies_to_expansion() -> None:
     df = parse_dockerfile("# escape=`\nFROM scratch\nENV A=1\nCOPY C:\\src`$A $A\n")
     (_, copy), _ = walk(df)
     assert isinstance(copy, Copy) and copy.sources == ("C:\\src$A",) and copy.dest == "1"
+
+
+def test_child_stage_sees_parent_env_over_a_later_parent_arg() -> None:
+    # BuildKit re-applies the parent's image Env in the child (checked against the engine)
+    df = parse("""
+        FROM scratch AS p
+        ENV X=env
+        ARG X=arg
+        COPY f /p-$X
+        FROM p
+        COPY f /c-$X
+    """)
+    (_, _, parent_copy), parent_env = walk(df, 0)
+    (child_copy,), child_env = walk(df, 1, parent=parent_env)
+    assert parent_copy.dest == "/p-arg" and child_copy.dest == "/c-env"  # type: ignore[attr-defined]
+    assert "X" in child_env.declared_args

@@ -31,11 +31,13 @@ DOCKERFILE = textwrap.dedent("""
     ARG TARGETARCH
     COPY f /second-$a-$b-$E-${G:-noG}-$O-$OVERRIDE-$TARGETARCH
     COPY ["f", "/quoted ${E:+set} ${MISSING:-dflt}"]
+    FROM second AS third
+    COPY f /third-$O
     FROM scratch AS sib
     COPY f /sib-${G:-noG}-${E:-noE}-${a:-noA}
     FROM scratch AS unused
     COPY f /unused
-    FROM second
+    FROM third
     COPY --from=sib / /
 """).lstrip()
 BUILD_ARGS = {"OVERRIDE": "from-cli"}
@@ -70,7 +72,7 @@ def test_copy_destinations_match_buildkit(docker: str, tmp_path: Path) -> None:
     buildkit = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
     expected = {"first-glob-env1-glob-derived",
                 "second-1--env1-glob-arg-from-cli-" + _arch(),
-                "quoted set dflt", "sib-noG-noE-noA"}
+                "quoted set dflt", "sib-noG-noE-noA", "third-env"}
     assert buildkit == expected
     assert _cloche_files(DOCKERFILE) == expected
 

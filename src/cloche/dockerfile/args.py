@@ -143,7 +143,12 @@ class StageEnv:
     ) -> StageEnv:
         """The scope right after FROM: a parent stage's final scope, or the base image's Env."""
         if parent is not None:
-            return cls(scope, parent.variables, parent.config_env, parent.declared_args)
+            # BuildKit re-applies the image config's Env over the inherited state: an ENV
+            # beats a same-named ARG value in the child stage (the ARG stays declared).
+            variables = parent.variables
+            for name, value in parent.config_env:
+                variables = _set(variables, name, value)
+            return cls(scope, variables, parent.config_env, parent.declared_args)
         pairs = tuple(base_env)
         return cls(scope, pairs, pairs, ())
 
