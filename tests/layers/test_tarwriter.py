@@ -157,3 +157,12 @@ def test_missing_or_non_directory_root_is_a_layer_error(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     with pytest.raises(LayerError, match="not a directory"):
         write_tree(tmp_path / "f", io.BytesIO(), Compression.NONE)
+
+
+def test_large_sizes_and_ids_go_to_pax_records_that_tarfile_reads() -> None:
+    big = 9 * 1024 ** 3 + 7
+    header = encode_header(TarEntry("huge", EntryType.FILE, size=big, uid=2 ** 31, mtime=2 ** 34))
+    assert b" size=%d\n" % big in header and b" uid=%d\n" % 2 ** 31 in header
+    with tarfile.open(fileobj=io.BytesIO(header + b"\x00" * 1024), mode="r|") as tf:
+        member = tf.next()
+        assert (member.name, member.size, member.uid, member.mtime) == ("huge", big, 2 ** 31, 2 ** 34)
