@@ -90,3 +90,22 @@ def test_no_default_tag_and_views() -> None:
     ("localhost.example.com", False)])
 def test_loopback(host: str, loop: bool) -> None:
     assert is_loopback(host) is loop
+
+
+from hypothesis import given, strategies as st  # noqa: E402
+
+_component = st.from_regex(r"\A[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z").filter(lambda c: len(c) < 30)
+_host = st.sampled_from(["", "localhost:5000/", "127.0.0.1:5000/", "gcr.io/", "docker.io/",
+                         "index.docker.io/", "[::1]:1/"])
+_tag = st.one_of(st.none(), st.from_regex(r"\A[\w][\w.-]{0,20}\Z", alphabet="abcXYZ019_.-"))
+
+
+@given(_host, st.lists(_component, min_size=1, max_size=3), _tag)
+def test_round_trip_property(host: str, path: list[str], tag: str | None) -> None:
+    if not host and len(path) > 1 and "." in path[0]:
+        host = "example.com/"       # a first component with a dot would be read as a host
+    text = host + "/".join(path) + (f":{tag}" if tag else "")
+    ref = Reference.parse(text)
+    assert ref.tag == (tag or "latest")
+    assert Reference.parse(str(ref)) == ref == Reference.parse(ref.familiar)
+    assert str(ref).startswith(ref.registry + "/") and ref.repository.endswith(path[-1])

@@ -24,7 +24,11 @@ def command(reference: str, platform: str | None, quiet: bool, root: Path | None
     ref = Reference.parse(reference)
     lock = threading.Lock()
 
+    fetched: list[str] = []
+
     def progress(event: str, desc: object) -> None:
+        if event == "start":
+            fetched.append(event)
         if quiet:
             return
         short = desc.digest.short  # type: ignore[attr-defined]
@@ -38,5 +42,6 @@ def command(reference: str, platform: str | None, quiet: bool, root: Path | None
     image = pull_image(ref, open_store(root), platform, progress=progress)
     if not quiet:
         click.echo(f"Digest: {image.digest}", err=True)
-        click.echo(f"Status: Downloaded image for {ref.familiar}", err=True)
+        status = "Downloaded newer image for" if fetched else "Image is up to date for"
+        click.echo(f"Status: {status} {ref.familiar}", err=True)
     click.echo(str(ref))
