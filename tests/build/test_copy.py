@@ -248,6 +248,17 @@ def test_parents_keeps_source_paths(tree: SourceTree, root: Path) -> None:
     assert mode(root / "r" / "dir" / "sub") == 0o750
 
 
+def test_parents_never_follow_a_destination_link(tree: SourceTree, root: Path,
+                                                 tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "p").mkdir()
+    (root / "p" / "dir").symlink_to(outside)
+    with pytest.raises(CopyTargetError, match="cannot copy to non-directory: /p/dir"):
+        copy(tree, root, "dir/sub/deep.txt", dest="/p/", parents=True)
+    assert os.listdir(outside) == []
+
+
 def test_file_replaces_file_and_link_but_not_directory(tree: SourceTree, root: Path,
                                                        tmp_path: Path) -> None:
     victim = put(tmp_path / "outside" / "victim", "untouched")

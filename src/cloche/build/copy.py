@@ -199,17 +199,16 @@ def copy_into(request: CopyRequest, tree: SourceTree, root: Path, *,
             copier.inodes.clear()
             previous_spec = spec
         kept = _parents_path(spec, src) if request.parents else ""
-        if kept:
-            _make_kept_parents(copier, src, dest_host, kept)
+        kept_parent = _make_kept_parents(copier, src, dest, kept) if kept else dest_host
+        kept_target = kept_parent / posixpath.basename(kept) if kept else dest_host
         if src.is_dir:
-            target = resolve_dest(root, posixpath.join(dest, kept)) if kept else dest_host
+            target = kept_target
             if kept and not os.path.lexists(target):  # --parents: the directory itself too
                 copier.place(src.host, os.lstat(src.host), target)
             _copy_dir_contents(copier, src, target, excludes)
             continue
         if unpack and is_tar_archive(src.host):
-            target = resolve_dest(root, posixpath.join(dest, posixpath.dirname(kept))) \
-                if kept else dest_host
+            target = kept_parent
             copier.mkdirs(target)
             with open(src.host, "rb") as raw:
                 # --chown is not applied to the entries: BuildKit keeps the tar's owners
@@ -218,7 +217,7 @@ def copy_into(request: CopyRequest, tree: SourceTree, root: Path, *,
             copier.bytes += result.bytes
             continue
         if kept:
-            target = resolve_dest(root, posixpath.join(dest, kept), follow_last=False)
+            target = kept_target
         elif dest_is_dir or dest_host.is_dir():
             target = dest_host / posixpath.basename(src.written or src.rel)
         else:
@@ -229,20 +228,31 @@ def copy_into(request: CopyRequest, tree: SourceTree, root: Path, *,
     return CopyResult(len(matched), copier.entries, copier.bytes)
 
 
-def _make_kept_parents(copier: _Copier, src: MatchedSource, dest_host: Path, kept: str) -> None:
-    """--parents: the kept directories, created with their source's metadata (BuildKit copies
-    them from the context like any directory), or left alone when they exist."""
+def _make_kept_parents(copier: _Copier, src: MatchedSource, dest: str, kept: str) -> Path:
+    """--parents: the kept directories below the destination, made like directories of the
+    copy (source metadata) or left alone when they exist; returns the last one.
+
+    As in BuildKit (which copies them from the context like any directory), a non-directory
+    in the way, even a link to a directory, is an error: nothing is followed below ``dest``.
+    """
     parts = kept.split("/")[:-1]
     prefix = src.written[: len(src.written) - len(kept)].rstrip("/")
-    copier.mkdirs(dest_host)
-    target = dest_host
+    current = resolve_dest(copier.root, dest)
+    copier.mkdirs(current)
     for i, part in enumerate(parts):
-        target = target / part
-        if os.path.lexists(target):
-            continue
-        source_rel = "/".join(p for p in (prefix, *parts[: i + 1]) if p)
-        source_host = resolve_dest(copier.tree.root, source_rel)
-        copier.place(source_host, os.lstat(source_host), target)
+        target = current / part
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            source_rel = "/".join(p for p in (prefix, *parts[: i + 1]) if p)
+            source_host = resolve_dest(copier.tree.root, source_rel)
+            copier.place(source_host, os.lstat(source_host), target)
+        else:
+            if not stat.S_ISDIR(st.st_mode):
+                raise CopyTargetError(f"cannot copy to non-directory: {copier.display(target)}",
+                                      path=copier.display(target))
+        current = target
+    return current
 
 
 def _copy_dir_contents(copier: _Copier, src: MatchedSource, target: Path,
