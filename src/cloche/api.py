@@ -98,14 +98,15 @@ def build(options: BuildOptions | str = ".", *, listener: ev.Listener | None = N
     store = Store.open(options.root)
     stdin = sys.stdin.buffer if options.context == "-" else None
     hint_file = Path(options.dockerfile) if options.dockerfile and options.dockerfile != "-" else None
-    with open_context(options.context, dockerfile=hint_file, stdin=stdin) as context:
+    with store.lease(), open_context(options.context, dockerfile=hint_file,
+                                     stdin=stdin) as context:
         text, name = _read_dockerfile(options, context.dockerfile)
         dockerfile_value = parse_dockerfile(text, file=name)
         platform = Platform.parse(options.platform) if options.platform else Platform.host()
         plan = build_plan(dockerfile_value, options.target, options.build_args,
                           platform=str(platform) if options.platform else None)
         outcome = Executor(plan, options, store, context, listener, platform).run()
-    exported = export(outcome.image, options, store)
+        exported = export(outcome.image, options, store)
     listener(ev.BuildFinished(str(outcome.image.digest), outcome.seconds, outcome.image.size,
                               exported.names))
     return BuildResult(outcome.image, exported.names, exported.pushed, outcome.stages,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 import subprocess
 from dataclasses import dataclass
@@ -89,7 +90,8 @@ def unpack(image_ref: str, workdir: Path) -> tuple[dict[str, tuple], dict]:
     run(["skopeo", "copy", "-q", image_ref, f"oci:{layout}:img"])
     bundle = workdir / "bundle"
     run(["umoci", "unpack", "--image", f"{layout}:img", str(bundle)])
-    config = json.loads(run(["skopeo", "inspect", "--raw", "--config", f"oci:{layout}:img"]).stdout)
+    # The config as the builder wrote it (a copy to an OCI layout would drop Docker's keys).
+    config = json.loads(run(["skopeo", "inspect", "--raw", "--config", image_ref]).stdout)
     return tree_manifest(bundle / "rootfs"), config
 
 
@@ -98,9 +100,26 @@ def normal_config(config: dict) -> dict:
     return {k: inner[k] for k in CONFIG_KEYS if inner.get(k) not in (None, [], {}, "", False)}
 
 
+# Debian's docker.io (20.10) embeds BuildKit v0.8. Later BuildKit, whose behaviour cloche
+# follows, added --chown/--chmod/--parents to COPY/ADD history lines and prints HEALTHCHECK with
+# %+v (and a StartInterval field), and writes the value an ``ARG X`` takes from a global ARG;
+# those spellings are normalised away before comparing.
+_NEWER_COPY_FLAGS = re.compile(r" --(?:chown|chmod)=\S+| --parents")
+
+
+def _normal_created_by(text: str) -> str:
+    if text.startswith(("COPY ", "ADD ")):
+        return _NEWER_COPY_FLAGS.sub("", text)
+    if text.startswith("HEALTHCHECK "):
+        return "HEALTHCHECK"
+    if text.startswith("ARG "):
+        return "ARG " + " ".join(word.split("=", 1)[0] for word in text[4:].split(" "))
+    return text
+
+
 def normal_history(config: dict, skip: int) -> list[tuple[str, bool]]:
     """(created_by, empty_layer) of the entries after the base image's ``skip`` entries."""
-    return [(h.get("created_by", ""), bool(h.get("empty_layer")))
+    return [(_normal_created_by(h.get("created_by", "")), bool(h.get("empty_layer")))
             for h in config.get("history", [])[skip:]]
 
 

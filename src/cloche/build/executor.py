@@ -36,6 +36,7 @@ from cloche.oci.config import ImageConfig
 from cloche.oci.image import Image
 from cloche.oci.mutate import now
 from cloche.oci.platform import Platform
+from cloche.sandbox.spec import DEFAULT_PATH
 from cloche.store import Store
 
 
@@ -167,15 +168,20 @@ class Executor:
             state = StageState(parent.config.replace(on_build=None), parent.layers,
                                parent.lowers, StageEnv.start(scope, parent=parent.env))
         elif planned.base.lower() == "scratch":
+            # BuildKit's empty image: working directory / and the default PATH.
             config = ImageConfig(architecture=self.platform.architecture, os=self.platform.os,
-                                 variant=self.platform.variant)
+                                 variant=self.platform.variant, working_dir="/",
+                                 env=(f"PATH={DEFAULT_PATH}",))
             empty = self.workspace.image_rootfs(Image.from_config(config))
-            state = StageState(config, (), (empty,), StageEnv.start(scope))
+            state = StageState(config, (), (empty,),
+                               StageEnv.start(scope, base_env=(("PATH", DEFAULT_PATH),)))
             triggers = ()
         else:
             image = self.images.get(planned.base, planned.platform)
             rootfs = self.workspace.image_rootfs(image)
             config = image.config
+            if not any(e.startswith("PATH=") for e in config.env):
+                config = config.replace(env=(f"PATH={DEFAULT_PATH}",) + config.env)
             triggers = config.on_build or ()
             base_env = tuple(tuple(e.split("=", 1)) if "=" in e else (e, "")
                              for e in config.env)

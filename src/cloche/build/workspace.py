@@ -34,7 +34,7 @@ class Workspace:
     def __init__(self, store: Store, compression: Compression = Compression.GZIP) -> None:
         self.store = store
         self.compression = compression
-        self.root = store.root / "tmp" / f"build-{uuid.uuid4().hex[:12]}"
+        self.root = store.root / "builds" / f"build-{uuid.uuid4().hex[:12]}"
         self.root.mkdir(parents=True, exist_ok=False)
         self._counter = 0
         self._lock = threading.Lock()

@@ -28,13 +28,14 @@ from cloche.dockerfile.node import SyntaxTree
 from cloche.dockerfile.shell import expand_word
 from cloche.dockerfile.stages import Dockerfile
 
-__all__ = ["PLATFORM_ARGS", "PROXY_ARGS", "GlobalScope", "StageEnv", "resolve_global_scope",
+__all__ = ["PLATFORM_ARGS", "PROXY_ARGS", "DEFAULT_PATH", "GlobalScope", "StageEnv", "resolve_global_scope",
            "platform_args", "host_platform"]
 
 PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT",
                  "BUILDPLATFORM", "BUILDOS", "BUILDARCH", "BUILDVARIANT")
 PROXY_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
               "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _MACHINES = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
              "armv7l": "arm/v7", "armv6l": "arm/v6", "i386": "386", "i686": "386",
              "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
@@ -141,7 +142,8 @@ class StageEnv:
         cls, scope: GlobalScope, *, base_env: Iterable[tuple[str, str]] = (),
         parent: StageEnv | None = None,
     ) -> StageEnv:
-        """The scope right after FROM: a parent stage's final scope, or the base image's Env."""
+        """The scope right after FROM: a parent stage's final scope, or the base image's Env
+        (``scratch``: none) with BuildKit's default PATH added when the image has none."""
         if parent is not None:
             # BuildKit re-applies the image config's Env over the inherited state: an ENV
             # beats a same-named ARG value in the child stage (the ARG stays declared).
@@ -150,6 +152,8 @@ class StageEnv:
                 variables = _set(variables, name, value)
             return cls(scope, variables, parent.config_env, parent.declared_args)
         pairs = tuple(base_env)
+        if not any(name == "PATH" for name, _ in pairs):
+            pairs += (("PATH", DEFAULT_PATH),)  # BuildKit adds it to the image config too
         return cls(scope, pairs, pairs, ())
 
     @property
