@@ -92,7 +92,7 @@ def test_loopback(host: str, loop: bool) -> None:
     assert is_loopback(host) is loop
 
 
-from hypothesis import given, strategies as st  # noqa: E402
+from hypothesis import given, settings, strategies as st  # noqa: E402
 
 _component = st.from_regex(r"\A[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z").filter(lambda c: len(c) < 30)
 _host = st.sampled_from(["", "localhost:5000/", "127.0.0.1:5000/", "gcr.io/", "docker.io/",
@@ -100,6 +100,7 @@ _host = st.sampled_from(["", "localhost:5000/", "127.0.0.1:5000/", "gcr.io/", "d
 _tag = st.one_of(st.none(), st.from_regex(r"\A[\w][\w.-]{0,20}\Z", alphabet="abcXYZ019_.-"))
 
 
+@settings(max_examples=60, deadline=None)
 @given(_host, st.lists(_component, min_size=1, max_size=3), _tag)
 def test_round_trip_property(host: str, path: list[str], tag: str | None) -> None:
     if not host and len(path) > 1 and "." in path[0]:
