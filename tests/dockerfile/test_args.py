@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from cloche.dockerfile.args import (
-    PROXY_ARGS, GlobalScope, StageEnv, platform_args, resolve_global_scope,
+    DEFAULT_PATH, PROXY_ARGS, GlobalScope, StageEnv, platform_args, resolve_global_scope,
 )
 from cloche.dockerfile.expand import expand_instruction
 from cloche.dockerfile.instructions import (
@@ -84,8 +84,8 @@ def test_env_pairs_see_values_from_before_the_instruction() -> None:
     """)
     (_, both, after), env = walk(df)
     assert isinstance(both, Env) and both.pairs == (("a", "1"), ("b", "old"))
-    assert env.environment == {"a": "1", "b": "old", "c": "1"}
-    assert env.config_env == (("a", "1"), ("b", "old"), ("c", "1"))
+    assert env.environment == {"PATH": DEFAULT_PATH, "a": "1", "b": "old", "c": "1"}
+    assert env.config_env == (("PATH", DEFAULT_PATH), ("a", "1"), ("b", "old"), ("c", "1"))
 
 
 def test_env_removes_quotes_and_escapes() -> None:
@@ -156,7 +156,7 @@ def test_arg_is_in_effect_from_its_own_line() -> None:
     (before, _, after, arg), env = walk(df)
     assert before.sources == ("a",) and after.sources == ("b1",)  # type: ignore[attr-defined]
     assert isinstance(arg, Arg) and arg.args[1].default == "1"  # same-line: old value
-    assert env.environment == {"X": "2", "Y": "1"}
+    assert env.environment == {"PATH": DEFAULT_PATH, "X": "2", "Y": "1"}
 
 
 def test_build_arg_overrides_defaults_globally_and_in_stages() -> None:
@@ -186,7 +186,7 @@ def test_env_after_arg_overrides_it_and_arg_never_reaches_the_config() -> None:
     """)
     (*_, copy), env = walk(df)
     assert copy.sources == ("envarg",)  # type: ignore[attr-defined]
-    assert env.config_env == (("X", "env"),)
+    assert env.config_env == (("PATH", DEFAULT_PATH), ("X", "env"))
 
 
 def test_stage_args_pass_to_child_stages_not_to_siblings() -> None:
@@ -234,7 +234,7 @@ def test_proxy_args_need_no_declaration_and_reach_run_only() -> None:
     build_args = {"HTTP_PROXY": "http://proxy:3128", "UNDECLARED": "1"}
     (copy,), env = walk(df, build_args=build_args)
     assert copy.sources == ("x",)  # type: ignore[attr-defined]
-    assert env.run_environment() == {"HTTP_PROXY": "http://proxy:3128"}
+    assert env.run_environment() == {"PATH": DEFAULT_PATH, "HTTP_PROXY": "http://proxy:3128"}
     scope = resolve_global_scope(df, build_args)
     assert scope.unused_build_args(()) == ("UNDECLARED",)
 
@@ -284,3 +284,15 @@ def test_child_stage_sees_parent_env_over_a_later_parent_arg() -> None:
     (child_copy,), child_env = walk(df, 1, parent=parent_env)
     assert parent_copy.dest == "/p-arg" and child_copy.dest == "/c-env"  # type: ignore[attr-defined]
     assert "X" in child_env.declared_args
+
+
+def test_default_path_when_the_base_has_none() -> None:
+    df = parse("""
+        FROM scratch
+        ENV PATH=$PATH:/opt/bin
+    """)
+    _, env = walk(df)
+    assert env.environment["PATH"] == DEFAULT_PATH + ":/opt/bin"
+    scope = resolve_global_scope(df, {})
+    image_env = StageEnv.start(scope, base_env=(("PATH", "/bin"), ("HOME", "/root")))
+    assert image_env.config_env == (("PATH", "/bin"), ("HOME", "/root"))

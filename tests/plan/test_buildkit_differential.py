@@ -35,6 +35,7 @@ DOCKERFILE = textwrap.dedent("""
     COPY f /third-$O
     FROM scratch AS sib
     COPY f /sib-${G:-noG}-${E:-noE}-${a:-noA}
+    COPY f /sibpath${PATH:+-set}
     FROM scratch AS unused
     COPY f /unused
     FROM third
@@ -72,7 +73,7 @@ def test_copy_destinations_match_buildkit(docker: str, tmp_path: Path) -> None:
     buildkit = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
     expected = {"first-glob-env1-glob-derived",
                 "second-1--env1-glob-arg-from-cli-" + _arch(),
-                "quoted set dflt", "sib-noG-noE-noA", "third-env"}
+                "quoted set dflt", "sib-noG-noE-noA", "third-env", "sibpath-set"}
     assert buildkit == expected
     assert _cloche_files(DOCKERFILE) == expected
 
