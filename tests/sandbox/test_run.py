@@ -50,8 +50,14 @@ def test_missing_executable_is_127(layer: Layer) -> None:
     assert b"/no/such/program" in step.err
 
 
-def test_killed_by_signal(layer: Layer) -> None:
-    step = layer.run("kill -TERM $$")
+def test_command_is_pid_1_and_ignores_unhandled_signals_like_buildkit(layer: Layer) -> None:
+    step = layer.run("echo $$; kill -TERM $$; echo survived")
+    assert step.out == b"1\nsurvived\n" and step.result.ok
+
+
+def test_with_init_the_command_is_a_child_and_can_be_killed(layer: Layer) -> None:
+    step = layer.run("echo $$; kill -TERM $$; echo not-reached", init=True)
+    assert step.out == b"2\n"
     assert step.result.signal == signal.SIGTERM
     assert step.result.exit_code == 128 + signal.SIGTERM
 
@@ -94,12 +100,11 @@ def test_hostname_and_etc_hosts(layer: Layer) -> None:
     assert "hosts" not in os.listdir(layer.lower / "etc")
 
 
-def test_pid_namespace_hides_host_processes(layer: Layer) -> None:
-    step = layer.run("echo $$; ps -o pid,args")
-    lines = step.text.splitlines()
-    assert int(lines[0]) <= 3
-    pids = [int(line.split()[0]) for line in lines[2:]]
-    assert max(pids) < 10 and 1 in pids
+@pytest.mark.parametrize("init", [False, True])
+def test_pid_namespace_hides_host_processes(layer: Layer, init: bool) -> None:
+    step = layer.run("ps -o pid,args", init=init)
+    pids = [int(line.split()[0]) for line in step.text.splitlines()[1:]]
+    assert 1 in pids and max(pids) < 10
     assert "pytest" not in step.text
 
 
@@ -115,16 +120,19 @@ def test_default_network_is_the_hosts(layer: Layer) -> None:
     assert sorted(step.text.split()) == sorted(os.listdir("/sys/class/net"))
 
 
-def test_background_children_do_not_survive(layer: Layer) -> None:
+@pytest.mark.parametrize("init", [False, True])
+def test_background_children_do_not_survive(layer: Layer, init: bool) -> None:
     n = str(random.randint(10**6, 10**7)).encode()
-    step = layer.run(f"sleep {n.decode()} & sleep {n.decode()} & echo started")
+    step = layer.run(f"sleep {n.decode()} & sleep {n.decode()} & echo started", init=init)
     assert step.out == b"started\n"
     assert _host_processes_with(b"sleep\0" + n) == []
 
 
-def test_timeout_kills_the_whole_step(layer: Layer) -> None:
+@pytest.mark.parametrize("init,user", [(False, "root"), (True, "root"), (False, "app")])
+def test_timeout_kills_the_whole_step(layer: Layer, init: bool, user: str) -> None:
     n = str(random.randint(10**6, 10**7))
-    step = layer.run(f"sleep {n} & sleep {n}", timeout=0.5)
+    step = layer.run(f"sleep {n} & sleep {n}", timeout=0.5, init=init,
+                     user=resolve_user(layer.merged, user))
     assert step.result.timed_out and not step.result.ok
     assert _host_processes_with(b"sleep\0" + n.encode()) == []
 

@@ -10,11 +10,13 @@ Python process may inherit a lock another thread held. The fresh process is sing
    and when PID 1 dies the kernel kills every process of the namespace: so killing this
    process (the runner does on timeout or Ctrl-C) leaves nothing running.
 3. PID 1 makes every mount private, bind-mounts the rootfs, mounts /proc, /dev, /sys and the
-   extra mounts, sets the hostname, brings up loopback, pivots into the rootfs, then forks
-   the command (user dropped, capabilities limited to Docker's default set, exact env) and
-   reaps children until the command exits; then it exits with the command's status.
+   extra mounts, sets the hostname, brings up loopback, pivots into the rootfs, and execs the
+   command (user dropped, capabilities limited to Docker's default set, exact env), which
+   is then PID 1 as under BuildKit. With ``init`` it forks the command instead, reaps
+   children until the command exits, and exits with the command's status.
 
-Outcomes go to the status descriptor as one line: ``exit N``, ``signal N`` or ``error TEXT``.
+The status descriptor gets ``pid1 N`` (its host PID) first, then the outcome as one line:
+``exit N``, ``signal N`` or ``error TEXT``.
 Nothing here may print to stdout/stderr except the command itself (and a failed exec, on
 stderr, as a shell would report it).
 """
@@ -27,6 +29,7 @@ import os
 import select
 import signal
 import socket
+import stat
 import struct
 import sys
 from fcntl import ioctl
@@ -64,12 +67,18 @@ def _step(what: str, fn: Any, *args: Any, **kwargs: Any) -> None:
 
 
 def _setup_dev(dev: str) -> None:
-    _step("mount /dev", linux.mount, "tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC,
-          "mode=755,size=65536k")
+    """A /dev like runc's: a small tmpfs with the usual nodes, shm, pts, mqueue and links."""
+    _step("mount /dev", linux.mount, "tmpfs", dev, "tmpfs", MS_NOSUID, "mode=755,size=65536k")
     for name in DEVICES:
         target = os.path.join(dev, name)
-        os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o666))
-        _step(f"bind /dev/{name}", linux.mount, f"/dev/{name}", target, None, MS_BIND)
+        host = os.stat(f"/dev/{name}")
+        try:
+            os.mknod(target, 0o666 | stat.S_IFCHR, host.st_rdev)
+            os.chmod(target, 0o666)  # crw-rw-rw- root root, whatever the umask
+        except OSError:
+            # No mknod here (a restricted host): bind the host's node instead.
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY, 0o666))
+            _step(f"bind /dev/{name}", linux.mount, f"/dev/{name}", target, None, MS_BIND)
     os.mkdir(os.path.join(dev, "shm"), 0o1777)
     _step("mount /dev/shm", linux.mount, "shm", os.path.join(dev, "shm"), "tmpfs",
           MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k")
@@ -82,7 +91,7 @@ def _setup_dev(dev: str) -> None:
     except OSError:
         os.rmdir(os.path.join(dev, "mqueue"))  # optional, as in runc's default spec
     links = {"ptmx": "pts/ptmx", "fd": "/proc/self/fd", "stdin": "/proc/self/fd/0",
-             "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2", "core": "/proc/kcore"}
+             "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"}
     for name, target in links.items():
         os.symlink(target, os.path.join(dev, name))
 
@@ -137,7 +146,7 @@ def _enter_root(root: str) -> None:
 
 
 def _protect_proc() -> None:
-    """Read-only and masked parts of /proc, as runc's default spec has them."""
+    """Read-only and masked parts of /proc and /sys, as Docker's default spec has them."""
     for path in ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs"):
         try:
             linux.mount(path, path, None, MS_BIND | MS_REC)
@@ -145,9 +154,15 @@ def _protect_proc() -> None:
                         | MS_NODEV | MS_NOEXEC)
         except OSError:
             pass
-    for path in ("/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug"):
+    for path in ("/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+                 "/proc/timer_stats", "/proc/sched_debug"):
         try:
             linux.mount("/dev/null", path, None, MS_BIND)
+        except OSError:
+            pass
+    for path in ("/proc/acpi", "/proc/scsi", "/sys/firmware"):
+        try:
+            linux.mount("tmpfs", path, "tmpfs", MS_RDONLY)
         except OSError:
             pass
 
@@ -159,8 +174,10 @@ def _setup(cfg: dict[str, Any]) -> None:
     _step("mount /proc", linux.mount, "proc", cfg["proc"], "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _setup_dev(cfg["dev"])
     _setup_sys(cfg["sys"])
-    for source, target in cfg["files"]:
+    for source, target in cfg["files"]:  # /etc/hosts, /etc/resolv.conf: read-only, as BuildKit
         _step(f"bind {source}", linux.mount, source, target, None, MS_BIND)
+        _step(f"make {source} read-only", linux.mount, None, target, None,
+              MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for m in cfg["mounts"]:
         _extra_mount(m)
     _step("set hostname", linux.sethostname, cfg["hostname"])
@@ -170,8 +187,12 @@ def _setup(cfg: dict[str, Any]) -> None:
     _protect_proc()
 
 
-def _exec_command(cfg: dict[str, Any]) -> None:
-    """In the command's process: drop privileges and exec; never returns."""
+def _exec_command(cfg: dict[str, Any], alive_fd: int | None = None) -> None:
+    """In the command's process: drop privileges and exec; never returns.
+
+    When the command is PID 1 itself, ``alive_fd`` is the helper's liveness pipe: changing
+    the UID clears PDEATHSIG, so it is armed again and the helper checked once more.
+    """
     code = 127
     try:
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
@@ -194,6 +215,11 @@ def _exec_command(cfg: dict[str, Any]) -> None:
         os.setgroups(cfg["groups"])
         os.setgid(cfg["gid"])
         os.setuid(cfg["uid"])
+        if alive_fd is not None:
+            linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+            if select.select([alive_fd], [], [], 0)[0]:
+                os._exit(SETUP_FAILED)
+            os.close(alive_fd)
         if chdir_later:
             os.chdir(cwd)
         env = dict(e.partition("=")[::2] for e in cfg["env"])
@@ -213,6 +239,11 @@ def _exec_command(cfg: dict[str, Any]) -> None:
 def _pid1(cfg: dict[str, Any], status_fd: int, alive_fd: int) -> None:
     """PID 1 of the new namespace; never returns.
 
+    By default it sets up and then execs the command, which so becomes PID 1 as it is under
+    BuildKit (``echo $$`` prints 1; a signal without a handler does not stop it). With
+    ``init`` it stays a minimal init instead: it forks the command, reaps every child and
+    exits with the command's status.
+
     ``alive_fd`` is the read end of a pipe whose write end only the helper holds: if it is at
     EOF once PDEATHSIG is armed, the helper died before, and PID 1 must not go on alone
     (getppid() cannot tell: it is 0 across the namespace boundary).
@@ -222,8 +253,10 @@ def _pid1(cfg: dict[str, Any], status_fd: int, alive_fd: int) -> None:
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
         if select.select([alive_fd], [], [], 0)[0]:
             os._exit(SETUP_FAILED)  # the helper is already gone
-        os.close(alive_fd)
         _setup(cfg)
+        if not cfg["init"]:
+            _exec_command(cfg, alive_fd)  # the command becomes PID 1, as under BuildKit
+        os.close(alive_fd)
         main = os.fork()
         if main == 0:
             os.close(status_fd)
@@ -277,13 +310,13 @@ def main() -> None:
         os.close(alive_w)
         _pid1(cfg, status_fd, alive_r)
     os.close(alive_r)
-    os.close(status_fd)
-    while True:
-        try:
-            _, status = os.waitpid(pid1, 0)
-            break
-        except InterruptedError:
-            continue
+    _report(status_fd, f"pid1 {pid1}")  # lets the runner kill it directly too
+    _, status = os.waitpid(pid1, 0)
+    if not cfg["init"]:  # PID 1 was the command: its end is the step's status
+        if os.WIFSIGNALED(status):
+            _report(status_fd, f"signal {os.WTERMSIG(status)}")
+        else:
+            _report(status_fd, f"exit {os.waitstatus_to_exitcode(status)}")
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF if os.WIFEXITED(status) else SETUP_FAILED)
 
 

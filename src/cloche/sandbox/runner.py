@@ -14,6 +14,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -98,7 +99,7 @@ def _config(spec: RunSpec, stubs: Stubs, files: list[tuple[str, str]], status_fd
         "parent_pid": os.getpid(), "status_fd": status_fd, "rootfs": str(spec.rootfs),
         "argv": list(spec.argv), "env": spec.final_env(), "cwd": spec.cwd,
         "uid": spec.user.uid, "gid": spec.user.gid, "groups": list(spec.user.additional_gids),
-        "hostname": spec.hostname, "network": spec.network,
+        "hostname": spec.hostname, "network": spec.network, "init": spec.init,
         "proc": str(stubs.ensure("/proc", is_dir=True)),
         "dev": str(stubs.ensure("/dev", is_dir=True)),
         "sys": str(stubs.ensure("/sys", is_dir=True)),
@@ -149,6 +150,7 @@ def run(spec: RunSpec) -> RunResult:
     pumps: list[threading.Thread] = []
     failures: list[BaseException] = []
     status_r, status_w = os.pipe()
+    pid1 = -1
     try:
         files = [(str(_write(scratch / "hosts", hosts_file(spec.hostname, spec.extra_hosts))),
                   "/etc/hosts"),
@@ -174,20 +176,21 @@ def run(spec: RunSpec) -> RunResult:
                 proc.stdin.write(json.dumps(cfg).encode())
         except BrokenPipeError:
             pass  # the helper died first: its status (or its absence) says why
+        first = _read_line(status_r)
+        if first.startswith("pid1 "):
+            pid1 = _pidfd(int(first.split()[1]))
         timed_out = False
         try:
             proc.wait(spec.timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-            proc.kill()  # PID 1 follows (PDEATHSIG), and the namespace with it
-            proc.wait()
+            _kill(proc, pid1)
         for t in pumps:
             t.join()
-        status = _read_status(status_r)
+        status = first if not first.startswith("pid1 ") else _read_status(status_r)
     except BaseException:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            _kill(proc, pid1)
         for t in pumps:
             t.join()
         raise
@@ -195,6 +198,8 @@ def run(spec: RunSpec) -> RunResult:
         os.close(status_r)
         if status_w >= 0:
             os.close(status_w)
+        if pid1 >= 0:
+            os.close(pid1)
         removed, parents = stubs.remove()
         shutil.rmtree(scratch, ignore_errors=True)
     if failures:
@@ -211,6 +216,40 @@ def run(spec: RunSpec) -> RunResult:
     raise SandboxSetupError(f"the sandbox ended without a status (code {proc.returncode})")
 
 
+def _pidfd(pid: int) -> int:
+    """A pidfd for PID 1 of the step (signals through it cannot hit a reused PID); -1 if gone."""
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return -1
+
+
+def _kill(proc: subprocess.Popen[bytes], pid1: int) -> None:
+    """End the step: the namespace's PID 1 (all its processes die with it) and the helper.
+
+    The helper's death alone would do (PID 1 has PDEATHSIG), this is the second guard.
+    """
+    if pid1 >= 0:
+        try:
+            signal.pidfd_send_signal(pid1, signal.SIGKILL)
+        except OSError:
+            pass
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+def _read_line(fd: int) -> str:
+    """One line from the status pipe (byte by byte: the rest is read later)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 1)
+        if not chunk:
+            break
+        data += chunk
+    return data.decode(errors="replace").strip()
+
+
 def _read_status(fd: int) -> str:
     data = b""
     while True:
@@ -219,4 +258,5 @@ def _read_status(fd: int) -> str:
             break
         data += chunk
     lines = data.decode(errors="replace").splitlines()
-    return lines[-1] if lines else ""
+    errors = [line for line in lines if line.startswith("error ")]
+    return errors[0] if errors else (lines[-1] if lines else "")

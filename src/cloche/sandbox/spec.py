@@ -65,6 +65,7 @@ class RunSpec:
     stdout: Sink = field(default=None, compare=False)
     stderr: Sink = field(default=None, compare=False)
     timeout: float | None = None
+    init: bool = False  # True: a reaping init is PID 1, not the command (BuildKit: the command)
 
     def __post_init__(self) -> None:
         if not self.argv:

@@ -1,0 +1,88 @@
+"""What a RUN step sees in cloche's sandbox equals what it sees under Docker's BuildKit.
+
+The busybox rootfs is imported into the Docker engine; the same shell line runs as a RUN
+step there (its output copied out with ``-o type=local``) and in cloche's sandbox over an
+overlay of the same directory. The line prints what builds depend on: PID, identity and
+groups, umask, hostname, /etc/hosts, the environment, capabilities, /dev's nodes and the
+mount flags of the special filesystems. (Network interfaces differ on purpose: cloche's
+default network is the host's.)
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tarfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cloche.sandbox import RunSpec, mount_overlay, resolve_user, run
+from tests.fixtures.services import require_root
+
+MOUNTS = r"^/(proc|dev|dev/shm|dev/pts|dev/mqueue|sys|etc/hosts|etc/resolv\.conf)$"
+FACTS = (
+    "echo pid $$; tr '\\0' ' ' </proc/1/cmdline; echo; id; umask; hostname; cat /etc/hosts; "
+    "env | sort; grep -E '^Cap(Prm|Eff|Bnd)' /proc/self/status; "
+    "stat -c '%A %U %G %t,%T %n' /dev/*; "
+    "busybox awk '$2 ~ /" + MOUNTS.replace("/", "\\/") + "/ { f=\",\" $4 \",\"; "
+    "printf \"%s %s\", $2, ($3 == \"proc\" || $3 == \"tmpfs\" || $3 == \"devpts\" || "
+    "$3 == \"mqueue\" || $3 == \"sysfs\") ? $3 : \"hostfs\"; "
+    "n = split(\"ro,rw,nosuid,nodev,noexec\", o, \",\"); "
+    "for (i = 1; i <= n; i++) if (index(f, \",\" o[i] \",\")) printf \" %s\", o[i]; "
+    "print \"\" }' /proc/mounts | sort; pwd"
+)
+USERS = {"root": "", "app": "app", "numeric": "1000:50"}
+
+
+@pytest.fixture(scope="module")
+def docker_image(docker: str, busybox_rootfs: Path,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    tar_path = tmp_path_factory.mktemp("parity") / "rootfs.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        tar.add(busybox_rootfs, arcname=".")
+    name = f"cloche-sandbox-parity:{uuid.uuid4().hex[:12]}"
+    subprocess.run([docker, "import", str(tar_path), name], check=True, capture_output=True)
+    yield name
+    subprocess.run([docker, "rmi", "-f", name], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def docker_facts(docker: str, docker_image: str,
+                 tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    ctx = tmp_path_factory.mktemp("parity-ctx")
+    lines = [f"FROM {docker_image} AS s"]
+    for label, spec in USERS.items():
+        if spec:
+            lines.append(f"USER {spec}")
+        lines.append(f"RUN {{ {FACTS}; }} > /tmp/facts-{label} 2>&1")
+    lines += ["FROM scratch"] + [f"COPY --from=s /tmp/facts-{label} /" for label in USERS]
+    (ctx / "Dockerfile").write_text("\n".join(lines) + "\n")
+    out = ctx / "out"
+    done = subprocess.run([docker, "build", "-q", "--no-cache", "-o", f"type=local,dest={out}",
+                           str(ctx)], capture_output=True, text=True,
+                          env={"DOCKER_BUILDKIT": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    return {label: (out / f"facts-{label}").read_text() for label in USERS}
+
+
+@pytest.mark.parametrize("label", list(USERS))
+def test_run_step_sees_what_buildkit_shows(label: str, docker_facts: dict[str, str],
+                                           busybox_rootfs: Path, tmp_path: Path) -> None:
+    require_root()
+    upper, work, merged = tmp_path / "u", tmp_path / "w", tmp_path / "m"
+    for d in (upper, work, merged):
+        d.mkdir()
+    out: list[bytes] = []
+    with mount_overlay([busybox_rootfs], upper, work, merged):
+        user = resolve_user(merged, USERS[label])
+        script = f"{{ {FACTS}; }} 2>&1"
+        result = run(RunSpec(merged, ("/bin/sh", "-c", script), user=user, stdout=out.append))
+    assert result.ok
+    ours = b"".join(out).decode()
+    # BuildKit's PID 1 command line is its own RUN line; ours ran the same line minus the
+    # redirection into the facts file, so compare that line by its start only.
+    theirs_lines, our_lines = docker_facts[label].splitlines(), ours.splitlines()
+    assert theirs_lines[1].startswith("/bin/sh -c") and our_lines[1].startswith("/bin/sh -c")
+    assert our_lines[:1] + our_lines[2:] == theirs_lines[:1] + theirs_lines[2:]
