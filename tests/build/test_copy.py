@@ -333,3 +333,14 @@ def test_destination_symlink_to_host_path_is_confined(tree: SourceTree, root: Pa
     copy(tree, root, "a.txt", dest="/out/")
     assert os.listdir(outside) == []
     assert (root / str(outside).lstrip("/") / "a.txt").read_text() == "alpha"
+
+
+def test_link_copies_into_an_empty_root_with_names_from_the_stage(tree: SourceTree, root: Path,
+                                                                   tmp_path: Path) -> None:
+    require_root()
+    layer = tmp_path / "link-layer"
+    layer.mkdir()
+    copy_into(CopyRequest(("a.txt",), "/home/app/", chown="app", link=True), tree, layer,
+              users_root=root)
+    assert owner(layer / "home" / "app" / "a.txt") == (1000, 1001)
+    assert sorted(os.listdir(layer)) == ["home"]

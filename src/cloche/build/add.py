@@ -25,7 +25,8 @@ __all__ = ["add_into"]
 
 
 def add_into(request: CopyRequest, tree: SourceTree, root: Path, *, checksum: str | None = None,
-             client: httpx.Client | None = None, tmp_dir: Path | None = None) -> CopyResult:
+             client: httpx.Client | None = None, tmp_dir: Path | None = None,
+             users_root: Path | None = None) -> CopyResult:
     """Carry out ``ADD`` of ``request`` from ``tree`` (local sources) into the rootfs ``root``."""
     dest, dest_is_dir = destination_path(request.dest, request.workdir)
     if len(request.sources) > 1 and not dest_is_dir:
@@ -39,14 +40,14 @@ def add_into(request: CopyRequest, tree: SourceTree, root: Path, *, checksum: st
                                    f"not {local[0]!r}")
     sources = entries = size = 0
     if local:
-        done = copy_into(_with(request, local), tree, root, unpack=True)
+        done = copy_into(_with(request, local), tree, root, unpack=True, users_root=users_root)
         sources, entries, size = done.sources, done.entries, done.bytes
     for url in urls:
         manual = None if dest_is_dir else posixpath.basename(dest)
         with tempfile.TemporaryDirectory(prefix="cloche-add-", dir=tmp_dir) as tmp:
             got = download(url, Path(tmp), checksum=checksum, filename=manual, client=client)
             fetched = SourceTree(Path(tmp).resolve(), reset_owner=True, label=f"download of {url}")
-            done = copy_into(_with(request, (got.filename,)), fetched, root)
+            done = copy_into(_with(request, (got.filename,)), fetched, root, users_root=users_root)
         sources, entries, size = sources + 1, entries + done.entries, size + done.bytes
     return CopyResult(sources, entries, size)
 

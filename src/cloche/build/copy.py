@@ -24,8 +24,9 @@ dockerfile2llb and its file op (tonistiigi/fsutil copy):
   source stay hard links; xattrs (file capabilities included) are kept.
 - ``--parents`` keeps each source's path (from the context root, or after a ``/./`` pivot);
   ``--exclude`` patterns (.dockerignore syntax) are matched relative to each source.
-- ``--link`` yields the same files; for the engine it means the layer can be made on an
-  empty root (no dependency on the stage below), which is the engine's business.
+- ``--link`` yields the same files; for the engine it means copying into an empty directory
+  (no dependency on the stage below, whose links are then not followed) and passing the
+  stage's rootfs as ``users_root`` for --chown names.
 """
 
 from __future__ import annotations
@@ -167,11 +168,13 @@ def _parents_path(spec: str, src: MatchedSource) -> str:
 
 
 def copy_into(request: CopyRequest, tree: SourceTree, root: Path, *,
-              unpack: bool = False) -> CopyResult:
+              unpack: bool = False, users_root: Path | None = None) -> CopyResult:
     """Carry out ``request`` from ``tree`` into the rootfs ``root``.
 
     ``unpack`` is ADD's rule: a local file that is a tar (plain or compressed) is extracted
-    into the destination directory instead of being copied.
+    into the destination directory instead of being copied. ``users_root`` is where --chown
+    names are looked up when it is not ``root`` itself: for ``--link`` the engine copies into
+    an empty directory but the names still come from the stage's /etc/passwd and /etc/group.
     """
     root = root.resolve()
     what = request.instruction
@@ -182,7 +185,7 @@ def copy_into(request: CopyRequest, tree: SourceTree, root: Path, *,
             f"directory and end with a / (got {request.dest!r})")
     if not request.sources:
         raise CopyDestinationError(f"{what} needs at least one source")
-    owner = Owner(*resolve_chown(root, request.chown)) if request.chown else None
+    owner = Owner(*resolve_chown(users_root or root, request.chown)) if request.chown else None
     chmod = parse_chmod(request.chmod) if request.chmod else None
     excludes = PatternMatcher.from_rules(request.excludes, source="--exclude") \
         if request.excludes else None

@@ -52,6 +52,10 @@ class SourceTree:
     reset_owner: bool = False
     label: str = "build context"
 
+    def __post_init__(self) -> None:
+        # Paths met while walking are compared with the root: it must be absolute and real.
+        object.__setattr__(self, "root", Path(self.root).resolve())
+
     @classmethod
     def stage(cls, root: Path, name: str) -> "SourceTree":
         """Another stage's (or image's) root filesystem: no ignore rules, owners kept."""
