@@ -135,3 +135,13 @@ def test_damaged_compressed_layers_are_layer_errors(tmp_path: Path, compression:
     blob = data[:len(data) // 2] if damage == "truncate" else data[:30] + bytes(60) + data[90:]
     with pytest.raises(LayerError):
         apply_layer(io.BytesIO(blob), tmp_path / "dest")
+
+
+def test_implicit_parents_are_0755_whatever_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        flatten([layer(file("x/y/z", b"z"))], tmp_path)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "x" / "y").stat().st_mode & 0o777 == 0o755

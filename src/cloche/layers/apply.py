@@ -102,6 +102,7 @@ class LayerApplier:
                         raise _MissingDirError(f"{what}: {rel!r} does not exist inside the root") \
                             from None
                     os.mkdir(name, 0o755, dir_fd=cur)
+                    os.chmod(name, 0o755, dir_fd=cur, follow_symlinks=True)  # whatever the umask
                     fds.append(os.open(name, _DIR_FLAGS, dir_fd=cur))
                     continue
                 except OSError as e:
