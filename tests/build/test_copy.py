@@ -344,3 +344,17 @@ def test_link_copies_into_an_empty_root_with_names_from_the_stage(tree: SourceTr
               users_root=root)
     assert owner(layer / "home" / "app" / "a.txt") == (1000, 1001)
     assert sorted(os.listdir(layer)) == ["home"]
+
+
+def test_heredoc_documents(tmp_path: Path, root: Path) -> None:
+    from cloche.build.sources import inline_tree
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    tree = inline_tree([("EOF", b"line one\n"), ("CONF", b"k=v\n")], docs)
+    copy_into(CopyRequest(("EOF",), "/etc/motd"), tree, root)
+    copy_into(CopyRequest(("CONF",), "/etc/app/", chmod="600"), tree, root)
+    assert (root / "etc" / "motd").read_bytes() == b"line one\n" and mode(root / "etc" / "motd") == 0o644
+    assert mode(root / "etc" / "app" / "CONF") == 0o600
+    with pytest.raises(UnsafePathError):
+        inline_tree([("../x", b"")], docs)

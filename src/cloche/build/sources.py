@@ -30,7 +30,7 @@ from cloche.build.pathmatch import has_wildcards, match as go_match
 from cloche.errors import ClocheError, UnsafePathError
 from cloche.sandbox.paths import resolve_in_root
 
-__all__ = ["FileDigest", "MatchedSource", "SourceNotFoundError", "SourceTree", "WalkEntry", "content_hash",
+__all__ = ["FileDigest", "MatchedSource", "inline_tree", "SourceNotFoundError", "SourceTree", "WalkEntry", "content_hash",
            "match_sources", "sha256_file", "walk_source"]
 
 
@@ -79,6 +79,24 @@ class MatchedSource:
     is_dir: bool
     base: str          # the part of ``rel`` before the first wildcard
     written: str = ""  # the path as named (before links are resolved): --parents keeps it
+
+
+def inline_tree(documents: Sequence[tuple[str, bytes]], into: Path) -> SourceTree:
+    """A source tree holding COPY/ADD heredoc documents (``COPY <<EOF /dest``), by name.
+
+    BuildKit writes each document into an empty filesystem with mode 0644 (owner 0:0) and
+    copies it from there; ``into`` must be an empty private directory. The engine then calls
+    ``copy_into`` with the document names as the sources.
+    """
+    tree = SourceTree(into, label="heredoc")
+    for name, data in documents:
+        if "/" in name or name in ("", ".", ".."):
+            raise UnsafePathError(f"heredoc name {name!r} is not a plain file name")
+        fd = os.open(tree.root / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chmod(tree.root / name, 0o644)
+    return tree
 
 
 def _confine_lexically(tree: SourceTree, spec: str) -> str:
