@@ -15,7 +15,8 @@ from cloche.build.extract import ArchiveError, extract_tar, is_tar_archive
 from cloche.build.fsutil import CopyTargetError, Owner
 from cloche.build.pathmatch import BadPatternError
 from cloche.build.remote import Download, DownloadError, download
-from cloche.build.sources import SourceNotFoundError, SourceTree, content_hash, match_sources
+from cloche.build.sources import SourceNotFoundError, SourceTree, content_hash, inline_tree, \
+    match_sources
 
 __all__ = [
     "ArchiveError", "BadPatternError", "BuildContext", "ChmodError", "ChmodSpec", "ContextError",
@@ -23,5 +24,5 @@ __all__ = [
     "Download", "DownloadError", "Owner", "PatternMatcher", "SourceNotFoundError", "SourceTree",
     "add_into", "content_hash", "context_from_directory", "context_from_stream", "copy_into",
     "destination_path", "download", "extract_tar", "is_tar_archive", "load_matcher",
-    "match_sources", "open_context", "parse_chmod",
+    "inline_tree", "match_sources", "open_context", "parse_chmod",
 ]
