@@ -102,8 +102,9 @@ def normal_config(config: dict) -> dict:
 
 # Debian's docker.io (20.10) embeds BuildKit v0.8. Later BuildKit, whose behaviour cloche
 # follows, added --chown/--chmod/--parents to COPY/ADD history lines and prints HEALTHCHECK with
-# %+v (and a StartInterval field), and writes the value an ``ARG X`` takes from a global ARG;
-# those spellings are normalised away before comparing.
+# %+v (and a StartInterval field), writes the value an ``ARG X`` takes from a global ARG, and
+# lists a parent stage's ARGs in a child stage's ``RUN |N K=V`` prefix; those spellings are
+# normalised away before comparing (tests/build/test_history.py checks cloche's own).
 _NEWER_COPY_FLAGS = re.compile(r" --(?:chown|chmod)=\S+| --parents")
 
 
@@ -112,6 +113,9 @@ def _normal_created_by(text: str) -> str:
         return _NEWER_COPY_FLAGS.sub("", text)
     if text.startswith("HEALTHCHECK "):
         return "HEALTHCHECK"
+    if text.startswith("RUN |"):
+        count, rest = text[5:].split(" ", 1)
+        return "RUN " + rest.split(" ", int(count))[-1]
     if text.startswith("ARG "):
         return "ARG " + " ".join(word.split("=", 1)[0] for word in text[4:].split(" "))
     return text
