@@ -145,3 +145,15 @@ def test_implicit_parents_are_0755_whatever_the_umask(tmp_path: Path) -> None:
         os.umask(old)
     assert (tmp_path / "x").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "x" / "y").stat().st_mode & 0o777 == 0o755
+
+
+def test_flatten_verifies_diff_ids_and_closes_streams(tmp_path: Path) -> None:
+    blobs = [make_tar([file("a", b"1")]), make_tar([file("b", b"2")])]
+    streams = [io.BytesIO(b) for b in blobs]
+    ids = [Digest.from_bytes(b) for b in blobs]
+    results = flatten(streams, tmp_path / "ok", diff_ids=ids)
+    assert [r.diff_id for r in results] == ids and all(s.closed for s in streams)
+    with pytest.raises(DigestMismatchError):
+        flatten([io.BytesIO(b) for b in blobs], tmp_path / "bad", diff_ids=ids[::-1])
+    with pytest.raises(LayerError, match="diff_ids"):
+        flatten([io.BytesIO(b) for b in blobs], tmp_path / "short", diff_ids=ids[:1])

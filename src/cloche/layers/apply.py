@@ -26,7 +26,7 @@ import errno
 import os
 import shutil
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -349,7 +349,26 @@ def apply_layer(stream: BinaryIO, dest: str | Path, *, diff_id: Digest | None = 
 
 
 def flatten(layer_streams: Iterable[BinaryIO], dest: str | Path, *,
-            devices: str = "error") -> list[ApplyResult]:
-    """Apply layers bottom-up to ``dest``, giving the image's root filesystem."""
+            diff_ids: Sequence[Digest] | None = None, devices: str = "error"
+            ) -> list[ApplyResult]:
+    """Apply layers bottom-up to ``dest``, giving the image's root filesystem.
+
+    Each stream is closed once applied (so a generator of ``layer.open()`` leaks nothing).
+    With ``diff_ids`` (the config's rootfs.diff_ids) each layer's tar is verified against its
+    diff_id; a mismatch raises DigestMismatchError after that layer, and ``dest`` should then
+    be thrown away.
+    """
     applier = LayerApplier(dest, devices=devices)
-    return [applier.apply(stream) for stream in layer_streams]
+    results = []
+    expected = list(diff_ids) if diff_ids is not None else None
+    for i, stream in enumerate(layer_streams):
+        if expected is not None and i >= len(expected):
+            raise LayerError(f"more layers than diff_ids ({len(expected)})")
+        try:
+            results.append(applier.apply(
+                stream, diff_id=expected[i] if expected is not None else None))
+        finally:
+            stream.close()
+    if expected is not None and len(results) != len(expected):
+        raise LayerError(f"{len(results)} layers for {len(expected)} diff_ids")
+    return results
