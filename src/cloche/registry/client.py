@@ -156,7 +156,13 @@ class RegistryClient:
                           push=True, content=data, headers={"Content-Type": media_type},
                           ok=(200, 201, 202))
         resp.close()
-        return Digest.from_bytes(data)
+        digest = Digest.from_bytes(data)
+        answered = _digest_or_none(resp.headers.get("docker-content-digest"))
+        if answered is not None and answered.algorithm == digest.algorithm and answered != digest:
+            raise RegistryError(f"manifest {self._ref(ep, identifier)}: the registry stored it "
+                                f"as {answered}, not {digest}", reference=self._ref(ep, identifier),
+                                status=resp.status_code)
+        return digest
 
     def blob_exists(self, ep: Endpoint, digest: Digest) -> bool:
         resp = self._send(ep, "HEAD", self._path(ep, "blobs", str(digest)), what="blob",
@@ -192,7 +198,7 @@ class RegistryClient:
                     if size is not None and digester.size + len(chunk) > size:
                         raise BlobVerificationError(
                             f"blob {ref}: the registry sent more than the {size} bytes announced",
-                            expected=digest, actual=Digest.from_bytes(b""), reference=ref)
+                            expected=digest, actual=digester.digest(), reference=ref)
                     digester.update(chunk)
                     sink(chunk)
             except httpx.TransportError as err:
