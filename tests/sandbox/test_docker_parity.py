@@ -10,6 +10,7 @@ default network is the host's.)
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tarfile
 import uuid
@@ -33,15 +34,25 @@ FACTS = (
     "for (i = 1; i <= n; i++) if (index(f, \",\" o[i] \",\")) printf \" %s\", o[i]; "
     "print \"\" }' /proc/mounts | sort; pwd"
 )
-USERS = {"root": "", "app": "app", "numeric": "1000:50"}
+USERS = {"default": "", "root": "root", "app": "app", "numeric": "1000:50", "unknown": "4242"}
 
 
 @pytest.fixture(scope="module")
-def docker_image(docker: str, busybox_rootfs: Path,
+def parity_rootfs(busybox_rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The busybox rootfs with root and app in an extra group (USER root adds it, no USER not)."""
+    root = tmp_path_factory.mktemp("parity-rootfs") / "rootfs"
+    shutil.copytree(busybox_rootfs, root, symlinks=True)
+    with open(root / "etc" / "group", "a") as f:
+        f.write("wheel:x:10:root,app\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def docker_image(docker: str, parity_rootfs: Path,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tar_path = tmp_path_factory.mktemp("parity") / "rootfs.tar"
     with tarfile.open(tar_path, "w") as tar:
-        tar.add(busybox_rootfs, arcname=".")
+        tar.add(parity_rootfs, arcname=".")
     name = f"cloche-sandbox-parity:{uuid.uuid4().hex[:12]}"
     subprocess.run([docker, "import", str(tar_path), name], check=True, capture_output=True)
     yield name
@@ -69,13 +80,13 @@ def docker_facts(docker: str, docker_image: str,
 
 @pytest.mark.parametrize("label", list(USERS))
 def test_run_step_sees_what_buildkit_shows(label: str, docker_facts: dict[str, str],
-                                           busybox_rootfs: Path, tmp_path: Path) -> None:
+                                           parity_rootfs: Path, tmp_path: Path) -> None:
     require_root()
     upper, work, merged = tmp_path / "u", tmp_path / "w", tmp_path / "m"
     for d in (upper, work, merged):
         d.mkdir()
     out: list[bytes] = []
-    with mount_overlay([busybox_rootfs], upper, work, merged):
+    with mount_overlay([parity_rootfs], upper, work, merged):
         user = resolve_user(merged, USERS[label])
         script = f"{{ {FACTS}; }} 2>&1"
         result = run(RunSpec(merged, ("/bin/sh", "-c", script), user=user, stdout=out.append))

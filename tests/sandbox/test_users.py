@@ -23,7 +23,7 @@ PASSWD = ("root:x:0:0:root:/root:/bin/sh\n"
           "svc:x:1001:50::/srv:/bin/false\n"
           "broken:x:notanumber:1\n"
           "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
-GROUP = "root:x:0:\napp:x:1000:\nstaff:x:50:app,svc\nwheel:x:10:app\nnogroup:x:65534:\n"
+GROUP = "root:x:0:\napp:x:1000:\nstaff:x:50:app,svc\nwheel:x:10:root,app\nnogroup:x:65534:\n"
 
 
 @pytest.fixture()
@@ -35,9 +35,9 @@ def rootfs(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("spec,expected", [
-    ("", ResolvedUser(0, 0, (), "/root")),
-    ("root", ResolvedUser(0, 0, (), "/root")),
-    ("0", ResolvedUser(0, 0, (), "/root")),
+    ("", ResolvedUser(0, 0, (), "/root")),         # no USER: BuildKit adds no groups
+    ("root", ResolvedUser(0, 0, (10,), "/root")),  # USER root / USER 0: groups listing root
+    ("0", ResolvedUser(0, 0, (10,), "/root")),
     ("app", ResolvedUser(1000, 1000, (50, 10), "/home/app")),
     ("1000", ResolvedUser(1000, 1000, (50, 10), "/home/app")),
     ("svc", ResolvedUser(1001, 50, (50,), "/srv")),
