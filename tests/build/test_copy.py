@@ -358,3 +358,15 @@ def test_heredoc_documents(tmp_path: Path, root: Path) -> None:
     assert mode(root / "etc" / "app" / "CONF") == 0o600
     with pytest.raises(UnsafePathError):
         inline_tree([("../x", b"")], docs)
+
+
+def test_io_errors_become_clear_errors(tree: SourceTree, root: Path) -> None:
+    from cloche.build.fsutil import CopyIOError
+
+    (root / "full").mkdir()
+    os.mkfifo(tree.root / "pipe")
+    copy(tree, root, "pipe", dest="/full/")  # a FIFO is recreated, never read
+    assert stat.S_ISFIFO(os.lstat(root / "full" / "pipe").st_mode)
+    with pytest.raises(CopyIOError) as info:
+        copy(tree, root, "a.txt", dest="/full/" + "n" * 300)  # a name the kernel refuses
+    assert "/full/nnn" in str(info.value) and "too long" in str(info.value)

@@ -40,8 +40,8 @@ from pathlib import Path
 from cloche.build.chmod import ChmodSpec, parse_chmod
 from cloche.build.dockerignore import PatternMatcher, go_clean
 from cloche.build.extract import extract_tar, is_tar_archive
-from cloche.build.fsutil import (CopyTargetError, Owner, copy_file_data, copy_xattrs, mkdir_all,
-                                 remove_for_replace, resolve_dest, set_metadata)
+from cloche.build.fsutil import (CopyIOError, CopyTargetError, Owner, copy_file_data, copy_xattrs,
+                                 mkdir_all, remove_for_replace, resolve_dest, set_metadata)
 from cloche.build.sources import MatchedSource, SourceTree, match_sources, walk_source
 from cloche.errors import ClocheError
 from cloche.sandbox.users import resolve_chown
@@ -108,6 +108,14 @@ class _Copier:
 
     def place(self, src: Path, st: os.stat_result, target: Path) -> None:
         """Write one entry at ``target`` (its parent exists), with the copy's metadata rules."""
+        try:
+            self._place(src, st, target)
+        except OSError as e:
+            where = self.display(target)
+            raise CopyIOError(f"cannot copy {src.name!r} to {where}: {e.strerror or e}",
+                              path=where) from e
+
+    def _place(self, src: Path, st: os.stat_result, target: Path) -> None:
         mode = st.st_mode
         is_dir = stat.S_ISDIR(mode)
         existed = remove_for_replace(target, self.display(target), new_is_dir=is_dir)
@@ -176,6 +184,16 @@ def copy_into(request: CopyRequest, tree: SourceTree, root: Path, *,
     names are looked up when it is not ``root`` itself: for ``--link`` the engine copies into
     an empty directory but the names still come from the stage's /etc/passwd and /etc/group.
     """
+    try:
+        return _copy_into(request, tree, root, unpack, users_root)
+    except OSError as e:
+        name = f" ({e.filename})" if e.filename else ""
+        raise CopyIOError(f"{request.instruction} to {request.dest}: {e.strerror or e}{name}",
+                          path=request.dest) from e
+
+
+def _copy_into(request: CopyRequest, tree: SourceTree, root: Path, unpack: bool,
+               users_root: Path | None) -> CopyResult:
     root = root.resolve()
     what = request.instruction
     dest, dest_is_dir = destination_path(request.dest, request.workdir)

@@ -136,7 +136,13 @@ def extract_tar(raw: BinaryIO, dest: Path, *, owner: Owner | None = None,
         with open_decompressed(raw) as data, tarfile.open(fileobj=data, mode="r|") as tf:
             for member in tf:
                 count += 1
-                total += _extract_one(tf, member, dest, owner, label, keep_owner, dir_times)
+                try:
+                    total += _extract_one(tf, member, dest, owner, label, keep_owner, dir_times)
+                except OSError as e:
+                    if e.errno is None:
+                        raise
+                    raise ArchiveError(f"{label}: cannot extract {member.name!r}: "
+                                       f"{e.strerror or e}") from e
     except (tarfile.TarError, EOFError, lzma.LZMAError, zstandard.ZstdError, OSError) as e:
         if isinstance(e, OSError) and e.errno is not None:
             raise

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from cloche.errors import ClocheError, UnsafePathError
 from cloche.sandbox.paths import resolve_in_root
 
-__all__ = ["CopyTargetError", "Owner", "copy_file_data", "copy_xattrs", "inside",
+__all__ = ["CopyIOError", "CopyTargetError", "Owner", "copy_file_data", "copy_xattrs", "inside",
            "mkdir_all", "remove_for_replace", "resolve_dest", "set_metadata"]
 
 _CHUNK = 1 << 20
@@ -27,6 +27,14 @@ _CHUNK = 1 << 20
 
 class CopyTargetError(ClocheError, ValueError):
     """A destination that cannot receive what is copied (a file over a directory...)."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class CopyIOError(ClocheError):
+    """A file that could not be read or written while copying (permissions, disk full...)."""
 
     def __init__(self, message: str, *, path: str) -> None:
         super().__init__(message)
