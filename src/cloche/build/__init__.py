@@ -12,7 +12,7 @@ from cloche.build.copy import CopyDestinationError, CopyRequest, CopyResult, cop
     destination_path
 from cloche.build.dockerignore import DockerignoreError, PatternMatcher, load_matcher
 from cloche.build.extract import ArchiveError, extract_tar, is_tar_archive
-from cloche.build.fsutil import CopyTargetError, Owner
+from cloche.build.fsutil import CopyIOError, CopyTargetError, Owner
 from cloche.build.pathmatch import BadPatternError
 from cloche.build.remote import Download, DownloadError, download
 from cloche.build.sources import SourceNotFoundError, SourceTree, content_hash, inline_tree, \
@@ -20,7 +20,7 @@ from cloche.build.sources import SourceNotFoundError, SourceTree, content_hash, 
 
 __all__ = [
     "ArchiveError", "BadPatternError", "BuildContext", "ChmodError", "ChmodSpec", "ContextError",
-    "CopyDestinationError", "CopyRequest", "CopyResult", "CopyTargetError", "DockerignoreError",
+    "CopyDestinationError", "CopyIOError", "CopyRequest", "CopyResult", "CopyTargetError", "DockerignoreError",
     "Download", "DownloadError", "Owner", "PatternMatcher", "SourceNotFoundError", "SourceTree",
     "add_into", "content_hash", "context_from_directory", "context_from_stream", "copy_into",
     "destination_path", "download", "extract_tar", "is_tar_archive", "load_matcher",
