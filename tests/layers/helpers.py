@@ -9,6 +9,8 @@ import stat
 import tarfile
 from pathlib import Path
 
+from cloche.errors import LayerError
+from cloche.layers.apply import apply_layer
 from cloche.layers.tree import read_xattrs
 
 
@@ -83,3 +85,32 @@ def tree_files(root: Path) -> set[str]:
     """All paths under ``root`` (for 'nothing was written here' checks)."""
     return {os.path.relpath(os.path.join(d, n), root)
             for d, ds, fs in os.walk(root) for n in ds + fs}
+
+
+def apply_as_nobody(blob: Path, dest: Path, devices: str = "error") -> tuple[int, str]:
+    """Apply in a forked child that dropped to uid/gid 65534; (exit code, error text)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        code = 0
+        try:
+            os.close(read)
+            f = open(blob, "rb")  # opened and entered while still root: tmp_path is 0700
+            os.chdir(dest)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            with f:
+                apply_layer(f, ".", devices=devices)
+        except LayerError as e:
+            os.write(write, str(e).encode())
+            code = 3
+        except BaseException as e:  # noqa: BLE001
+            os.write(write, repr(e).encode())
+            code = 4
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as r:
+        message = r.read()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), message

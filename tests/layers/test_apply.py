@@ -157,3 +157,21 @@ def test_flatten_verifies_diff_ids_and_closes_streams(tmp_path: Path) -> None:
         flatten([io.BytesIO(b) for b in blobs], tmp_path / "bad", diff_ids=ids[::-1])
     with pytest.raises(LayerError, match="diff_ids"):
         flatten([io.BytesIO(b) for b in blobs], tmp_path / "short", diff_ids=ids[:1])
+
+
+def test_unprivileged_apply_fills_read_only_directories(tmp_path: Path) -> None:
+    from tests.fixtures.services import require_root
+    from tests.layers.helpers import apply_as_nobody
+    require_root()
+    blob = tmp_path / "l.tar"
+    blob.write_bytes(make_tar([directory("ro", 0o555), file("ro/f", b"in"),
+                               directory("ro/sub", 0o500), file("ro/sub/g", b"deep")]))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    os.chown(dest, 65534, 65534)
+    code, message = apply_as_nobody(blob, dest)
+    assert code == 0, message
+    assert (dest / "ro" / "sub" / "g").read_bytes() == b"deep"
+    assert (dest / "ro").stat().st_mode & 0o777 == 0o555
+    assert (dest / "ro" / "sub").stat().st_mode & 0o777 == 0o500
+    assert (dest / "ro").stat().st_uid == 65534

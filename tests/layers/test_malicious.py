@@ -16,7 +16,9 @@ import pytest
 from cloche.errors import LayerError, UnsafePathError
 from cloche.layers import apply_layer, flatten
 from tests.fixtures.services import require_root
-from tests.layers.helpers import directory, file, hardlink, info, make_tar, symlink, tree_files
+from tests.layers.helpers import (
+    apply_as_nobody, directory, file, hardlink, info, make_tar, symlink, tree_files,
+)
 
 
 @pytest.fixture
@@ -130,35 +132,6 @@ def test_symlink_loops_are_refused(dest_and_sentinel) -> None:
         apply(dest, symlink("a", "b"), symlink("b", "a"), file("a/x"))
 
 
-def _apply_as_nobody(blob: Path, dest: Path, devices: str) -> tuple[int, str]:
-    """Apply in a forked child that dropped to uid/gid 65534; (exit code, error text)."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: never return into pytest
-        code = 0
-        try:
-            os.close(read)
-            f = open(blob, "rb")  # opened and entered while still root: tmp_path is 0700
-            os.chdir(dest)
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            with f:
-                apply_layer(f, ".", devices=devices)
-        except LayerError as e:
-            os.write(write, str(e).encode())
-            code = 3
-        except BaseException as e:  # noqa: BLE001
-            os.write(write, repr(e).encode())
-            code = 4
-        os._exit(code)
-    os.close(write)
-    with os.fdopen(read) as r:
-        message = r.read()
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), message
-
-
 def test_device_files_need_root(tmp_path: Path) -> None:
     """Unprivileged (as nobody, in a child): a device entry is refused by name, or skipped
     on request; a fifo is fine."""
@@ -171,7 +144,7 @@ def test_device_files_need_root(tmp_path: Path) -> None:
         dest = tmp_path / mode
         dest.mkdir()
         os.chown(dest, 65534, 65534)
-        code, message = _apply_as_nobody(blob, dest, mode)
+        code, message = apply_as_nobody(blob, dest, mode)
         if mode == "error":
             assert code == 3, message
             assert "'dev/evil'" in message and "need root" in message

@@ -12,8 +12,8 @@ A layer comes from the network; its names and links are attacker-controlled. The
   and must already exist there.
 - Device files need root; without it they are refused (or skipped, on request).
 - Ownership, xattrs (``security.capability`` included) are applied when running as root;
-  modes and mtimes always. Directory mtimes are set after the layer, when children stop
-  touching them.
+  modes and mtimes always. A directory's mode and mtime are set after the layer, when its
+  children are in (so a 0555 directory still gets its files, and they do not touch its mtime).
 
 Whiteouts follow the OCI spec: ``.wh.NAME`` removes NAME from the lower layers,
 ``.wh..wh..opq`` empties its directory of lower contents; neither touches what the same layer
@@ -150,19 +150,19 @@ class LayerApplier:
         reader = LayerReader(stream, decompress=decompress)
         root_fd = os.open(self.dest, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         added: set[str] = set()
-        dir_times: list[tuple[str, int]] = []
+        dir_meta: list[tuple[str, int, int]] = []  # (path, mode, mtime), applied last
         count = 0
         try:
             for entry, content in reader:
                 count += 1
                 try:
-                    self._apply_entry(root_fd, entry, content, added, dir_times)
+                    self._apply_entry(root_fd, entry, content, added, dir_meta)
                 except (LayerError, UnsafePathError):
                     raise
                 except OSError as e:
                     raise LayerError(f"tar entry {entry.path!r}: {e.strerror or e}") from e
-            for path, mtime in reversed(dir_times):
-                self._set_dir_time(root_fd, path, mtime)
+            for path, mode, mtime in reversed(dir_meta):
+                self._set_dir_meta(root_fd, path, mode, mtime)
         finally:
             os.close(root_fd)
         assert reader.diff_id is not None
@@ -170,29 +170,36 @@ class LayerApplier:
             verify(diff_id, reader.diff_id, "layer diff_id")
         return ApplyResult(entries=count, diff_id=reader.diff_id)
 
-    def _set_dir_time(self, root_fd: int, path: str, mtime: int) -> None:
-        ns = (mtime * 1_000_000_000, mtime * 1_000_000_000)
+    def _set_dir_meta(self, root_fd: int, path: str, mode: int, mtime: int) -> None:
+        """A directory's mode and mtime, set once its children are in (a 0555 directory
+        still receives them when not root; adding children would change the mtime)."""
         if not path:
-            os.utime(_proc(root_fd), ns=ns)
-            return
-        parent, _, name = path.rpartition("/")
+            fd = os.dup(root_fd)
+        else:
+            parent, _, name = path.rpartition("/")
+            try:
+                pfd = self._open_dir(root_fd, parent, create=False, what=path)
+            except LayerError:
+                return  # removed by a later entry of the same layer
+            try:
+                fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+            except FileNotFoundError:
+                return
+            finally:
+                os.close(pfd)
         try:
-            pfd = self._open_dir(root_fd, parent, create=False, what=path)
-        except LayerError:
-            return  # removed by a later entry of the same layer
-        try:
-            st = self._lstat(pfd, name)
-            if st is not None and stat.S_ISDIR(st.st_mode):
-                os.utime(name, ns=ns, dir_fd=pfd, follow_symlinks=False)
+            if stat.S_ISDIR(os.fstat(fd).st_mode):  # not replaced by a later entry
+                os.chmod(_proc(fd), mode)
+                os.utime(_proc(fd), ns=(mtime * 1_000_000_000,) * 2)
         finally:
-            os.close(pfd)
+            os.close(fd)
 
     def _apply_entry(self, root_fd: int, entry: TarEntry, content: BinaryIO | None,
-                     added: set[str], dir_times: list[tuple[str, int]]) -> None:
+                     added: set[str], dir_meta: list[tuple[str, int, int]]) -> None:
         if not entry.path:  # the root directory itself: metadata only
             if entry.type is EntryType.DIR:
                 self._metadata_path(root_fd, entry)
-                dir_times.append(("", entry.mtime))
+                dir_meta.append(("", entry.mode, entry.mtime))
             return
         name = entry.name
         if name.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX) and name != OPAQUE_MARKER:
@@ -215,7 +222,7 @@ class LayerApplier:
                 if entry.whiteout_target not in added:
                     self._remove(pfd, target)
             else:
-                self._create(root_fd, pfd, entry, content, dir_times)
+                self._create(root_fd, pfd, entry, content, dir_meta)
                 added.add(entry.path)
         finally:
             os.close(pfd)
@@ -231,13 +238,13 @@ class LayerApplier:
                 self._remove(pfd, child)
 
     def _create(self, root_fd: int, pfd: int, entry: TarEntry, content: BinaryIO | None,
-                dir_times: list[tuple[str, int]]) -> None:
+                dir_meta: list[tuple[str, int, int]]) -> None:
         name = entry.name
         existing = self._lstat(pfd, name)
         if existing is not None:
             if entry.type is EntryType.DIR and stat.S_ISDIR(existing.st_mode):
                 self._metadata(pfd, entry)
-                dir_times.append((entry.path, entry.mtime))
+                dir_meta.append((entry.path, entry.mode, entry.mtime))
                 return
             self._remove(pfd, name, existing)
         kind = entry.type
@@ -246,7 +253,7 @@ class LayerApplier:
         elif kind is EntryType.DIR:
             os.mkdir(name, 0o700, dir_fd=pfd)
             self._metadata(pfd, entry)
-            dir_times.append((entry.path, entry.mtime))
+            dir_meta.append((entry.path, entry.mode, entry.mtime))
         elif kind is EntryType.SYMLINK:
             os.symlink(entry.linkname, name, dir_fd=pfd)
             self._metadata(pfd, entry)
@@ -321,9 +328,10 @@ class LayerApplier:
         path = _proc(fd)
         if self.same_owner:
             os.chown(path, entry.uid, entry.gid)
-        os.chmod(path, entry.mode)
         self._xattrs(path, entry)
-        os.utime(path, ns=(entry.mtime * 1_000_000_000,) * 2)
+        if entry.type is not EntryType.DIR:  # directories: see _set_dir_meta
+            os.chmod(path, entry.mode)
+            os.utime(path, ns=(entry.mtime * 1_000_000_000,) * 2)
 
     def _xattrs(self, path: str, entry: TarEntry, *, follow: bool = True) -> None:
         for key, value in entry.xattrs:
