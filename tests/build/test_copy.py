@@ -222,6 +222,11 @@ def test_dockerignore_applies_to_the_context(ctx_dir: Path, root: Path) -> None:
     assert (root / "all" / "dir" / "sub" / "deep.txt").read_text() == "deep"
     with pytest.raises(SourceNotFoundError, match="excluded by .dockerignore"):
         copy(tree, root, "c.md", dest="/x/")
+    # an excluded directory named as a source still holds what an exception re-includes
+    copy(tree, root, "dir", dest="/named/")
+    assert os.listdir(root / "named") == ["sub"]
+    with pytest.raises(SourceNotFoundError, match="excluded by .dockerignore"):
+        copy(tree, root, "dir/top.txt", dest="/x/")
     assert copy(tree, root, "*.md", dest="/y/").sources == 0
 
 

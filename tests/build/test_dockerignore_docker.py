@@ -36,7 +36,7 @@ def make_context(ctx: Path) -> None:
     for rel in FILES:
         (ctx / rel).parent.mkdir(parents=True, exist_ok=True)
         (ctx / rel).write_text(rel)
-    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY . /ctx/\n")
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY . /ctx/\nCOPY tmp /named/\n")
     (ctx / ".dockerignore").write_text(IGNORE)
 
 
@@ -52,7 +52,7 @@ def listing_from_docker(docker: str, ctx: Path) -> set[str]:
         try:
             export = subprocess.Popen([docker, "export", container], stdout=subprocess.PIPE)
             with tarfile.open(fileobj=export.stdout, mode="r|") as tf:
-                names = {m.name.rstrip("/") for m in tf if m.name.startswith("ctx/")}
+                names = {m.name.rstrip("/") for m in tf if m.name.startswith(("ctx/", "named/"))}
             assert export.wait() == 0
         finally:
             subprocess.run([docker, "rm", container], capture_output=True)
@@ -67,7 +67,10 @@ def test_dockerignore_matches_buildkit(tmp_path: Path, docker: str) -> None:
     theirs = listing_from_docker(docker, ctx)
     root = tmp_path / "root"
     root.mkdir()
-    copy_into(CopyRequest((".",), "/ctx/"), context_from_directory(ctx).tree, root)
-    ours = {str(p.relative_to(root)) for p in (root / "ctx").rglob("*")}
+    tree = context_from_directory(ctx).tree
+    copy_into(CopyRequest((".",), "/ctx/"), tree, root)
+    copy_into(CopyRequest(("tmp",), "/named/"), tree, root)  # excluded, but an exception inside
+    ours = {str(p.relative_to(root)) for top in ("ctx", "named") for p in (root / top).rglob("*")}
     assert ours == theirs
     assert "ctx/keep/sub/two.log" in ours and "ctx/tmp/important" in ours  # the test has teeth
+    assert "named/important" in ours

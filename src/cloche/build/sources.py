@@ -61,8 +61,15 @@ class SourceTree:
         """Another stage's (or image's) root filesystem: no ignore rules, owners kept."""
         return cls(root.resolve(), PatternMatcher(), False, f"stage {name}")
 
-    def excluded(self, rel: str) -> bool:
-        return bool(self.ignore.patterns) and rel not in ("", ".") and self.ignore.matches(rel)
+    def excluded(self, rel: str, *, is_dir: bool = False) -> bool:
+        """Whether ``rel`` is absent from the tree because of the ignore rules.
+
+        An excluded directory is still there when an exception re-includes something below
+        it (BuildKit then sends the directory with just those contents).
+        """
+        if not self.ignore.patterns or rel in ("", ".") or not self.ignore.matches(rel):
+            return False
+        return not (is_dir and self.ignore.may_include_below(rel))
 
     def rel(self, host: Path) -> str:
         """The tree-relative ``/``-separated path of a host path below the root."""
@@ -139,7 +146,7 @@ def match_sources(tree: SourceTree, spec: str) -> list[MatchedSource]:
                 link_note = f" (a symlink on the way resolves to /{tree.rel(host)} inside the tree)"
             raise _not_found(tree, spec, link_note) from None
         real = tree.rel(host)
-        if tree.excluded(real):
+        if tree.excluded(real, is_dir=stat.S_ISDIR(st.st_mode)):
             raise _not_found(tree, spec, " (excluded by .dockerignore)")
         return [MatchedSource(spec, real, host, stat.S_ISDIR(st.st_mode), real, rel)]
     base_rel = "/".join(parts[:cut])
@@ -160,9 +167,9 @@ def _expand(tree: SourceTree, spec: str, dir_host: Path, rest: list[str], base: 
             continue
         host = dir_host / name
         rel = tree.rel(host)
-        if tree.excluded(rel):
-            continue
         st = os.lstat(host)
+        if tree.excluded(rel, is_dir=stat.S_ISDIR(st.st_mode)):
+            continue
         if len(rest) > 1:
             if stat.S_ISDIR(st.st_mode):
                 _expand(tree, spec, host, rest[1:], base, out)
