@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -18,19 +19,23 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cloche.build import events as ev
+from cloche.build.cache import BuildCache, StatCache
 from cloche.build.context import BuildContext
 from cloche.build.dispatch import config as config_dispatch
+from cloche.build.dispatch.config import shell_of
 from cloche.build.dispatch import files, run
 from cloche.build.dispatch.context import StepContext
 from cloche.build.images import ImageResolver
 from cloche.build.options import BuildOptions
 from cloche.build.sources import SourceTree
-from cloche.build.state import StageState
+from cloche.build.sources import content_hash
+from cloche.build.state import StageState, fill_history_times
 from cloche.build.workspace import Workspace
 from cloche.dockerfile import instructions as ins
 from cloche.dockerfile.args import StageEnv
 from cloche.dockerfile.parser import parse
 from cloche.plan.graph import BuildPlan, PlannedStage
+from cloche.plan.keys import base_key, step_key
 from cloche.errors import BuildError, ClocheError, DockerfileError
 from cloche.oci.config import ImageConfig
 from cloche.oci.image import Image
@@ -78,6 +83,8 @@ class Executor:
         self.file = plan.dockerfile.file
         self.workspace = Workspace(store)
         self.images = ImageResolver(store, platform, pull=options.pull, listener=listener)
+        self.cache = BuildCache(store)
+        self.stat_cache = StatCache(store, context.root)
         self._futures: dict[int, Future[StageState]] = {}
         self._reports: dict[int, StageReport] = {}
         self._failed = threading.Event()
@@ -109,6 +116,7 @@ class Executor:
                                 tuple(self._reports[i] for i in sorted(self._reports)),
                                 time.monotonic() - started)
         finally:
+            self.stat_cache.save()
             self.workspace.cleanup()
 
     def _image(self, state: StageState) -> Image:
@@ -117,7 +125,9 @@ class Executor:
             labels = dict(config.labels)
             labels.update(self.options.labels)
             config = config.replace(labels=labels)
-        config = config.replace(created=now(),
+        history = fill_history_times(config.history, now())
+        created = max((h.created for h in history if h.created), default=now())
+        config = config.replace(created=created, history=history,
                                 diff_ids=tuple(layer.diff_id for layer in state.layers))
         return Image.from_config(config, state.layers)
 
@@ -166,7 +176,8 @@ class Executor:
             parent = self._futures[planned.base_stage].result()
             triggers = parent.config.on_build or ()
             state = StageState(parent.config.replace(on_build=None), parent.layers,
-                               parent.lowers, StageEnv.start(scope, parent=parent.env))
+                               parent.lowers, StageEnv.start(scope, parent=parent.env),
+                               key=parent.key)
         elif planned.base.lower() == "scratch":
             # BuildKit's empty image: working directory / and the default PATH.
             config = ImageConfig(architecture=self.platform.architecture, os=self.platform.os,
@@ -174,7 +185,8 @@ class Executor:
                                  env=(f"PATH={DEFAULT_PATH}",))
             empty = self.workspace.image_rootfs(Image.from_config(config))
             state = StageState(config, (), (empty,),
-                               StageEnv.start(scope, base_env=(("PATH", DEFAULT_PATH),)))
+                               StageEnv.start(scope, base_env=(("PATH", DEFAULT_PATH),)),
+                               key=base_key("scratch", "", str(self.platform)))
             triggers = ()
         else:
             image = self.images.get(planned.base, planned.platform)
@@ -186,7 +198,8 @@ class Executor:
             base_env = tuple(tuple(e.split("=", 1)) if "=" in e else (e, "")
                              for e in config.env)
             state = StageState(config.replace(on_build=None), image.layers, (rootfs,),
-                               StageEnv.start(scope, base_env=base_env))  # type: ignore[arg-type]
+                               StageEnv.start(scope, base_env=base_env),  # type: ignore[arg-type]
+                               key=base_key("image", str(image.digest), str(image.platform)))
         return state, tuple(self._trigger(planned, text) for text in triggers)
 
     def _trigger(self, planned: PlannedStage, text: str) -> ins.Instruction:
@@ -213,12 +226,11 @@ class Executor:
             expanded, env = state.env.apply(instruction)
             ctx = StepContext(self.workspace, self.options, self.listener, step, self.file,
                               self.context, self._opener(planned), planned.display_name)
-            if isinstance(expanded, ins.Run):
-                state = run.run(expanded, replace(state, env=env), ctx)
-            elif isinstance(expanded, (ins.Copy, ins.Add)):
-                state = files.copy(expanded, replace(state, env=env), ctx)
-            elif isinstance(expanded, ins.Workdir):
-                state = files.workdir(expanded, replace(state, env=env), ctx)
+            if isinstance(expanded, (ins.Run, ins.Copy, ins.Add, ins.Workdir)):
+                state, cached = self._fs_step(planned, expanded, replace(state, env=env), ctx)
+                if cached:
+                    self.listener(ev.StepFinished(step, time.monotonic() - started, cached=True))
+                    return state
             elif isinstance(expanded, config_dispatch.CONFIG_INSTRUCTIONS):
                 state = config_dispatch.apply(expanded, state, env, cmd_set)
             else:
@@ -233,6 +245,77 @@ class Executor:
         size = state.layers[-1].size if len(state.layers) > layers_before else None
         self.listener(ev.StepFinished(step, time.monotonic() - started, layer_size=size))
         return state
+
+    # -- the build cache --------------------------------------------------------------------
+
+    def _fs_step(self, planned: PlannedStage, instruction: ins.Instruction, state: StageState,
+                 ctx: StepContext) -> tuple[StageState, bool]:
+        """Run a filesystem step, or reuse its recorded result; returns (state, cached)."""
+        key = self._step_key(planned, instruction, state)
+        use_cache = key is not None and not self.options.no_cache and not (
+            planned.name and planned.name in self.options.no_cache_filter)
+        if isinstance(instruction, ins.Workdir):
+            wd = files.workdir_path(state.config.working_dir, instruction.path)
+        if key is not None and use_cache:
+            record = self.cache.get(key)
+            if record is not None:
+                if isinstance(instruction, ins.Workdir):
+                    state = state.with_config(working_dir=wd)
+                if record.layer is None or record.snapshot is None:
+                    state = state.record(record.created_by, empty_layer=True)
+                else:
+                    state = state.with_layer(record.layer, record.snapshot, record.created_by,
+                                             created=record.created)
+                return replace(state, key=key), True
+        layers_before = len(state.layers)
+        if isinstance(instruction, ins.Run):
+            state = run.run(instruction, state, ctx)
+        elif isinstance(instruction, (ins.Copy, ins.Add)):
+            state = files.copy(instruction, state, ctx)
+        else:
+            state = files.workdir(instruction, state, ctx)  # type: ignore[arg-type]
+        new_layer = len(state.layers) > layers_before
+        entry = state.config.history[-1]
+        if key is not None:
+            self.cache.put(key, entry.created_by or "", state.layers[-1] if new_layer else None,
+                           state.lowers[0] if new_layer else None, entry.created)
+        return replace(state, key=key or uuid.uuid4().hex), False
+
+    def _step_key(self, planned: PlannedStage, instruction: ins.Instruction,
+                  state: StageState) -> str | None:
+        """The step's cache key, or None when its result cannot be known in advance
+        (ADD of a URL without --checksum)."""
+        config = state.config
+        extra: list[str] = [config.user, config.working_dir, str(self.platform)]
+        variables: dict[str, str] = {}
+        if isinstance(instruction, ins.Run):
+            variables = state.env.run_environment()
+            extra += [" ".join(shell_of(state)), self.options.network]
+            for mount in instruction.mounts:
+                if mount.type == "bind":
+                    extra.append(self._source_identity(planned, mount.from_,
+                                                       (mount.source or ".",), ()))
+        elif isinstance(instruction, (ins.Copy, ins.Add)):
+            if isinstance(instruction, ins.Add) and instruction.checksum is None and any(
+                    s.startswith(("http://", "https://")) for s in instruction.sources):
+                return None
+            from_ = instruction.from_ if isinstance(instruction, ins.Copy) else None
+            local = tuple(s for s in instruction.sources
+                          if not s.startswith(("http://", "https://")))
+            if local:
+                extra.append(self._source_identity(planned, from_, local, instruction.excludes))
+        return step_key(state.key, repr(instruction), variables, extra)
+
+    def _source_identity(self, planned: PlannedStage, from_: str | None,
+                         sources: tuple[str, ...], excludes: tuple[str, ...]) -> str:
+        """What COPY/ADD/--mount read: a stage's key, an image's digest, or a content hash."""
+        if from_:
+            index = self._stage_index(from_, planned.index)
+            if index is not None:
+                return "stage:" + self._futures[index].result().key + repr(sources)
+            return "image:" + str(self.images.get(from_).digest) + repr(sources)
+        return "context:" + content_hash(self.context.tree, sources, excludes=excludes,
+                                         file_digest=self.stat_cache.digest)
 
     def _locate(self, err: BaseException, planned: PlannedStage,
                 instruction: ins.Instruction) -> BaseException:

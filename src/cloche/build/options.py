@@ -55,6 +55,7 @@ class BuildOptions:
     ssh: tuple[str, ...] = ()
     platform: str | None = None
     no_cache: bool = False
+    no_cache_filter: tuple[str, ...] = ()  # stage names whose steps skip the cache
     pull: bool = False
     network: str = "default"
     labels: Mapping[str, str] = field(default_factory=dict)

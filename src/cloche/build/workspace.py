@@ -53,7 +53,8 @@ class Workspace:
         The overlay is unmounted when the block ends, so the caller may read ``upper`` after
         it; ``upper`` stays (it is the step's change) unless the caller drops it.
         """
-        base = self._new_dir("step")
+        base = self.store.snapshots_dir / "steps" / uuid.uuid4().hex
+        base.mkdir(parents=True)
         upper, work, merged = base / "upper", base / "work", base / "merged"
         for d in (upper, work, merged):
             d.mkdir()

@@ -24,6 +24,8 @@ from cloche.cli._progress import LiveRenderer, make_renderer
 @click.option("--ssh", "ssh", multiple=True, help="default|ID=SOCKET agent socket to forward.")
 @click.option("--platform", help="Target platform, e.g. linux/amd64.")
 @click.option("--no-cache", is_flag=True, help="Do not use the build cache.")
+@click.option("--no-cache-filter", "no_cache_filter", multiple=True,
+              help="Do not use the cache for this stage (repeatable).")
 @click.option("--pull", is_flag=True, help="Always pull base images, even when stored.")
 @click.option("--network", default="default", show_default=True,
               type=click.Choice(opts.NETWORK_MODES), help="Network of RUN steps.")
@@ -41,7 +43,8 @@ from cloche.cli._progress import LiveRenderer, make_renderer
               help="Store directory (default: $CLOCHE_ROOT, /var/lib/cloche for root).")
 def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target: str | None,
             build_args: tuple[str, ...], secrets: tuple[str, ...], ssh: tuple[str, ...],
-            platform: str | None, no_cache: bool, pull: bool, network: str,
+            platform: str | None, no_cache: bool, no_cache_filter: tuple[str, ...],
+            pull: bool, network: str,
             labels: tuple[str, ...], progress: str, outputs: tuple[str, ...], push: bool,
             iidfile: str | None, metadata_file: str | None, jobs: int,
             root: Path | None) -> None:
@@ -57,7 +60,8 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
         context=context, dockerfile=dockerfile, dockerfile_text=dockerfile_text, tags=tags,
         target=target, build_args=opts.parse_key_values(build_args, "--build-arg", from_env=True),
         secrets=tuple(opts.parse_secret(s) for s in secrets), ssh=ssh, platform=platform,
-        no_cache=no_cache, pull=pull, network=network,
+        no_cache=no_cache, no_cache_filter=tuple(n.lower() for n in no_cache_filter),
+        pull=pull, network=network,
         labels=opts.parse_key_values(labels, "--label"),
         outputs=tuple(opts.parse_output(o) for o in outputs), push=push, iidfile=iidfile,
         metadata_file=metadata_file, jobs=jobs, root=root)

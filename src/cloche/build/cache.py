@@ -1,0 +1,128 @@
+"""The build cache: one record per step key, and a stat cache that spares re-reading files.
+
+A record says what a step produced: its history line, its layer (a blob in the store) and the
+overlay directory holding the same change, or that it produced no layer. Records are small
+JSON files written under a temporary name and renamed, so a killed build leaves either the
+whole record or none; a record whose blob or directory is gone is a miss, never a wrong
+result.
+
+The stat cache maps a context file's path to (device, inode, size, mtime, ctime) and the hash
+of its content: an unchanged file is never read again, a touched file is re-read (and, its
+content being the same, keeps its cache key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloche.build.sources import sha256_file
+from cloche.oci.digest import Digest
+from cloche.oci.image import Layer
+from cloche.store import Store
+
+
+@dataclass(frozen=True)
+class CacheRecord:
+    created_by: str
+    layer: Layer | None
+    snapshot: Path | None
+    created: str | None = None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class BuildCache:
+    """Step records under ``<store>/cache/steps``."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.root = store.cache_dir / "steps"
+
+    def _path(self, key: str) -> Path:
+        hexpart = key.split(":", 1)[-1]
+        return self.root / hexpart[:2] / f"{hexpart}.json"
+
+    def get(self, key: str) -> CacheRecord | None:
+        try:
+            doc = json.loads(self._path(key).read_bytes())
+            created_by = doc["created_by"]
+            if doc.get("layer") is None:
+                return CacheRecord(created_by, None, None, None)
+            meta = doc["layer"]
+            digest = Digest.parse(meta["digest"])
+            snapshot = self.store.root / doc["snapshot"]
+            if not self.store.blobs.exists(digest) or not snapshot.is_dir():
+                return None
+            layer = Layer(digest, Digest.parse(meta["diff_id"]), int(meta["size"]),
+                          meta["media_type"], self.store.blobs)
+            self.store.blobs.touch(digest)
+            os.utime(self._path(key))
+            return CacheRecord(created_by, layer, snapshot, doc.get("created"))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # missing or corrupt: a miss
+
+    def put(self, key: str, created_by: str, layer: Layer | None, snapshot: Path | None,
+            created: str | None = None) -> None:
+        doc: dict[str, object] = {"key": key, "created_by": created_by, "layer": None,
+                                  "created": created}
+        if layer is not None and snapshot is not None:
+            doc["layer"] = {"digest": str(layer.digest), "diff_id": str(layer.diff_id),
+                            "size": layer.size, "media_type": layer.media_type}
+            doc["snapshot"] = str(snapshot.relative_to(self.store.root))
+        _atomic_write(self._path(key), json.dumps(doc, sort_keys=True).encode())
+
+    def records(self) -> list[Path]:
+        return sorted(self.root.glob("*/*.json")) if self.root.is_dir() else []
+
+
+class StatCache:
+    """Content hashes of context files, trusted while (dev, ino, size, mtime, ctime) hold."""
+
+    def __init__(self, store: Store, context_root: Path) -> None:
+        name = hashlib.sha256(str(context_root.resolve()).encode()).hexdigest()[:32]
+        self.path = store.cache_dir / "stat" / f"{name}.json"
+        self._lock = threading.Lock()
+        self._dirty = False
+        try:
+            self._entries: dict[str, list] = json.loads(self.path.read_bytes())
+        except (OSError, ValueError):
+            self._entries = {}
+
+    def digest(self, host: Path, st: os.stat_result) -> str:
+        key = str(host)
+        stamp = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[:5] == stamp:
+                return entry[5]
+        value = sha256_file(host, st)
+        with self._lock:
+            self._entries[key] = stamp + [value]
+            self._dirty = True
+        return value
+
+    def save(self) -> None:
+        with self._lock:
+            if not self._dirty:
+                return
+            data = json.dumps(self._entries, separators=(",", ":")).encode()
+            self._dirty = False
+        _atomic_write(self.path, data)
