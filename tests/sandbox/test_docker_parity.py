@@ -97,3 +97,26 @@ def test_run_step_sees_what_buildkit_shows(label: str, docker_facts: dict[str, s
     theirs_lines, our_lines = docker_facts[label].splitlines(), ours.splitlines()
     assert theirs_lines[1].startswith("/bin/sh -c") and our_lines[1].startswith("/bin/sh -c")
     assert our_lines[:1] + our_lines[2:] == theirs_lines[:1] + theirs_lines[2:]
+
+
+CHOWNS = ("4242", "app", "1000:staff", ":staff", "app:4", "app:", "ghost", "ghost:staff",
+          "app:ghosts", "0x10", "root:wheel")
+
+
+def test_chown_resolution_matches_buildkits_copy(docker: str, docker_image: str,
+                                                 parity_rootfs: Path, tmp_path: Path) -> None:
+    from cloche.sandbox import resolve_chown
+    (tmp_path / "f").write_text("data")
+    lines = [f"FROM {docker_image} AS s"]
+    lines += [f"COPY --chown={spec} f /c{i}" for i, spec in enumerate(CHOWNS)]
+    lines += ["RUN stat -c '%u %g' " + " ".join(f"/c{i}" for i in range(len(CHOWNS)))
+              + " > /owners", "FROM scratch", "COPY --from=s /owners /"]
+    (tmp_path / "Dockerfile").write_text("\n".join(lines) + "\n")
+    done = subprocess.run([docker, "build", "-q", "--no-cache", "-o",
+                           f"type=local,dest={tmp_path / 'out'}", str(tmp_path)],
+                          capture_output=True, text=True,
+                          env={"DOCKER_BUILDKIT": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    theirs = [tuple(map(int, line.split()))
+              for line in (tmp_path / "out" / "owners").read_text().splitlines()]
+    assert [resolve_chown(parity_rootfs, spec, strict=False) for spec in CHOWNS] == theirs

@@ -93,6 +93,25 @@ def test_resolve_chown(rootfs: Path, spec: str, expected: tuple[int, int]) -> No
     assert resolve_chown(rootfs, spec) == expected
 
 
+@pytest.mark.parametrize("spec,expected", [
+    ("ghost", (0, 0)),            # BuildKit: an unknown user is root, silently
+    ("ghost:staff", (0, 50)),
+    ("app:ghosts", (1000, 1000)),  # an unknown group keeps the user's primary group
+    (":staff", (0, 50)),
+    ("app:", (1000, 0)),           # an empty group is GID 0
+    ("0x10", (0, 0)),              # not a number, so an (unknown) name
+    ("svc", (1001, 50)),
+    ("4321", (4321, 4321)),
+])
+def test_chown_like_buildkit_when_not_strict(rootfs: Path, spec: str,
+                                             expected: tuple[int, int]) -> None:
+    assert resolve_chown(rootfs, spec, strict=False) == expected
+
+
+def test_chown_empty_group_is_gid_0_also_when_strict(rootfs: Path) -> None:
+    assert resolve_chown(rootfs, "app:") == (1000, 0)
+
+
 def test_chown_unknown_names(rootfs: Path) -> None:
     with pytest.raises(UnknownUserError, match="ghost"):
         resolve_chown(rootfs, "ghost")

@@ -201,37 +201,55 @@ def resolve_user(rootfs: Path, spec: str) -> ResolvedUser:
     return ResolvedUser(uid, gid, additional, home)
 
 
-def resolve_chown(rootfs: Path, spec: str) -> tuple[int, int]:
+def resolve_chown(rootfs: Path, spec: str, *, strict: bool = True) -> tuple[int, int]:
     """``(uid, gid)`` for ``COPY --chown=spec`` into the stage whose filesystem is ``rootfs``.
 
-    A user name alone also sets the group to the user's primary group; a number alone sets
-    GID = UID. Raises UnknownUserError when a name is not found.
+    BuildKit's rules: a user name alone also sets the group to the user's primary group; a
+    number alone sets GID = UID; ``user:`` with an empty group means GID 0. BuildKit itself
+    silently takes 0 for a user name it cannot find and keeps the user's GID for a group name
+    it cannot find; ``strict=False`` does exactly that, while the default raises
+    UnknownUserError naming the missing user or group (a typo should not make root-owned files).
     """
     spec = spec.strip()
     if not spec:
         raise InvalidUserSpecError("empty --chown value")
     user_arg, group_arg = _split(spec)
-    uid = _numeric(user_arg, "user", spec) if user_arg else 0
+    uid = _chown_number(user_arg, "user", spec, strict)
     if uid is not None:
         gid = uid
     else:
         passwd = read_passwd(rootfs)
-        entry = next((e for e in passwd or () if e.name == user_arg), None)
-        if entry is None:
+        entry = next((e for e in passwd or () if e.name == user_arg), None) if user_arg else None
+        if entry is not None:
+            uid, gid = entry.uid, entry.gid
+        elif strict and user_arg:
             where = "no /etc/passwd in the image" if passwd is None else "no matching entries in passwd file"
             raise UnknownUserError(f"unable to find user {user_arg}: {where}",
                                    name=user_arg, kind="user", rootfs=rootfs)
-        uid, gid = entry.uid, entry.gid
-    if group_arg:
-        gnum = _numeric(group_arg, "group", spec)
-        if gnum is not None:
-            gid = gnum
         else:
-            groups = read_group(rootfs)
-            found = next((g for g in groups or () if g.name == group_arg), None)
-            if found is None:
-                where = "no /etc/group in the image" if groups is None else "no matching entries in group file"
-                raise UnknownUserError(f"unable to find group {group_arg}: {where}",
-                                       name=group_arg, kind="group", rootfs=rootfs)
-            gid = found.gid
+            uid, gid = 0, 0
+    if group_arg is None:
+        return uid, gid
+    gnum = _chown_number(group_arg, "group", spec, strict)
+    if gnum is not None:
+        return uid, gnum
+    if not group_arg:
+        return uid, 0
+    groups = read_group(rootfs)
+    found = next((g for g in groups or () if g.name == group_arg), None)
+    if found is not None:
+        return uid, found.gid
+    if strict:
+        where = "no /etc/group in the image" if groups is None else "no matching entries in group file"
+        raise UnknownUserError(f"unable to find group {group_arg}: {where}",
+                               name=group_arg, kind="group", rootfs=rootfs)
     return uid, gid
+
+
+def _chown_number(text: str, what: str, spec: str, strict: bool) -> int | None:
+    """A --chown ID; out-of-range numbers are errors when strict, names (unknown) otherwise."""
+    if strict:
+        return _numeric(text, what, spec)
+    if text.isascii() and text.isdigit() and int(text) <= 2**32 - 1:
+        return int(text)
+    return None
