@@ -41,6 +41,7 @@ from cloche.oci.config import ImageConfig
 from cloche.oci.image import Image
 from cloche.oci.mutate import now
 from cloche.oci.platform import Platform
+from cloche.sandbox import linux
 from cloche.sandbox.spec import DEFAULT_PATH
 from cloche.store import Store
 
@@ -98,7 +99,8 @@ class Executor:
                 self.listener(ev.StageSkipped(stage.index, stage.name, stage.skip_reason or ""))
         try:
             with ThreadPoolExecutor(max_workers=self.options.job_count,
-                                    thread_name_prefix="cloche-stage") as pool:
+                                    thread_name_prefix="cloche-stage",
+                                    initializer=private_mounts) as pool:
                 for index in self.plan.order:
                     if self.plan.stages[index].reachable:
                         self._futures[index] = pool.submit(self._run_stage, index)
@@ -359,6 +361,18 @@ class Executor:
             return number
         found = self.plan.dockerfile.find_stage(reference, before=before)
         return found.index if found is not None else None
+
+
+def private_mounts() -> None:
+    """Give the calling worker thread its own mount namespace, private to it.
+
+    Mount namespaces belong to threads on Linux: the overlays a stage mounts are then seen
+    only by its thread and the sandboxes it starts, and the kernel drops them all when the
+    thread ends, or when the process is killed at any point (kill -9 included): a build
+    never leaves mounts behind.
+    """
+    linux.unshare(linux.CLONE_NEWNS)
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
 
 
 def _title(instruction: ins.Instruction) -> str:

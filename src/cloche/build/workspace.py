@@ -13,6 +13,7 @@ rename, so a killed extraction leaves only a temporary directory behind).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import threading
@@ -36,6 +37,10 @@ class Workspace:
         self.compression = compression
         self.root = store.root / "builds" / f"build-{uuid.uuid4().hex[:12]}"
         self.root.mkdir(parents=True, exist_ok=False)
+        # Held while the build runs: `cloche prune` removes the folders of dead builds only.
+        self._lock_fd = os.open(self.root.with_suffix(".lock"),
+                                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         self._counter = 0
         self._lock = threading.Lock()
 
@@ -89,6 +94,8 @@ class Workspace:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        self.root.with_suffix(".lock").unlink(missing_ok=True)
+        os.close(self._lock_fd)
 
     # -- base images -----------------------------------------------------------------------
 
