@@ -289,7 +289,7 @@ def test_mount_target_symlink_cannot_escape(layer: Layer, tmp_path: Path) -> Non
 
 
 def test_capabilities_are_dockers_default_set(layer: Layer) -> None:
-    step = layer.run("grep -E '^Cap(Bnd|Eff)' /proc/self/status; mount -t tmpfs none /mnt")
+    step = layer.run("grep -E '^Cap(Bnd|Eff)' /proc/self/status; mount -t tmpfs none /tmp")
     assert step.text.split()[:4] == ["CapEff:", "00000000a80425fb", "CapBnd:", "00000000a80425fb"]
     assert step.result.exit_code != 0  # no CAP_SYS_ADMIN, as under docker build
 
@@ -344,3 +344,20 @@ def test_setup_failure_is_a_sandbox_error_naming_the_mount(layer: Layer, tmp_pat
     with pytest.raises(SandboxError, match="not a directory"):
         layer.run("true", mounts=(Mount("/etc/passwd/x", kind="tmpfs"),))
     assert layer.upper_entries() in ([], ["etc"])  # nothing left behind by the failures
+
+
+def test_security_insecure_is_privileged(layer: Layer) -> None:
+    script = ("grep CapEff /proc/self/status; mount -t tmpfs none /tmp && echo mounted; "
+              "umount /tmp; test -e /dev/vda -o -e /dev/sda -o -e /dev/loop0 && echo host-dev; "
+              "touch /sys/kernel/profiling 2>/dev/null; grep -c . /proc/keys >/dev/null && "
+              "echo keys-visible")
+    step = layer.run(script, security="insecure")
+    lines = step.text.split("\n")
+    with open("/proc/self/status") as f:  # all the caller has (a VM may withhold some)
+        ours = next(line.split()[1] for line in f if line.startswith("CapBnd:"))
+    assert lines[0].split()[1] == ours
+    assert "mounted" in lines and "host-dev" in lines
+    normal = layer.run(script)
+    assert "mounted" not in normal.text and "host-dev" not in normal.text
+    with pytest.raises(SandboxError, match="security"):
+        RunSpec(layer.merged, ("true",), security="privileged")

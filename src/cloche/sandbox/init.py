@@ -96,15 +96,37 @@ def _setup_dev(dev: str) -> None:
         os.symlink(target, os.path.join(dev, name))
 
 
-def _setup_sys(sys_dir: str) -> None:
-    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY
+def _host_devices(dev: str) -> None:
+    """``--security=insecure``: every host device node too, as BuildKit's privileged spec."""
+    for dirpath, dirnames, filenames in os.walk("/dev"):
+        rel = os.path.relpath(dirpath, "/dev")
+        if rel == ".":
+            dirnames[:] = [d for d in dirnames if d not in ("pts", "shm", "mqueue", "fd")]
+        for name in filenames:
+            host = os.path.join(dirpath, name)
+            target = os.path.normpath(os.path.join(dev, rel, name))
+            try:
+                st = os.lstat(host)
+                if not (stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)) \
+                        or os.path.lexists(target):
+                    continue
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.mknod(target, st.st_mode, st.st_rdev)
+                os.chown(target, st.st_uid, st.st_gid)
+            except OSError:
+                continue  # a node that vanished or cannot be made: not fatal
+
+
+def _setup_sys(sys_dir: str, writable: bool = False) -> None:
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC | (0 if writable else MS_RDONLY)
     try:
         linux.mount("sysfs", sys_dir, "sysfs", flags)
     except OSError:
         # A fresh sysfs can be refused (e.g. nested without a net namespace): use the host's.
         _step("bind /sys", linux.mount, "/sys", sys_dir, None, MS_BIND | MS_REC)
-        _step("remount /sys read-only", linux.mount, None, sys_dir, None,
-              MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        if not writable:
+            _step("remount /sys read-only", linux.mount, None, sys_dir, None,
+                  MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
 def _extra_mount(m: dict[str, Any]) -> None:
@@ -173,7 +195,9 @@ def _setup(cfg: dict[str, Any]) -> None:
     _step("bind rootfs", linux.mount, root, root, None, MS_BIND | MS_REC)
     _step("mount /proc", linux.mount, "proc", cfg["proc"], "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     _setup_dev(cfg["dev"])
-    _setup_sys(cfg["sys"])
+    if cfg["insecure"]:
+        _host_devices(cfg["dev"])
+    _setup_sys(cfg["sys"], writable=cfg["insecure"])
     for source, target in cfg["files"]:  # /etc/hosts, /etc/resolv.conf: read-only, as BuildKit
         _step(f"bind {source}", linux.mount, source, target, None, MS_BIND)
         _step(f"make {source} read-only", linux.mount, None, target, None,
@@ -184,7 +208,8 @@ def _setup(cfg: dict[str, Any]) -> None:
     if cfg["network"] == "none":
         _step("bring up loopback", _loopback_up)
     _enter_root(root)
-    _protect_proc()
+    if not cfg["insecure"]:
+        _protect_proc()
 
 
 def _exec_command(cfg: dict[str, Any], alive_fd: int | None = None) -> None:
@@ -201,7 +226,7 @@ def _exec_command(cfg: dict[str, Any], alive_fd: int | None = None) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.umask(0o022)  # what RUN gets under BuildKit, whatever the caller's umask
         for cap in range(linux.last_cap() + 1):
-            if cap not in DEFAULT_CAPS:
+            if cap not in DEFAULT_CAPS and not cfg["insecure"]:
                 try:
                     linux.prctl(linux.PR_CAPBSET_DROP, cap)
                 except OSError:

@@ -100,6 +100,7 @@ def _config(spec: RunSpec, stubs: Stubs, files: list[tuple[str, str]], status_fd
         "argv": list(spec.argv), "env": spec.final_env(), "cwd": spec.cwd,
         "uid": spec.user.uid, "gid": spec.user.gid, "groups": list(spec.user.additional_gids),
         "hostname": spec.hostname, "network": spec.network, "init": spec.init,
+        "insecure": spec.security == "insecure",
         "proc": str(stubs.ensure("/proc", is_dir=True)),
         "dev": str(stubs.ensure("/dev", is_dir=True)),
         "sys": str(stubs.ensure("/sys", is_dir=True)),

@@ -13,6 +13,7 @@ from cloche.sandbox.users import ROOT, ResolvedUser
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_HOSTNAME = "buildkitsandbox"  # what BuildKit's RUN steps see
 NETWORKS = ("default", "host", "none")
+SECURITY_MODES = ("sandbox", "insecure")
 
 # Where a stream of the step goes: a callback given each chunk as the process writes it
 # (called from a reader thread, one per stream: a callback shared by stdout and stderr must
@@ -66,6 +67,9 @@ class RunSpec:
     stderr: Sink = field(default=None, compare=False)
     timeout: float | None = None
     init: bool = False  # True: a reaping init is PID 1, not the command (BuildKit: the command)
+    # "insecure" (RUN --security=insecure): all capabilities, the host's device nodes,
+    # writable /sys and /proc/sys, nothing masked; BuildKit's privileged spec.
+    security: str = "sandbox"
 
     def __post_init__(self) -> None:
         if not self.argv:
@@ -73,6 +77,9 @@ class RunSpec:
         if self.network not in NETWORKS:
             raise SandboxError(f"unknown network mode {self.network!r}: use one of "
                                + ", ".join(NETWORKS))
+        if self.security not in SECURITY_MODES:
+            raise SandboxError(f"unknown security mode {self.security!r}: use one of "
+                               + ", ".join(SECURITY_MODES))
         if not 0 < len(self.hostname.encode()) <= 64:
             raise SandboxError(f"hostname {self.hostname!r} must be 1 to 64 bytes")
         if not self.cwd.startswith("/"):
