@@ -361,3 +361,36 @@ def test_security_insecure_is_privileged(layer: Layer) -> None:
     assert "mounted" not in normal.text and "host-dev" not in normal.text
     with pytest.raises(SandboxError, match="security"):
         RunSpec(layer.merged, ("true",), security="privileged")
+
+
+def test_cancel_all_ends_steps_running_in_other_threads(busybox_rootfs: Path,
+                                                        tmp_path: Path) -> None:
+    from cloche.sandbox import StepCancelled, cancel_all
+    from tests.sandbox.conftest import _mounted
+    n = str(random.randint(10**6, 10**7))
+    started = threading.Barrier(3)
+    outcomes: list[BaseException | None] = []
+
+    def one(i: int) -> None:
+        (tmp_path / str(i)).mkdir()
+        for layer in _mounted(busybox_rootfs, tmp_path / str(i)):
+            def seen(chunk: bytes) -> None:
+                if b"up" in chunk:
+                    started.wait()
+            try:
+                run(RunSpec(layer.merged, ("/bin/sh", "-c", f"sleep {n} & echo up; sleep {n}"),
+                            stdout=seen))
+                outcomes.append(None)
+            except BaseException as e:  # noqa: BLE001
+                outcomes.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    started.wait()
+    assert cancel_all() == 2
+    for t in threads:
+        t.join()
+    assert len(outcomes) == 2 and all(isinstance(e, StepCancelled) for e in outcomes)
+    assert _host_processes_with(b"sleep\0" + n.encode()) == []
+    assert cancel_all() == 0

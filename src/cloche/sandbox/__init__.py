@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "OverlayError": "overlay", "mount_overlay": "overlay", "prune_copied_up": "overlay",
     "resolve_in_root": "paths",
-    "SandboxSetupError": "runner", "hosts_file": "runner", "require_root": "runner",
-    "run": "runner",
+    "SandboxSetupError": "runner", "StepCancelled": "runner", "cancel_all": "runner",
+    "hosts_file": "runner", "require_root": "runner", "run": "runner",
     "DEFAULT_HOSTNAME": "spec", "DEFAULT_PATH": "spec", "Mount": "spec", "RunResult": "spec",
     "RunSpec": "spec", "Sink": "spec",
     "InvalidUserSpecError": "users", "ResolvedUser": "users", "UnknownUserError": "users",
@@ -44,7 +44,8 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from cloche.sandbox.overlay import OverlayError, mount_overlay, prune_copied_up
     from cloche.sandbox.paths import resolve_in_root
-    from cloche.sandbox.runner import SandboxSetupError, hosts_file, require_root, run
+    from cloche.sandbox.runner import (SandboxSetupError, StepCancelled, cancel_all, hosts_file,
+                                       require_root, run)
     from cloche.sandbox.spec import (DEFAULT_HOSTNAME, DEFAULT_PATH, Mount, RunResult, RunSpec,
                                      Sink)
     from cloche.sandbox.users import (InvalidUserSpecError, ResolvedUser, UnknownUserError,

@@ -38,6 +38,40 @@ class SandboxSetupError(SandboxError):
     """The sandbox failed before the command could start (mounts, namespaces)."""
 
 
+class StepCancelled(SandboxError):
+    """The step was killed by ``cancel_all`` (the build was interrupted)."""
+
+
+class _Active:
+    """The steps running now, so that an interrupted build can end them all.
+
+    Ctrl-C raises KeyboardInterrupt in the main thread only; steps run by worker threads
+    would go on (their processes are in their own sessions, out of the terminal's reach).
+    The caller's interrupt handler calls ``cancel_all`` to end them.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.steps: dict[int, tuple[subprocess.Popen[bytes], list[int]]] = {}
+        self.cancelled: set[int] = set()
+
+
+_ACTIVE = _Active()
+
+
+def cancel_all() -> int:
+    """Kill every step running in this process; their ``run`` raises StepCancelled.
+
+    Returns how many steps were running.
+    """
+    with _ACTIVE.lock:  # held while killing: run() closes the pidfd only after leaving
+        steps = list(_ACTIVE.steps.items())
+        _ACTIVE.cancelled.update(key for key, _ in steps)
+        for _, (proc, pid1) in steps:
+            _kill(proc, pid1[0], wait=False)
+    return len(steps)
+
+
 def require_root() -> None:
     """Raise SandboxError unless the process can create the sandbox (real root for now)."""
     if os.geteuid() != 0:
@@ -152,6 +186,8 @@ def run(spec: RunSpec) -> RunResult:
     failures: list[BaseException] = []
     status_r, status_w = os.pipe()
     pid1 = -1
+    pid1_box = [-1]  # shared with cancel_all
+    key = 0
     try:
         files = [(str(_write(scratch / "hosts", hosts_file(spec.hostname, spec.extra_hosts))),
                   "/etc/hosts"),
@@ -177,9 +213,15 @@ def run(spec: RunSpec) -> RunResult:
                 proc.stdin.write(json.dumps(cfg).encode())
         except BrokenPipeError:
             pass  # the helper died first: its status (or its absence) says why
+        key = id(proc)
+        with _ACTIVE.lock:
+            _ACTIVE.steps[key] = (proc, pid1_box)
+            cancelled = key in _ACTIVE.cancelled
+        if cancelled:
+            _kill(proc, -1)
         first = _read_line(status_r)
         if first.startswith("pid1 "):
-            pid1 = _pidfd(int(first.split()[1]))
+            pid1 = pid1_box[0] = _pidfd(int(first.split()[1]))
         timed_out = False
         try:
             proc.wait(spec.timeout)
@@ -196,6 +238,10 @@ def run(spec: RunSpec) -> RunResult:
             t.join()
         raise
     finally:
+        with _ACTIVE.lock:
+            _ACTIVE.steps.pop(key, None)
+            was_cancelled = key in _ACTIVE.cancelled
+            _ACTIVE.cancelled.discard(key)
         os.close(status_r)
         if status_w >= 0:
             os.close(status_w)
@@ -203,6 +249,8 @@ def run(spec: RunSpec) -> RunResult:
             os.close(pid1)
         removed, parents = stubs.remove()
         shutil.rmtree(scratch, ignore_errors=True)
+    if was_cancelled:
+        raise StepCancelled("the step was cancelled: the build was interrupted")
     if failures:
         raise failures[0]
     if timed_out:
@@ -225,7 +273,7 @@ def _pidfd(pid: int) -> int:
         return -1
 
 
-def _kill(proc: subprocess.Popen[bytes], pid1: int) -> None:
+def _kill(proc: subprocess.Popen[bytes], pid1: int, *, wait: bool = True) -> None:
     """End the step: the namespace's PID 1 (all its processes die with it) and the helper.
 
     The helper's death alone would do (PID 1 has PDEATHSIG), this is the second guard.
@@ -237,7 +285,8 @@ def _kill(proc: subprocess.Popen[bytes], pid1: int) -> None:
             pass
     if proc.poll() is None:
         proc.kill()
-    proc.wait()
+    if wait:
+        proc.wait()
 
 
 def _read_line(fd: int) -> str:
