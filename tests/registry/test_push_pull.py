@@ -179,7 +179,7 @@ def test_transport_is_swappable(registry: Registry, make_client: Callable[..., R
             sent.append(f"{request.method} {request.url.path}")
             return super().handle_request(request)
 
-    client = make_client(transport=Recording())
+    client = make_client(transport=Recording(verify=False))   # plain HTTP: no CA bundle needed
     img = make_image(src_blobs, [layer_from_files({"tr": b"ansport"})])
     push_manifest(f"{registry.host}/transport/app:1", img.manifest_bytes, img.media_type,
                   src_blobs, client=client)

@@ -11,6 +11,8 @@ Transient failures (429, 5xx, dropped connections) are retried a bounded number 
 from __future__ import annotations
 
 import email.utils
+import ssl
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ from urllib.parse import urljoin
 
 import httpx
 
-from cloche.errors import RegistryError
+from cloche.errors import ConfigError, RegistryError
 from cloche.oci import mediatypes as mt
 from cloche.oci.digest import Digest, Digester
 from cloche.registry.auth import Credentials, get_credentials, parse_challenge
@@ -75,19 +77,38 @@ class RegistryClient:
         self.chunked_threshold = chunked_threshold
         self.chunk_size = chunk_size
         self._credentials = credentials or (lambda host: get_credentials(host, docker_config))
-        common = dict(follow_redirects=True, timeout=httpx.Timeout(timeout, connect=15.0),
-                      headers={"User-Agent": "cloche"})
-        if transport is not None:
-            self._http = {True: httpx.Client(transport=transport, **common)}
-            self._http[False] = self._http[True]
-        else:
-            self._http = {True: httpx.Client(verify=True, **common),
-                          False: httpx.Client(verify=False, **common)}
+        self._transport = transport
+        self._timeout = timeout
+        self._clients: dict[bool, httpx.Client] = {}
+        self._clients_lock = threading.Lock()
         self._auth = Authorizer(self._credentials, self._http, retries, self._sleep)
 
+    def _http(self, verify_tls: bool) -> httpx.Client:
+        """The HTTP client for verified or unverified TLS, made on first use (so a machine
+        without CA certificates can still talk to plain-HTTP registries)."""
+        with self._clients_lock:
+            key = verify_tls and self._transport is None
+            client = self._clients.get(key)
+            if client is None:
+                common = dict(follow_redirects=True, headers={"User-Agent": "cloche"},
+                              timeout=httpx.Timeout(self._timeout, connect=15.0))
+                if self._transport is not None:
+                    client = httpx.Client(transport=self._transport, **common)
+                else:
+                    try:
+                        client = httpx.Client(verify=verify_tls, **common)
+                    except (OSError, ssl.SSLError) as err:
+                        raise ConfigError(
+                            f"cannot load the CA certificates for HTTPS: {err}",
+                            hint="install ca-certificates, or check SSL_CERT_FILE") from err
+                self._clients[key] = client
+            return client
+
     def close(self) -> None:
-        for client in set(self._http.values()):
-            client.close()
+        with self._clients_lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
 
     def __enter__(self) -> "RegistryClient":
         return self
@@ -335,7 +356,7 @@ class RegistryClient:
             scopes = (f"repository:{repo}:{'pull,push' if push else 'pull'}",) + extra_scopes
         scope_key = " ".join(scopes)
         reference = self._ref(ep, url.rsplit("/", 1)[-1] if what in ("manifest", "blob") else "")
-        client = self._http[ep.verify_tls]
+        client = self._http(ep.verify_tls)
         attempt = 0
         authenticated = False
         known = self._auth.challenges.get(host)

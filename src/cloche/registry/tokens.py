@@ -25,7 +25,7 @@ class Authorizer:
     """Authorization headers for (host, scope), fetched on demand and cached."""
 
     def __init__(self, credentials: Callable[[str], Credentials | None],
-                 http: dict[bool, httpx.Client], retries: int,
+                 http: Callable[[bool], httpx.Client], retries: int,
                  sleep: Callable[[int, str | None], None]) -> None:
         self._credentials = credentials
         self._http = http
@@ -66,7 +66,7 @@ class Authorizer:
             params.append(("service", challenge.get("service")))
         for scope in scopes:
             params.append(("scope", scope))
-        client = self._http[ep.verify_tls]
+        client = self._http(ep.verify_tls)
         attempt = 0
         while True:
             try:
