@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import posixpath
 import shutil
+import ssl
 import tempfile
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+
+import httpx
 
 from cloche.build.add import add_into
 from cloche.build.copy import CopyRequest, copy_into
@@ -14,9 +18,11 @@ from cloche.build.dispatch import history as hist
 from cloche.build.dispatch.context import StepContext
 from cloche.build.dockerignore import go_clean
 from cloche.build.fsutil import Owner, mkdir_all, resolve_dest
+from cloche.build.remote import DEFAULT_TIMEOUT, is_url
 from cloche.build.sources import SourceTree
 from cloche.build.state import StageState
 from cloche.dockerfile import instructions as ins
+from cloche.errors import ConfigError
 from cloche.sandbox.users import resolve_user
 
 
@@ -34,10 +40,13 @@ def copy(instruction: ins.Copy | ins.Add, state: StageState, ctx: StepContext) -
         request = CopyRequest(sources, instruction.dest, workdir, instruction.chown,
                               instruction.chmod, getattr(instruction, "parents", False),
                               instruction.excludes, instruction.link, keyword)
+        client = None
+        if is_add and any(is_url(s) for s in sources):
+            client = stack.enter_context(_download_client())
         with ctx.workspace.step(state.lowers) as (merged, upper):
             if is_add and not instruction.contents:
                 add_into(request, tree, merged, checksum=instruction.checksum,
-                         tmp_dir=ctx.workspace.root)
+                         client=client, tmp_dir=ctx.workspace.root)
             else:
                 copy_into(request, tree, merged)
     created_by = hist.copy(keyword, instruction.sources, [h.name for h in instruction.contents],
@@ -47,6 +56,29 @@ def copy(instruction: ins.Copy | ins.Add, state: StageState, ctx: StepContext) -
     if layer is None:
         return state.record(created_by, empty_layer=True)
     return state.with_layer(layer, upper, created_by)
+
+
+@contextmanager
+def _download_client() -> Iterator[httpx.Client]:
+    """The HTTP client for ADD URLs, made here so that a broken CA setup is an error, not a
+    crash: without loadable CA certificates (SSL_CERT_FILE naming a missing file, no
+    ca-certificates) plain-http URLs still work and an https one is refused clearly."""
+    common: dict = dict(follow_redirects=True, timeout=DEFAULT_TIMEOUT)
+    try:
+        client = httpx.Client(**common)
+    except (OSError, ssl.SSLError) as err:
+        problem = f"cannot load the CA certificates for HTTPS: {err}"
+
+        def refuse_https(request: httpx.Request) -> None:
+            if request.url.scheme != "http":
+                raise ConfigError(f"ADD {request.url}: {problem}",
+                                  hint="install ca-certificates, or check SSL_CERT_FILE")
+
+        # No certificate is ever checked: the hook lets only plain http through.
+        client = httpx.Client(transport=httpx.HTTPTransport(verify=False),
+                              event_hooks={"request": [refuse_https]}, **common)
+    with client:
+        yield client
 
 
 def _heredoc_tree(instruction: ins.Copy | ins.Add, stack: ExitStack,
