@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloche.build.dispatch.context import StepContext
@@ -41,15 +42,32 @@ def _target(spec: MountSpec, state: StageState) -> str:
     return posixpath.normpath(target)
 
 
+@dataclass
+class StepMounts:
+    """What RUN --mount adds to a step: mounts, and environment variables (secret env=,
+    SSH_AUTH_SOCK)."""
+
+    mounts: list[Mount] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
 @contextmanager
 def prepare_mounts(instruction: ins.Run, state: StageState, ctx: StepContext,
-                   rootfs: Path) -> Iterator[list[Mount]]:
+                   rootfs: Path) -> Iterator[StepMounts]:
     """The sandbox mounts for the instruction's ``--mount`` specs, released afterwards."""
-    mounts: list[Mount] = []
+    result = StepMounts()
+    mounts = result.mounts
+    ssh_count = 0
     with ExitStack() as stack:
         for spec in instruction.mounts:
             if spec.type == "secret":
-                mount = _secret(spec, state, ctx, stack)
+                mount = _secret(spec, state, ctx, stack, result.env)
+                if mount is not None:
+                    mounts.append(mount)
+                continue
+            if spec.type == "ssh":
+                mount = _ssh(spec, ctx, ssh_count, result.env)
+                ssh_count += 1
                 if mount is not None:
                     mounts.append(mount)
                 continue
@@ -61,10 +79,9 @@ def prepare_mounts(instruction: ins.Run, state: StageState, ctx: StepContext,
             elif spec.type == "cache":
                 mounts.append(_cache(spec, target, ctx, stack))
             else:
-                raise BuildError(f"--mount=type={spec.type} is not supported yet",
-                                 stage=ctx.stage_name, file=ctx.file, line=instruction.line,
-                                 hint="ssh agent forwarding is planned")
-        yield mounts
+                raise BuildError(f"--mount=type={spec.type} is not supported",
+                                 stage=ctx.stage_name, file=ctx.file, line=instruction.line)
+        yield result
 
 
 def _bind(spec: MountSpec, target: str, ctx: StepContext, stack: ExitStack) -> Mount:
@@ -109,7 +126,7 @@ def _cache(spec: MountSpec, target: str, ctx: StepContext, stack: ExitStack) -> 
 
 
 def _secret(spec: MountSpec, state: StageState, ctx: StepContext,
-            stack: ExitStack) -> Mount | None:
+            stack: ExitStack, env: dict[str, str]) -> Mount | None:
     """A secret as a file on a memory-backed tmpfs (mode 0400 by default), or an env var.
 
     The value is read only here and written only to /dev/shm; it never reaches a layer, the
@@ -135,9 +152,11 @@ def _secret(spec: MountSpec, state: StageState, ctx: StepContext,
                              hint=f"pass it with --secret id={secret_id},src=PATH")
         return None
     if spec.env:
-        raise BuildError("secrets as environment variables (--mount=type=secret,env=) are "
-                         "not supported yet", stage=ctx.stage_name, file=ctx.file,
-                         line=ctx.step.line)
+        # BuildKit: env= exposes the value as a variable of this step only; with no target
+        # given, no file is mounted.
+        env[spec.env] = value.decode("utf-8", "replace")
+        if not spec.target:
+            return None
     holder = Path(tempfile.mkdtemp(prefix="cloche-secret-", dir="/dev/shm"))
     stack.callback(shutil.rmtree, holder, True)
     path = holder / "secret"
@@ -149,3 +168,33 @@ def _secret(spec: MountSpec, state: StageState, ctx: StepContext,
     os.chown(path, spec.uid or 0, spec.gid or 0)
     os.chmod(path, spec.mode if spec.mode is not None else 0o400)
     return Mount(target=_target(spec, state), source=path, readonly=True)
+
+
+SSH_SOCKET_DIR = "/run/buildkit"
+
+
+def _ssh(spec: MountSpec, ctx: StepContext, index: int, env: dict[str, str]) -> Mount | None:
+    """Forward an ssh agent socket given with ``--ssh ID=SOCKET`` (``default``: $SSH_AUTH_SOCK).
+
+    The socket is bind-mounted at the target (default /run/buildkit/ssh_agent.N) and
+    SSH_AUTH_SOCK points at it for the step, as BuildKit does.
+    """
+    wanted = spec.id or "default"
+    sockets = {}
+    for item in ctx.options.ssh:
+        name, _, path = item.partition("=")
+        sockets[name] = path or os.environ.get("SSH_AUTH_SOCK", "")
+    path = sockets.get(wanted)
+    if not path:
+        if spec.required:
+            raise BuildError(f"no ssh agent socket for id {wanted!r}", stage=ctx.stage_name,
+                             file=ctx.file, line=ctx.step.line,
+                             hint=f"pass --ssh {wanted}=SOCKET (or --ssh default with "
+                                  "SSH_AUTH_SOCK set)")
+        return None
+    if not Path(path).exists():
+        raise BuildError(f"ssh agent socket {path} for id {wanted!r} does not exist",
+                         stage=ctx.stage_name, file=ctx.file, line=ctx.step.line)
+    target = spec.target or f"{SSH_SOCKET_DIR}/ssh_agent.{index}"
+    env["SSH_AUTH_SOCK"] = target
+    return Mount(target=target, source=Path(path), readonly=False)

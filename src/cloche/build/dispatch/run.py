@@ -56,12 +56,14 @@ def run(instruction: ins.Run, state: StageState, ctx: StepContext) -> StageState
             with prepare_mounts(instruction, state, ctx, merged) as extra:
                 user = resolve_user(merged, state.config.user or "0")
                 out = LineSink(ctx)
+                variables = env.run_environment()
+                variables.update(extra.env)
                 spec = RunSpec(
                     rootfs=merged, argv=argv,
-                    env=tuple(f"{k}={v}" for k, v in env.run_environment().items()),
+                    env=tuple(f"{k}={v}" for k, v in variables.items()),
                     cwd=state.config.working_dir or "/", user=user,
                     network=instruction.network or ctx.options.network,
-                    mounts=tuple(mounts) + tuple(extra), stdout=out, stderr=out)
+                    mounts=tuple(mounts) + tuple(extra.mounts), stdout=out, stderr=out)
                 result = runner.run(spec)
                 out.flush()
         prune_copied_up(upper, state.lowers, result.stub_parents)
