@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.services", "tests.fixtures.rootfs"]
+pytest_plugins = ["tests.fixtures.services", "tests.fixtures.rootfs", "tests.fixtures.golang"]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SHARED = PROJECT_ROOT.parent / "shared"
