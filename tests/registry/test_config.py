@@ -77,3 +77,12 @@ def test_bad_files_name_the_file(tmp_path: Path, text: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match) as info:
         RegistryConfig.load(path)
     assert str(path) in str(info.value)
+
+
+def test_backoff_honours_retry_after_and_is_capped() -> None:
+    from cloche.registry.wire import backoff_delay
+    assert backoff_delay(0.5, 1) == 0.5 and backoff_delay(0.5, 3) == 2.0
+    assert backoff_delay(0.1, 1, "4") == 4.0
+    assert backoff_delay(0.1, 1, "3600") == 30.0
+    assert backoff_delay(0.1, 1, "Wed, 21 Oct 2015 07:28:00 GMT") == 0.1   # a past date
+    assert backoff_delay(0.1, 1, "soon") == 0.1

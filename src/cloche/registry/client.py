@@ -10,11 +10,10 @@ Transient failures (429, 5xx, dropped connections) are retried a bounded number 
 
 from __future__ import annotations
 
-import email.utils
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -28,6 +27,7 @@ from cloche.oci.digest import Digest, Digester
 from cloche.registry.auth import Credentials, get_credentials, parse_challenge
 from cloche.registry.config import Endpoint, RegistryConfig
 from cloche.registry.tokens import Authorizer
+from cloche.registry.wire import backoff_delay, digest_or_none, file_chunks, range_start
 from cloche.registry.errors import (BlobVerificationError, NotFoundError,
                                     connection_error, error_from_response, is_retryable_status)
 
@@ -50,14 +50,6 @@ class FetchedManifest:
     @property
     def size(self) -> int:
         return len(self.data)
-
-
-def _file_chunks(opener: Callable[[], BinaryIO]) -> Callable[[], Iterator[bytes]]:
-    def gen() -> Iterator[bytes]:
-        with opener() as f:
-            while chunk := f.read(CHUNK):
-                yield chunk
-    return gen
 
 
 class RegistryClient:
@@ -150,7 +142,7 @@ class RegistryClient:
         finally:
             resp.close()
         media_type = resp.headers.get("content-type", "").split(";")[0].strip()
-        expected = _digest_or_none(ident) or _digest_or_none(resp.headers.get("docker-content-digest"))
+        expected = digest_or_none(ident) or digest_or_none(resp.headers.get("docker-content-digest"))
         actual = Digest.from_bytes(data, expected.algorithm if expected else "sha256")
         if expected is not None and expected != actual:
             raise BlobVerificationError(
@@ -167,7 +159,7 @@ class RegistryClient:
         resp.close()
         if resp.status_code == 404:
             return None
-        digest = _digest_or_none(resp.headers.get("docker-content-digest")) or _digest_or_none(ident)
+        digest = digest_or_none(resp.headers.get("docker-content-digest")) or digest_or_none(ident)
         if digest is None:
             return None
         return FetchedManifest(b"", resp.headers.get("content-type", ""), digest)
@@ -178,7 +170,7 @@ class RegistryClient:
                           ok=(200, 201, 202))
         resp.close()
         digest = Digest.from_bytes(data)
-        answered = _digest_or_none(resp.headers.get("docker-content-digest"))
+        answered = digest_or_none(resp.headers.get("docker-content-digest"))
         if answered is not None and answered.algorithm == digest.algorithm and answered != digest:
             raise RegistryError(f"manifest {self._ref(ep, identifier)}: the registry stored it "
                                 f"as {answered}, not {digest}", reference=self._ref(ep, identifier),
@@ -208,7 +200,7 @@ class RegistryClient:
             resp = self._send(ep, "GET", self._path(ep, "blobs", str(digest)), what="blob",
                               headers=headers, ok=(200, 206))
             try:
-                skip = received - _range_start(resp) if received else 0
+                skip = received - range_start(resp) if received else 0
                 if skip < 0:
                     raise RegistryError(f"blob {ref}: the registry resumed at the wrong offset",
                                         reference=ref, status=resp.status_code)
@@ -286,7 +278,7 @@ class RegistryClient:
             body: Body = b""
             headers = {"Content-Length": "0"}
         else:
-            body = _file_chunks(opener)
+            body = file_chunks(opener)
             headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         url = httpx.URL(location).copy_merge_params({"digest": str(digest)})
         resp = self._send_url(ep, "PUT", str(url), what="blob upload", push=True, content=body,
@@ -398,35 +390,7 @@ class RegistryClient:
             raise error_from_response(resp, what, reference)
 
     def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
-        delay = self.backoff * (2 ** (attempt - 1))
-        if retry_after:
-            try:
-                delay = max(delay, float(retry_after))
-            except ValueError:
-                parsed = email.utils.parsedate_to_datetime(retry_after) if retry_after else None
-                if parsed is not None:
-                    delay = max(delay, parsed.timestamp() - time.time())
-        time.sleep(min(delay, 30.0))
-
-
-def _digest_or_none(text: str | None) -> Digest | None:
-    if not text or ":" not in text:
-        return None
-    try:
-        return Digest.parse(text.strip())
-    except ValueError:
-        return None
-
-
-def _range_start(resp: httpx.Response) -> int:
-    """Where a 206 answer starts (0 for a full 200 answer)."""
-    if resp.status_code != 206:
-        return 0
-    value = resp.headers.get("content-range", "")
-    try:
-        return int(value.split(" ", 1)[1].split("-", 1)[0])
-    except (IndexError, ValueError):
-        return 0
+        time.sleep(backoff_delay(self.backoff, attempt, retry_after))
 
 
 __all__ = ["FetchedManifest", "RegistryClient", "MANIFEST_ACCEPT", "NotFoundError"]
