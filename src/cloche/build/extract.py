@@ -27,7 +27,7 @@ from typing import BinaryIO
 import isal.igzip
 import zstandard
 
-from cloche.build.fsutil import Owner, mkdir_all, set_metadata
+from cloche.build.fsutil import CopyTargetError, Owner, mkdir_all, set_metadata
 from cloche.errors import ClocheError, UnsafePathError
 from cloche.sandbox.paths import resolve_in_root
 
@@ -131,13 +131,16 @@ def extract_tar(raw: BinaryIO, dest: Path, *, owner: Owner | None = None,
     """
     dest = dest.resolve()
     count = total = 0
-    dir_times: list[tuple[Path, int]] = []
+    dir_times: list[tuple[str, int]] = []
     try:
         with open_decompressed(raw) as data, tarfile.open(fileobj=data, mode="r|") as tf:
             for member in tf:
                 count += 1
                 try:
                     total += _extract_one(tf, member, dest, owner, label, keep_owner, dir_times)
+                except CopyTargetError as e:
+                    raise ArchiveError(f"{label}: cannot extract {member.name!r}: {e.message}") \
+                        from e
                 except OSError as e:
                     if e.errno is None:
                         raise
@@ -147,13 +150,19 @@ def extract_tar(raw: BinaryIO, dest: Path, *, owner: Owner | None = None,
         if isinstance(e, OSError) and e.errno is not None:
             raise
         raise ArchiveError(f"{label}: cannot read the tar: {e}") from e
-    for path, mtime_ns in reversed(dir_times):
-        os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+    for rel, mtime_ns in reversed(dir_times):
+        # Re-resolved inside dest: a later entry may have replaced a parent with a link.
+        path = resolve_in_root(dest, rel, follow_last=False)
+        try:
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            pass
     return ExtractResult(count, total)
 
 
 def _extract_one(tf: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, owner: Owner | None,
-                 label: str, keep_owner: bool, dir_times: list[tuple[Path, int]]) -> int:
+                 label: str, keep_owner: bool, dir_times: list[tuple[str, int]]) -> int:
     rel = _entry_rel(member.name, label)
     if not rel:
         return 0  # the root entry ("./") leaves the destination's own metadata alone
@@ -216,7 +225,7 @@ def _extract_one(tf: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, owner
             pass
     mtime_ns = int(member.mtime * 1_000_000_000)
     if member.isdir():
-        dir_times.append((target, mtime_ns))
+        dir_times.append((rel, mtime_ns))
     else:
         os.utime(target, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
     return written

@@ -83,6 +83,29 @@ def _mtime_ns(headers: httpx.Headers) -> int | None:
     return int(when.timestamp()) * 1_000_000_000
 
 
+def _default_client(url: str) -> httpx.Client:
+    """A client for one download; plain http still works when the CA bundle is missing.
+
+    httpx loads CA certificates when a client is made, and fails when SSL_CERT_FILE names a
+    missing file. TLS is not involved in an http:// download, so it then gets a client that
+    refuses any https request (a redirect included) instead of skipping verification for it.
+    """
+    try:
+        return httpx.Client(follow_redirects=True, timeout=DEFAULT_TIMEOUT)
+    except OSError as e:
+        if not url.lower().startswith("http://"):
+            raise DownloadError(f"ADD {url}: cannot load the CA certificates for https ({e})",
+                                url=url) from e
+
+        def plain_http_only(request: httpx.Request) -> None:
+            if request.url.scheme != "http":
+                raise DownloadError(f"ADD {url}: redirected to {request.url}, but https cannot "
+                                    f"be verified without CA certificates ({e})", url=url)
+
+        return httpx.Client(follow_redirects=True, timeout=DEFAULT_TIMEOUT, verify=False,
+                            event_hooks={"request": [plain_http_only]})
+
+
 def download(url: str, into: Path, *, checksum: str | None = None, filename: str | None = None,
              client: httpx.Client | None = None) -> Download:
     """Fetch ``url`` into the directory ``into`` (which must exist and be private)."""
@@ -93,7 +116,7 @@ def download(url: str, into: Path, *, checksum: str | None = None, filename: str
         except DigestError as e:
             raise DigestError(f"invalid --checksum {checksum!r} for {url}: {e.message}") from e
     owns_client = client is None
-    http = client or httpx.Client(follow_redirects=True, timeout=DEFAULT_TIMEOUT)
+    http = client or _default_client(url)
     part = into / ".download.part"
     try:
         with http.stream("GET", url) as response:
