@@ -7,7 +7,7 @@ from cloche.registry.reference import DEFAULT_REGISTRY, DEFAULT_TAG, Reference, 
 
 __all__ = ["DEFAULT_REGISTRY", "DEFAULT_TAG", "Reference", "is_loopback",
            "RegistryClient", "RegistryConfig", "pull_image", "pull_blobs", "push_image",
-           "push_manifest"]
+           "push_manifest", "push_stored"]
 
 
 def __getattr__(name: str):  # lazy: reference.py is imported by the store, keep that cheap
@@ -20,7 +20,7 @@ def __getattr__(name: str):  # lazy: reference.py is imported by the store, keep
     if name in ("pull_image", "pull_blobs"):
         from cloche.registry import pull
         return getattr(pull, name)
-    if name in ("push_image", "push_manifest"):
+    if name in ("push_image", "push_manifest", "push_stored"):
         from cloche.registry import push
         return getattr(push, name)
     raise AttributeError(name)
