@@ -251,3 +251,18 @@ def test_url_not_found(tmp_path: Path, root: Path, web: tuple[str, Path]) -> Non
     with pytest.raises(DownloadError) as info:
         add(tree, root, f"{base}/files/missing", dest="/dl/")
     assert info.value.status == 404 and "/files/missing" in str(info.value)
+
+
+def test_download_without_ca_bundle(tmp_path: Path, web: tuple[str, Path],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from cloche.build.remote import download
+
+    base, docs = web
+    (docs / "files" / "f.bin").write_bytes(b"plain http needs no certificates")
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing-ca.pem"))
+    out = tmp_path / "dl"
+    out.mkdir()
+    got = download(f"{base}/files/f.bin", out)
+    assert got.path.read_bytes().startswith(b"plain http")
+    with pytest.raises(DownloadError, match="CA certificates"):
+        download("https://127.0.0.1:9/x", out)
