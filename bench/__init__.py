@@ -1,0 +1,1 @@
+"""cloche benchmarks: see bench/run.py and docs/benchmarks.md."""

@@ -1,0 +1,213 @@
+"""Benchmark: cloche side by side with BuildKit (Docker engine) and buildah, in one run.
+
+    sudo .venv/bin/python bench/run.py [--quick] [--write-docs]
+
+Cases: a multi-stage build (busybox "compile" stage, scratch release stage) and a big context
+(40,000 files, ``COPY . /ctx``). For each case and tool, in this order: a cold build (the
+tool's build cache emptied, base image present), a no-op rebuild, a rebuild after one file's
+content changed, a rebuild after one other file's mtime alone changed. The whole sequence is
+repeated (``--repeat``), the tools taking turns within each repetition, and the median shown.
+Then layer export throughput (cloche's tar writer with ISA-L gzip, zstd, none, and Python's
+zlib level 6 as the reference) on a ~200 MB tree.
+
+Results: a table on stdout, JSON in bench/results/, and with ``--write-docs`` the markdown
+table in docs/benchmarks.md. Timings are wall-clock of whole commands (process start included).
+Not a test: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import report, workload  # noqa: E402
+from bench.tools import ALL, BuildFailed, Cloche, Tool  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="one repetition, a 5,000-file context, a 64 MB export tree")
+    p.add_argument("--repeat", type=int, help="repetitions of each measurement (default 3)")
+    p.add_argument("--files", type=int, help="files in the big context (default 40000)")
+    p.add_argument("--export-mb", type=int, help="size of the export tree (default 200)")
+    p.add_argument("--tools", default="cloche,buildkit,buildah",
+                   help="comma-separated subset of cloche,buildkit,buildah")
+    p.add_argument("--cases", default="multistage,context,export",
+                   help="comma-separated subset of multistage,context,export")
+    p.add_argument("--cloche", default=str(ROOT / ".venv" / "bin" / "cloche"),
+                   help="the cloche executable")
+    p.add_argument("--workdir", default="/var/tmp/cloche-bench", help="scratch directory")
+    p.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    p.add_argument("--write-docs", action="store_true",
+                   help="write the tables into docs/benchmarks.md")
+    args = p.parse_args(argv)
+    args.repeat = args.repeat or (1 if args.quick else 3)
+    args.files = args.files or (5_000 if args.quick else 40_000)
+    args.export_mb = args.export_mb or (64 if args.quick else 200)
+    return args
+
+
+def machine() -> dict:
+    mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    return {"cores": os.cpu_count(), "memory_gb": round(mem / 2**30), "kernel": platform.release(),
+            "load_before": " ".join(f"{x:.1f}" for x in os.getloadavg())}
+
+
+def git_commit() -> str:
+    r = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"],
+                       capture_output=True, text=True)
+    return r.stdout.strip()[:80] if r.returncode == 0 else "?"
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _reset(tool: Tool, attempts: int = 3) -> None:
+    """Untimed preparation, retried: on a shared machine a package install running next to
+    the benchmark can briefly take away files such as /etc/containers/policy.json."""
+    for attempt in range(attempts):
+        try:
+            tool.reset()
+            return
+        except BuildFailed as e:
+            if attempt == attempts - 1:
+                raise
+            log(f"{tool.name}: preparing a cold cache failed, retrying: {str(e)[-300:]}")
+            time.sleep(3)
+
+
+def bench_project(project: workload.Project, tools: list[Tool], repeat: int) -> dict:
+    timings: dict[str, dict[str, list]] = {t.name: {} for t in tools}
+    for rep in range(repeat):
+        for tool in tools:
+            per = timings[tool.name]
+            try:
+                _reset(tool)
+                cold = tool.build(project)
+                noop = tool.build(project)
+                project.change_one_file(generation=rep * 10 + len(per.get("cold", [])))
+                one = tool.build(project)
+                project.touch_one_file()
+                mtime = tool.build(project)
+            except (BuildFailed, subprocess.TimeoutExpired) as e:
+                log(f"{tool.name} failed on {project.name}: {e}")
+                per.setdefault("errors", []).append(str(e)[-1500:])
+                continue
+            for scenario, t in (("cold", cold), ("noop", noop), ("one-file", one),
+                                ("mtime-only", mtime)):
+                per.setdefault(scenario, []).append({"seconds": round(t.seconds, 3),
+                                                     "image_id": t.image_id})
+            if cold.image_id and noop.image_id:
+                per.setdefault("noop_same_image", []).append(cold.image_id == noop.image_id)
+            log(f"{project.name} #{rep + 1} {tool.name}: cold {cold.seconds:.2f}s, "
+                f"no-op {noop.seconds:.2f}s, one file {one.seconds:.2f}s, "
+                f"mtime {mtime.seconds:.2f}s")
+    return {"project": project.name, "files": project.files, "bytes": project.size,
+            "timings": timings}
+
+
+def bench_export(work: Path, export_mb: int, repeat: int) -> dict:
+    from bench import export
+    tree = work / "export-tree"
+    files, size = workload.make_export_tree(tree, export_mb * 1_000_000)
+    log(f"export tree: {files} files, {size / 1e6:.0f} MB")
+    results = export.measure(tree, work / "export-out", repeat)
+    for name, rs in results.items():
+        log(f"export {name}: " + ", ".join(f"{r.mb_per_s:.0f} MB/s" for r in rs))
+    first = next(iter(results.values()))[0]
+    return {"files": files, "tar_bytes": first.tar_bytes,
+            "methods": {m: [{"seconds": round(r.seconds, 3),
+                             "cpu_seconds": round(r.cpu_seconds, 3), "tar_bytes": r.tar_bytes,
+                             "blob_bytes": r.blob_bytes} for r in rs]
+                        for m, rs in results.items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench/run.py runs builds that need root (overlay mounts, namespaces): use sudo",
+              file=sys.stderr)
+        return 2
+    cases = set(args.cases.split(","))
+    work = Path(args.workdir)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    started = dt.datetime.now(dt.timezone.utc)
+    results: dict = {"started": started.strftime("%Y-%m-%d %H:%M"), "repeat": args.repeat,
+                     "machine": machine(), "commit": git_commit(), "versions": {},
+                     "args": vars(args), "builds": [], "skipped": {}}
+    tools: list[Tool] = []
+    try:
+        if cases & {"multistage", "context"}:
+            base = workload.make_base_rootfs(work / "base" / "rootfs")
+            base_tar = work / "base" / "rootfs.tar"
+            subprocess.run(["tar", "-C", str(base), "-cf", str(base_tar), "."], check=True)
+            for name in args.tools.split(","):
+                cls = ALL[name]
+                tool = cls(work, base, base_tar, cloche=args.cloche) if cls is Cloche \
+                    else cls(work, base, base_tar)
+                why = tool.available()
+                if why:
+                    log(f"skipping {name}: {why}")
+                    results["skipped"][name] = why
+                    continue
+                results["versions"][name] = tool.version()
+                tools.append(tool)
+            projects = []
+            if "multistage" in cases:
+                projects.append(workload.make_multistage(work / "multistage"))
+            if "context" in cases:
+                log(f"generating a {args.files}-file context")
+                projects.append(workload.make_big_context(work / "context", files=args.files))
+            for project in projects:
+                log(f"{project.name}: {project.files} files, {project.size / 1e6:.0f} MB")
+                results["builds"].append(bench_project(project, tools, args.repeat))
+        if "export" in cases:
+            results["versions"].setdefault(
+                "cloche", subprocess.run([args.cloche, "--version"], capture_output=True,
+                                         text=True).stdout.strip())
+            results["export"] = bench_export(work, args.export_mb, args.repeat)
+    finally:
+        for tool in tools:
+            try:
+                tool.cleanup()
+            except Exception as e:  # noqa: BLE001 - cleanup is best effort
+                log(f"cleanup of {tool.name}: {e}")
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    results["machine"]["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    results["seconds"] = round((dt.datetime.now(dt.timezone.utc) - started).total_seconds())
+
+    out_dir = ROOT / "bench" / "results"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{started.strftime('%Y%m%dT%H%M%SZ')}{'-quick' if args.quick else ''}.json"
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(report.print_report(results))
+    print(f"\n{results['seconds']} s in all; results in {out}")
+    if args.write_docs:
+        report.write_docs(ROOT / "docs" / "benchmarks.md", results)
+        print("docs/benchmarks.md updated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

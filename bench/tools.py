@@ -1,0 +1,214 @@
+"""The three builders under test, each behind the same small interface.
+
+``reset()`` empties the tool's build cache and leaves the base image present (a cold build
+measures building, not pulling); ``build(project)`` runs one build to completion and returns
+its wall time and image ID. Every build writes its image where the tool keeps images: cloche's
+store, the Docker engine's image store, buildah's containers/storage.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.workload import BASE_REF, Project
+
+DOCKER = "/usr/bin/docker"
+TIMEOUT = 900
+
+
+class BuildFailed(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Timing:
+    seconds: float
+    image_id: str
+
+
+def _run(cmd: list[str], *, env: dict[str, str] | None = None, timeout: float = TIMEOUT,
+         check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if check and result.returncode != 0:
+        raise BuildFailed(f"{' '.join(cmd)} exited {result.returncode}:\n"
+                          f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return result
+
+
+def _timed(cmd: list[str], iidfile: Path, env: dict[str, str] | None = None) -> Timing:
+    iidfile.unlink(missing_ok=True)
+    start = time.perf_counter()
+    _run(cmd, env=env)
+    seconds = time.perf_counter() - start
+    image_id = iidfile.read_text().strip() if iidfile.exists() else ""
+    return Timing(seconds, image_id)
+
+
+def _version(cmd: list[str]) -> str:
+    try:
+        return _run(cmd, timeout=60).stdout.strip().splitlines()[0]
+    except (BuildFailed, OSError, IndexError, subprocess.TimeoutExpired):
+        return "?"
+
+
+class Tool:
+    name = "?"
+
+    def __init__(self, workdir: Path, base_rootfs: Path, base_tar: Path) -> None:
+        self.workdir = workdir / self.name
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.base_rootfs = base_rootfs
+        self.base_tar = base_tar
+        self.iidfile = self.workdir / "iid"
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def available(self) -> str | None:
+        """None when the tool can run here, else why not."""
+        return None
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def build(self, project: Project) -> Timing:
+        raise NotImplementedError
+
+    def cleanup(self) -> None:
+        pass
+
+
+class Cloche(Tool):
+    """cloche with its own store (``--root``); a fresh store is a cold cache."""
+
+    name = "cloche"
+
+    def __init__(self, *args, cloche: str, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.exe = cloche
+        self.generation = 0
+        self.root = self.workdir / "root0"
+
+    def version(self) -> str:
+        return _version([self.exe, "--version"])
+
+    def available(self) -> str | None:
+        return None if os.access(self.exe, os.X_OK) else f"{self.exe} not found (make venv)"
+
+    def reset(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.generation += 1
+        self.root = self.workdir / f"root{self.generation}"
+        _run([self.exe, "import", "--root", str(self.root), str(self.base_rootfs), BASE_REF])
+
+    def build(self, project: Project) -> Timing:
+        return _timed([self.exe, "build", "--root", str(self.root), "--progress", "quiet",
+                       "--build-arg", f"BASE={BASE_REF}", "-f", str(project.dockerfile),
+                       "-t", f"cloche-bench/{project.name}:cloche",
+                       "--iidfile", str(self.iidfile), str(project.context)], self.iidfile)
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class BuildKit(Tool):
+    """The Docker engine's BuildKit; ``docker builder prune -af`` empties its cache."""
+
+    name = "buildkit"
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.env = dict(os.environ, DOCKER_BUILDKIT="1")
+        self.images: set[str] = set()
+
+    def version(self) -> str:
+        return "docker " + _version([DOCKER, "version", "-f", "{{.Server.Version}}"])
+
+    def available(self) -> str | None:
+        if not os.access(DOCKER, os.X_OK):
+            return f"{DOCKER} not found"
+        if _run([DOCKER, "info"], check=False, timeout=60).returncode != 0:
+            return "the Docker engine is not running"
+        return None
+
+    def reset(self) -> None:
+        _run([DOCKER, "builder", "prune", "-af"])
+        if _run([DOCKER, "image", "inspect", BASE_REF], check=False).returncode != 0:
+            _run([DOCKER, "import", str(self.base_tar), BASE_REF])
+
+    def build(self, project: Project) -> Timing:
+        timing = _timed([DOCKER, "build", "-q", "--build-arg", f"BASE={BASE_REF}",
+                         "-f", str(project.dockerfile), "-t", f"cloche-bench/{project.name}:buildkit",
+                         "--iidfile", str(self.iidfile), str(project.context)],
+                        self.iidfile, env=self.env)
+        if timing.image_id:
+            self.images.add(timing.image_id)
+        return timing
+
+    def cleanup(self) -> None:
+        tags = [f"cloche-bench/{n}:buildkit" for n in ("multistage",)]
+        out = _run([DOCKER, "images", "-q", "--filter", "reference=cloche-bench/*"], check=False)
+        ids = set(out.stdout.split()) | self.images
+        _run([DOCKER, "rmi", "-f", *tags, *sorted(ids)], check=False)
+        _run([DOCKER, "builder", "prune", "-af"], check=False)
+
+
+class Buildah(Tool):
+    """buildah bud with ``--layers`` (its build cache) and chroot isolation, in its own
+    storage root; a fresh root is a cold cache."""
+
+    name = "buildah"
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.generation = 0
+        self.root = self.workdir / "store0"
+        self.docker_archive = self.workdir / "base-docker.tar"
+
+    def _g(self) -> list[str]:
+        return ["buildah", "--root", str(self.root / "root"), "--runroot", str(self.root / "run")]
+
+    def version(self) -> str:
+        return _version(["buildah", "--version"])
+
+    def available(self) -> str | None:
+        return None if shutil.which("buildah") else "buildah not installed"
+
+    def _drop_store(self) -> None:
+        if not self.root.exists():
+            return
+        _run([*self._g(), "rm", "-a"], check=False)
+        _run([*self._g(), "rmi", "-a", "-f"], check=False)
+        prefix = str(self.root) + "/"
+        with open("/proc/self/mountinfo") as f:
+            mounts = [line.split()[4] for line in f]
+        for point in sorted((m for m in mounts if m.startswith(prefix)), reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def reset(self) -> None:
+        self._drop_store()
+        self.generation += 1
+        self.root = self.workdir / f"store{self.generation}"
+        if not self.docker_archive.exists():
+            # the same base bytes the others use, as a docker-archive buildah can pull
+            _run(["skopeo", "--insecure-policy", "copy", "-q", f"tarball:{self.base_tar}",
+                  f"docker-archive:{self.docker_archive}:{BASE_REF}"])
+        _run([*self._g(), "pull", "-q", f"docker-archive:{self.docker_archive}"])
+
+    def build(self, project: Project) -> Timing:
+        return _timed([*self._g(), "bud", "--isolation", "chroot", "--layers", "-q",
+                       "--build-arg", f"BASE={BASE_REF}", "-f", str(project.dockerfile),
+                       "-t", f"cloche-bench/{project.name}:buildah",
+                       "--iidfile", str(self.iidfile), str(project.context)], self.iidfile)
+
+    def cleanup(self) -> None:
+        self._drop_store()
+
+
+ALL = {"cloche": Cloche, "buildkit": BuildKit, "buildah": Buildah}

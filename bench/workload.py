@@ -1,0 +1,197 @@
+"""The inputs the benchmark builds: a busybox base rootfs, a multi-stage project, a big context.
+
+Everything is generated here (no Docker Hub on this machine), from a fixed seed, so two runs
+build the same bytes. The multi-stage project stands in for a compiled service: a ``deps``
+stage (like ``go mod download``) from a lock file, a ``build`` stage that copies the sources
+and "compiles" them into one binary-like file, and a ``scratch`` release stage that copies
+only that file, the same graph as examples/multistage.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+BASE_REF = "localhost/cloche-bench/busybox:1"
+
+MULTISTAGE_DOCKERFILE = """\
+ARG BASE
+FROM ${BASE} AS deps
+WORKDIR /src
+COPY deps.lock ./
+RUN mkdir -p /deps && for i in $(seq 1 64); do cat deps.lock; done > /deps/libdeps.a
+
+FROM deps AS build
+COPY . .
+RUN mkdir -p /out \\
+ && find . -name '*.c' | sort | xargs cat /deps/libdeps.a | gzip -6 > /out/app \\
+ && sha256sum /out/app > /out/app.sha256 && chmod 0755 /out/app
+
+FROM scratch AS release
+COPY --from=build /out/app /app
+COPY --from=build /out/app.sha256 /app.sha256
+USER 65534:65534
+ENTRYPOINT ["/app"]
+"""
+
+CONTEXT_DOCKERFILE = """\
+ARG BASE
+FROM ${BASE}
+COPY . /ctx
+"""
+
+_WORDS = ("static const int table void return struct buffer length index value node "
+          "layer digest context stage build image cache mount secret copy file").split()
+
+
+def _text(rng: random.Random, size: int) -> bytes:
+    """Source-like text of ``size`` bytes (compresses about as well as real code)."""
+    out: list[str] = []
+    n = 0
+    while n < size:
+        line = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(3, 12)))
+        line = f"    {line} = {rng.randint(0, 1 << 20)};\n"
+        out.append(line)
+        n += len(line)
+    return "".join(out).encode()[:size]
+
+
+def make_base_rootfs(root: Path) -> Path:
+    """busybox-static with every applet linked, /etc/passwd and /etc/group, /tmp."""
+    busybox = shutil.which("busybox") or "/usr/bin/busybox"
+    for d in ("bin", "etc", "tmp", "root", "usr/bin", "var", "dev", "proc", "sys"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    os.chmod(root / "tmp", 0o1777)
+    shutil.copy2(busybox, root / "bin" / "busybox")
+    listing = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True)
+    for applet in listing.stdout.split():
+        link = root / "bin" / applet
+        if applet != "busybox" and not link.exists():
+            link.symlink_to("busybox")
+    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n"
+                                         "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
+    (root / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    return root
+
+
+@dataclass(frozen=True)
+class Project:
+    """A generated build: its context directory, its Dockerfile (outside the context) and the
+    files the rebuild scenarios touch."""
+
+    name: str
+    context: Path
+    dockerfile: Path
+    files: int
+    size: int
+    change_target: Path     # content edited in the one-file-changed rebuild
+    touch_target: Path      # mtime bumped in the mtime-only rebuild
+
+    def change_one_file(self, generation: int) -> None:
+        """Append a line: same path, new content (and size)."""
+        with open(self.change_target, "ab") as f:
+            f.write(b"// change %d\n" % generation)
+
+    def touch_one_file(self) -> None:
+        """Bump the mtime by a second, content untouched."""
+        st = os.stat(self.touch_target)
+        os.utime(self.touch_target, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+
+
+def make_multistage(root: Path, *, sources: int = 120, seed: int = 5) -> Project:
+    rng = random.Random(seed)
+    ctx = root / "context"
+    ctx.mkdir(parents=True)
+    (ctx / "deps.lock").write_bytes(_text(rng, 64 * 1024))
+    size = 64 * 1024
+    for i in range(sources):
+        pkg = ctx / "pkg" / f"mod{i % 12:02d}"
+        pkg.mkdir(parents=True, exist_ok=True)
+        data = _text(rng, rng.randint(2_000, 24_000))
+        (pkg / f"unit{i:03d}.c").write_bytes(data)
+        size += len(data)
+    (ctx / "main.c").write_bytes(_text(rng, 4_000))
+    dockerfile = root / "Dockerfile"
+    dockerfile.write_text(MULTISTAGE_DOCKERFILE)
+    return Project("multistage", ctx, dockerfile, sources + 2, size + 4_000,
+                   change_target=ctx / "main.c", touch_target=ctx / "pkg" / "mod03" / "unit003.c")
+
+
+def make_big_context(root: Path, *, files: int = 40_000, seed: int = 40) -> Project:
+    """``files`` files in nested directories (top/sub/leaf, ~25 per leaf directory), mostly
+    small (100 B - 6 KB of text), a few big ones (4 x 8 MB of mixed text and random bytes)."""
+    rng = random.Random(seed)
+    ctx = root / "context"
+    ctx.mkdir(parents=True)
+    big = 4
+    small = files - big
+    per_dir = 25
+    total = 0
+    pool = _text(rng, 1 << 20)  # slices of one pool: fast to write, still text-like
+    first = last = None
+    for i in range(small):
+        d = i // per_dir
+        leaf = ctx / f"t{d // 400:02d}" / f"s{(d // 20) % 20:02d}" / f"l{d % 20:02d}"
+        if i % per_dir == 0:
+            leaf.mkdir(parents=True, exist_ok=True)
+        n = rng.randint(100, 6_000)
+        off = rng.randint(0, len(pool) - n)
+        path = leaf / f"f{i:05d}.txt"
+        path.write_bytes(pool[off:off + n])
+        total += n
+        first = first or path
+        last = path
+    blobs = ctx / "assets"
+    blobs.mkdir()
+    for j in range(big):
+        data = (_text(rng, 4 << 20) + rng.randbytes(4 << 20)) if j % 2 else rng.randbytes(8 << 20)
+        (blobs / f"blob{j}.bin").write_bytes(data)
+        total += len(data)
+    dockerfile = root / "Dockerfile"
+    dockerfile.write_text(CONTEXT_DOCKERFILE)
+    assert first is not None and last is not None
+    return Project(f"context-{files // 1000}k", ctx, dockerfile, files, total,
+                   change_target=last, touch_target=first)
+
+
+def make_export_tree(root: Path, target_bytes: int, *, seed: int = 200) -> tuple[int, int]:
+    """A tree of about ``target_bytes`` for the layer export test: real files of this machine
+    (/usr/lib, /usr/share: binaries, libraries, text) copied in, topped up with generated text.
+    Returns (files, bytes)."""
+    rng = random.Random(seed)
+    root.mkdir(parents=True)
+    total = files = 0
+    for top in ("/usr/lib/x86_64-linux-gnu", "/usr/share", "/usr/bin", "/usr/lib", "/usr/libexec"):
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames.sort()
+            for name in sorted(filenames):
+                src = os.path.join(dirpath, name)
+                if total >= target_bytes:
+                    return files, total
+                try:
+                    if not os.path.isfile(src) or os.path.islink(src):
+                        continue
+                    size = os.path.getsize(src)
+                    if size > 32 << 20:
+                        continue
+                    dst = root / src.lstrip("/")
+                    if dst.exists():
+                        continue
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src, dst)
+                except OSError:
+                    continue
+                total += size
+                files += 1
+    filler = root / "filler"
+    filler.mkdir(exist_ok=True)
+    while total < target_bytes:
+        data = _text(rng, 1 << 20)
+        (filler / f"f{files}.txt").write_bytes(data)
+        total += len(data)
+        files += 1
+    return files, total
