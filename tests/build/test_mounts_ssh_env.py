@@ -42,3 +42,15 @@ def test_secret_as_environment_variable(builder: Builder, tmp_path: Path) -> Non
     image = builder.store.image("envsecret:1")
     assert (rootfs(image, tmp_path / "t") / "len").read_text() == "32\n"
     assert value not in image.config_bytes.decode()
+
+
+def test_cache_mount_seeded_from_a_stage_then_kept(builder: Builder, tmp_path: Path) -> None:
+    dockerfile = (f"FROM {BASE} AS seed\nRUN mkdir -p /seed && echo seeded > /seed/s\n"
+                  f"FROM {BASE}\nRUN --mount=type=cache,id=c1,target=/cache,from=seed,source=/seed"
+                  " cat /cache/s > /first && echo more >> /cache/s\n")
+    first = builder.build(dockerfile)
+    assert (rootfs(first.image, tmp_path / "a") / "first").read_text() == "seeded\n"
+    second = builder.build(dockerfile.replace("> /first", "> /second"))
+    tree = rootfs(second.image, tmp_path / "b")
+    assert (tree / "second").read_text() == "seeded\nmore\n"
+    assert not (tree / "cache" / "s").exists()

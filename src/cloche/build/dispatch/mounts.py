@@ -14,6 +14,7 @@ import os
 import posixpath
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -120,8 +121,20 @@ def _cache(spec: MountSpec, target: str, ctx: StepContext, stack: ExitStack) -> 
         directory = Path(tempfile.mkdtemp(prefix=f"{key}-private-", dir=base))
         stack.callback(shutil.rmtree, directory, True)
     if not directory.exists():
-        directory.mkdir(mode=spec.mode if spec.mode is not None else 0o755)
-        os.chown(directory, spec.uid or 0, spec.gid or 0)
+        seed = base / f".seed-{uuid.uuid4().hex}"
+        if spec.from_:  # an empty cache starts as a copy of from=STAGE's source=PATH
+            tree = stack.enter_context(ctx.open_source(spec.from_))
+            origin = resolve_dest(tree.root, spec.source or "/")
+            if origin.is_dir():
+                shutil.copytree(origin, seed, symlinks=True)
+        if not seed.exists():
+            seed.mkdir()
+        os.chmod(seed, spec.mode if spec.mode is not None else 0o755)
+        os.chown(seed, spec.uid or 0, spec.gid or 0)
+        try:
+            os.rename(seed, directory)  # a concurrent step may have made it first
+        except OSError:
+            shutil.rmtree(seed, ignore_errors=True)
     return Mount(target=target, source=directory, readonly=spec.readonly and False)
 
 
