@@ -11,7 +11,6 @@ zstd), never by the file name, and everything is streamed.
 
 from __future__ import annotations
 
-import bz2
 import io
 import lzma
 import os
@@ -24,18 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import isal.igzip
 import zstandard
 
 from cloche.build.fsutil import CopyTargetError, Owner, mkdir_all, set_metadata
 from cloche.errors import ClocheError, UnsafePathError
+from cloche.layers.compress import Compression, open_decompressed_reader
+from cloche.layers.compress import detect_compression as _detect
 from cloche.sandbox.paths import resolve_in_root
 
 __all__ = ["ArchiveError", "Prefixed", "ExtractResult", "detect_compression", "extract_tar",
            "is_tar_archive", "open_decompressed"]
 
-_MAGIC = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"),
-          (b"\x28\xb5\x2f\xfd", "zstd"))
 _CHUNK = 1 << 20
 
 
@@ -51,10 +49,8 @@ class ExtractResult:
 
 def detect_compression(head: bytes) -> str | None:
     """The compression named by the first bytes of a stream, or None for plain data."""
-    for magic, name in _MAGIC:
-        if head.startswith(magic):
-            return name
-    return None
+    found = _detect(head)
+    return None if found is Compression.NONE else found.value
 
 
 class Prefixed(io.RawIOBase):
@@ -80,19 +76,7 @@ class Prefixed(io.RawIOBase):
 
 def open_decompressed(raw: BinaryIO) -> BinaryIO:
     """``raw`` decompressed according to its magic bytes (unchanged when not compressed)."""
-    head = raw.read(6)
-    stream: BinaryIO = io.BufferedReader(Prefixed(head, raw), _CHUNK)  # type: ignore[arg-type]
-    kind = detect_compression(head)
-    if kind == "gzip":
-        return isal.igzip.open(stream, "rb")  # type: ignore[return-value]
-    if kind == "bzip2":
-        return bz2.open(stream, "rb")  # type: ignore[return-value]
-    if kind == "xz":
-        return lzma.open(stream, "rb")  # type: ignore[return-value]
-    if kind == "zstd":
-        reader = zstandard.ZstdDecompressor().stream_reader(stream, read_across_frames=True)
-        return io.BufferedReader(reader, _CHUNK)  # type: ignore[arg-type]
-    return stream
+    return open_decompressed_reader(raw)
 
 
 def is_tar_archive(path: Path) -> bool:

@@ -19,7 +19,7 @@ from cloche.build.dispatch.context import StepContext
 from cloche.build.dockerignore import go_clean
 from cloche.build.fsutil import Owner, mkdir_all, resolve_dest
 from cloche.build.remote import DEFAULT_TIMEOUT, is_url
-from cloche.build.sources import SourceTree
+from cloche.build.sources import SourceTree, inline_tree
 from cloche.build.state import StageState
 from cloche.dockerfile import instructions as ins
 from cloche.errors import ConfigError
@@ -83,17 +83,11 @@ def _download_client() -> Iterator[httpx.Client]:
 
 def _heredoc_tree(instruction: ins.Copy | ins.Add, stack: ExitStack,
                   ctx: StepContext) -> tuple[SourceTree, tuple[str, ...]]:
-    """Heredoc files (``COPY <<EOF /dest``) written to a scratch tree, mode 0644."""
+    """Heredoc files (``COPY <<EOF /dest``) in a scratch tree, as BuildKit makes them."""
     scratch = Path(tempfile.mkdtemp(prefix="cloche-heredoc-", dir=ctx.workspace.root))
     stack.callback(shutil.rmtree, scratch, True)
-    names = []
-    for doc in instruction.contents:
-        name = posixpath.basename(doc.name) or "heredoc"
-        path = scratch / name
-        path.write_text(doc.content)
-        path.chmod(0o644)
-        names.append(name)
-    return SourceTree(scratch.resolve(), reset_owner=True, label="heredoc"), tuple(names)
+    docs = [(posixpath.basename(d.name) or "heredoc", d.content.encode()) for d in instruction.contents]
+    return inline_tree(docs, scratch.resolve()), tuple(name for name, _ in docs)
 
 
 def workdir_path(current: str, path: str) -> str:
