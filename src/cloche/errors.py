@@ -7,7 +7,6 @@ Modules may define narrower leaves of these classes next to the code that raises
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
 
 
@@ -94,6 +93,8 @@ class DockerfileError(ClocheError, ValueError):
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """A 'did you mean X?' hint for a misspelled word, or None when nothing is close."""
+    import difflib  # only here: every sandboxed step imports this module
+
     match = difflib.get_close_matches(word.lower(), [c.lower() for c in choices], n=1, cutoff=0.6)
     if not match:
         return None

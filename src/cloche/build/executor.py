@@ -42,6 +42,7 @@ from cloche.oci.image import Image
 from cloche.oci.mutate import now
 from cloche.oci.platform import Platform
 from cloche.sandbox import linux
+from cloche.sandbox.runner import StepCancelled, cancel_all
 from cloche.sandbox.spec import DEFAULT_PATH
 from cloche.store import Store
 
@@ -105,11 +106,16 @@ class Executor:
                     if self.plan.stages[index].reachable:
                         self._futures[index] = pool.submit(self._run_stage, index)
                 errors = []
-                for index, future in self._futures.items():
-                    err = future.exception()
-                    if err is not None:
-                        errors.append(err)
-            real = [e for e in errors if not isinstance(e, BuildCancelled)]
+                try:
+                    for index, future in self._futures.items():
+                        err = future.exception()
+                        if err is not None:
+                            errors.append(err)
+                except KeyboardInterrupt:
+                    self._failed.set()
+                    cancel_all()  # Ctrl-C reaches this thread only: stop the running steps
+                    raise
+            real = [e for e in errors if not isinstance(e, (BuildCancelled, StepCancelled))]
             if real or errors:
                 raise (real or errors)[0]
             final = self._futures[self.plan.target].result()
@@ -143,8 +149,10 @@ class Executor:
             raise BuildCancelled("cancelled: another stage failed", stage=planned.display_name)
         try:
             return self._stage_body(planned)
-        except BaseException:
-            self._failed.set()
+        except BaseException as err:
+            if not self._failed.is_set() and not isinstance(err, (BuildCancelled, StepCancelled)):
+                self._failed.set()
+                cancel_all()  # the build stops now, not when the other running steps end
             raise
 
     def _stage_body(self, planned: PlannedStage) -> StageState:
@@ -237,6 +245,10 @@ class Executor:
                 state = config_dispatch.apply(expanded, state, env, cmd_set)
             else:
                 raise DockerfileError(f"{instruction.keyword.upper()} cannot be used here")
+        except StepCancelled as err:
+            self.listener(ev.StepFailed(step, time.monotonic() - started, "cancelled"))
+            raise BuildCancelled("cancelled: another stage failed",
+                                 stage=planned.display_name) from err
         except BaseException as err:
             located = self._locate(err, planned, instruction)
             message = located.message if isinstance(located, ClocheError) else str(err)

@@ -54,7 +54,7 @@ def run(instruction: ins.Run, state: StageState, ctx: StepContext) -> StageState
         build_args = [(name, env.environment.get(name, "")) for name in env.declared_args]
         with ctx.workspace.step(state.lowers) as (merged, upper):
             with prepare_mounts(instruction, state, ctx, merged) as extra:
-                user = resolve_user(merged, state.config.user or "0")
+                user = resolve_user(merged, state.config.user)  # "" = root, no extra groups
                 out = LineSink(ctx)
                 variables = env.run_environment()
                 variables.update(extra.env)
@@ -63,6 +63,7 @@ def run(instruction: ins.Run, state: StageState, ctx: StepContext) -> StageState
                     env=tuple(f"{k}={v}" for k, v in variables.items()),
                     cwd=state.config.working_dir or "/", user=user,
                     network=instruction.network or ctx.options.network,
+                    security=instruction.security or "sandbox",
                     mounts=tuple(mounts) + tuple(extra.mounts), stdout=out, stderr=out)
                 result = runner.run(spec)
                 out.flush()
