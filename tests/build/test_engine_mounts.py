@@ -161,3 +161,39 @@ def test_tmpfs_mount(builder: Builder, tmp_path: Path) -> None:
     assert not (root / "scratch").exists()
     _no_mount_leftovers(result, "scratch")
 
+
+
+def test_readonly_cache_mount_cannot_be_written(builder: Builder) -> None:
+    builder.build(f"FROM {BASE}\nRUN --mount=type=cache,id=ro,target=/c echo seed > /c/seed\n")
+    with pytest.raises(BuildError) as info:
+        builder.build(f"FROM {BASE}\n"
+                      "RUN --mount=type=cache,id=ro,target=/c,readonly cat /c/seed && "
+                      "touch /c/new\n")
+    assert "seed" in info.value.output_tail
+    assert "Read-only" in info.value.output_tail
+
+
+def test_private_cache_persists_when_nobody_else_holds_it(builder: Builder,
+                                                          tmp_path: Path) -> None:
+    builder.build(f"FROM {BASE}\n"
+                  "RUN --mount=type=cache,id=p,target=/c,sharing=private echo kept > /c/f\n")
+    result = builder.build(f"FROM {BASE}\n"
+                           "RUN --mount=type=cache,id=p,target=/c,sharing=private cat /c/f > /s\n")
+    assert (rootfs(result.image, tmp_path / "out") / "s").read_text() == "kept\n"
+
+
+def test_locked_cache_steps_do_not_overlap(builder: Builder, tmp_path: Path) -> None:
+    """Two stages run at once but their sharing=locked steps take turns (intervals recorded
+    inside the steps, in the cache itself)."""
+    stage = ("FROM {base} AS {name}\n"
+             "RUN --mount=type=cache,id=lk,target=/c,sharing=locked "
+             "cut -d' ' -f1 /proc/uptime > /c/{name}.start && sleep 1.5 && "
+             "cut -d' ' -f1 /proc/uptime > /c/{name}.end && echo {name} > /{name}\n")
+    dockerfile = (stage.format(base=BASE, name="left") + stage.format(base=BASE, name="right")
+                  + f"FROM {BASE}\nCOPY --from=left /left /\nCOPY --from=right /right /\n"
+                  "RUN --mount=type=cache,id=lk,target=/c cp -r /c /seen\n")
+    result = builder.build(dockerfile, jobs=2)
+    seen = rootfs(result.image, tmp_path / "out") / "seen"
+    spans = sorted((float((seen / f"{n}.start").read_text()),
+                    float((seen / f"{n}.end").read_text())) for n in ("left", "right"))
+    assert spans[0][1] <= spans[1][0], f"locked cache steps overlapped: {spans}"

@@ -3,8 +3,8 @@
 Mounts exist only while the step runs: nothing of them reaches the layer (the sandbox removes
 the mount points it had to create). Cache mounts persist in the store under
 ``cache/mounts/<id>``; ``sharing=locked`` holds an exclusive file lock while the step runs,
-``shared`` (the default) lets concurrent steps use the directory together, ``private`` gives
-a step its own directory when another holds the shared one.
+``shared`` (the default) a reader lock, so concurrent steps use the directory together, and
+``private`` gives a step its own throw-away directory only when another step holds it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from cloche.dockerfile.mounts import Mount as MountSpec
 from cloche.errors import BuildError
 from cloche.sandbox.spec import Mount
 from cloche.store import locked
+from cloche.store.lock import LockBusyError
 
 SECRETS_DIR = "/run/secrets"
 
@@ -110,32 +111,44 @@ def _bind(spec: MountSpec, target: str, ctx: StepContext, stack: ExitStack) -> M
 
 
 def _cache(spec: MountSpec, target: str, ctx: StepContext, stack: ExitStack) -> Mount:
+    """The persistent directory of a cache id, used as its ``sharing`` mode says.
+
+    Every user holds a lock on ``<key>.lock`` while its step runs: ``shared`` a reader lock
+    (shared users run together), ``locked`` an exclusive one (waits for every other user),
+    ``private`` tries an exclusive one and, when another step holds the directory, gets a
+    fresh directory of its own for this step (BuildKit: a new mount when there are several
+    writers); otherwise it uses, and keeps, the persistent one.
+    """
     cache_id = spec.id or target
     key = hashlib.sha256(cache_id.encode()).hexdigest()[:32]
     base = ctx.workspace.store.cache_dir / "mounts"
     base.mkdir(parents=True, exist_ok=True)
     directory = base / key
+    lock = base / f"{key}.lock"
     if spec.sharing == "locked":
-        stack.enter_context(locked(base / f"{key}.lock"))
+        stack.enter_context(locked(lock))
     elif spec.sharing == "private":
-        directory = Path(tempfile.mkdtemp(prefix=f"{key}-private-", dir=base))
-        stack.callback(shutil.rmtree, directory, True)
-    if not directory.exists():
-        seed = base / f".seed-{uuid.uuid4().hex}"
-        if spec.from_:  # an empty cache starts as a copy of from=STAGE's source=PATH
-            tree = stack.enter_context(ctx.open_source(spec.from_))
-            origin = resolve_dest(tree.root, spec.source or "/")
-            if origin.is_dir():
-                shutil.copytree(origin, seed, symlinks=True)
-        if not seed.exists():
-            seed.mkdir()
-        os.chmod(seed, spec.mode if spec.mode is not None else 0o755)
-        os.chown(seed, spec.uid or 0, spec.gid or 0)
         try:
-            os.rename(seed, directory)  # a concurrent step may have made it first
-        except OSError:
-            shutil.rmtree(seed, ignore_errors=True)
-    return Mount(target=target, source=directory, readonly=spec.readonly and False)
+            stack.enter_context(locked(lock, wait=False))
+        except LockBusyError:
+            directory = Path(tempfile.mkdtemp(prefix=f"{key}-private-", dir=base))
+            stack.callback(shutil.rmtree, directory, True)
+            _own(directory, spec)
+    else:
+        stack.enter_context(locked(lock, shared=True))
+    try:
+        directory.mkdir()
+    except FileExistsError:
+        pass  # made by an earlier step or build, or by a shared user right now
+    else:
+        _own(directory, spec)
+    return Mount(target=target, source=directory, readonly=spec.readonly)
+
+
+def _own(directory: Path, spec: MountSpec) -> None:
+    """A new cache directory gets the mount's mode (0755) and owner (0:0) by default."""
+    os.chmod(directory, spec.mode if spec.mode is not None else 0o755)
+    os.chown(directory, spec.uid or 0, spec.gid or 0)
 
 
 def _secret(spec: MountSpec, state: StageState, ctx: StepContext,
