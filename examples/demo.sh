@@ -15,10 +15,14 @@ CLOCHE="${1:-cloche}"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 EXAMPLE="$HERE/go-hello"
 TAG="go-hello:demo"
-DOCKER=/usr/bin/docker        # Debian's docker.io client
+DOCKER="${DOCKER:-/usr/bin/docker}"  # Debian's docker.io client; DOCKER=none skips Docker
 REGISTRY_BIN=/usr/bin/docker-registry
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+if [ -t 1 ]; then
+    step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+else
+    step() { printf '\n==> %s\n' "$*"; }
+fi
 show() { printf '$ %s\n' "$*"; "$@"; }
 
 # --- What this machine needs ----------------------------------------------------------------
@@ -36,6 +40,11 @@ fi
 work="$(mktemp -d /tmp/cloche-demo.XXXXXX)"
 registry_pid=""
 cleanup() {
+    # The registry goes away: forget the names the build pulled from it (the blobs stay, as
+    # localhost/golang and localhost/distroless/static).
+    if [ -n "${GOLANG_IMAGE:-}" ]; then
+        "$CLOCHE" rmi "$GOLANG_IMAGE" "$RUNTIME_IMAGE" >/dev/null 2>&1 || true
+    fi
     if [ -n "$registry_pid" ]; then
         kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null || true
     fi
@@ -85,8 +94,7 @@ step "Build it"
 show "$CLOCHE" build --progress=plain "${args[@]}" -t "$TAG" "$EXAMPLE"
 
 step "The image in cloche's store"
-show "$CLOCHE" images go-hello
-show "$CLOCHE" images "${GOLANG_IMAGE%:*}"
+show "$CLOCHE" images
 show "$CLOCHE" inspect "$TAG"
 
 # --- Run it -------------------------------------------------------------------------------------
@@ -99,7 +107,9 @@ else
     step "No Docker engine answers: flatten the image and run the program directly"
     show "$CLOCHE" build --progress=quiet "${args[@]}" -o "type=local,dest=$work/rootfs" "$EXAMPLE"
     show ls -l "$work/rootfs/usr/local/bin/go-hello"
-    show "$work/rootfs/usr/local/bin/go-hello"
+    # As the image's USER nonroot (65532) would run it; the static binary needs nothing else.
+    chmod 0755 "$work"
+    show setpriv --reuid 65532 --regid 65532 --clear-groups "$work/rootfs/usr/local/bin/go-hello"
 fi
 
 step "Done: $TAG was built from two stages; only the runtime stage's layers were shipped"
