@@ -16,7 +16,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 EXAMPLE="$HERE/go-hello"
 TAG="go-hello:demo"
 DOCKER="${DOCKER:-/usr/bin/docker}"  # Debian's docker.io client; DOCKER=none skips Docker
-REGISTRY_BIN=/usr/bin/docker-registry
+REGISTRY_BIN="${REGISTRY_BIN:-/usr/bin/docker-registry}"
 
 if [ -t 1 ]; then
     step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
