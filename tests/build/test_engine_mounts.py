@@ -197,3 +197,13 @@ def test_locked_cache_steps_do_not_overlap(builder: Builder, tmp_path: Path) -> 
     spans = sorted((float((seen / f"{n}.start").read_text()),
                     float((seen / f"{n}.end").read_text())) for n in ("left", "right"))
     assert spans[0][1] <= spans[1][0], f"locked cache steps overlapped: {spans}"
+
+
+def test_bind_of_the_context_applies_dockerignore(builder: Builder, tmp_path: Path) -> None:
+    dockerfile = (f"FROM {BASE}\nUSER app\n"
+                  "RUN --mount=type=bind,target=/src ls -A /src > /tmp/listing\n")
+    files = {"kept.txt": "k", "private.key": "p", ".git/config": "g",
+             ".dockerignore": "*.key\n.git\n"}
+    result = builder.build(dockerfile, files)
+    listing = (rootfs(result.image, tmp_path / "out") / "tmp/listing").read_text().split()
+    assert sorted(listing) == [".dockerignore", "Dockerfile", "kept.txt"]

@@ -13,6 +13,7 @@ import hashlib
 import os
 import posixpath
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cloche.build.copy import CopyRequest, copy_into
 from cloche.build.dispatch.context import StepContext
 from cloche.build.fsutil import resolve_dest
 from cloche.build.state import StageState
@@ -88,9 +90,12 @@ def prepare_mounts(instruction: ins.Run, state: StageState, ctx: StepContext,
 
 def _bind(spec: MountSpec, target: str, ctx: StepContext, stack: ExitStack) -> Mount:
     """A directory or file of the context, a stage or an image; writes are thrown away."""
+    private = False
     if spec.from_:
         tree = stack.enter_context(ctx.open_source(spec.from_))
         root = tree.root
+    elif ctx.build_context.ignore.patterns:
+        root, private = _filtered_context(ctx, stack), True
     else:
         root = ctx.build_context.root
     source = resolve_dest(root, spec.source or "/")
@@ -98,7 +103,7 @@ def _bind(spec: MountSpec, target: str, ctx: StepContext, stack: ExitStack) -> M
         raise BuildError(f"--mount source {spec.source!r} not found in "
                          f"{spec.from_ or 'the build context'}", stage=ctx.stage_name,
                          file=ctx.file, line=ctx.step.line)
-    if not spec.readonly:
+    if not spec.readonly and not private:
         scratch = Path(tempfile.mkdtemp(prefix="cloche-bind-rw-", dir=ctx.workspace.root))
         stack.callback(shutil.rmtree, scratch, True)
         copy = scratch / "copy"
@@ -108,6 +113,19 @@ def _bind(spec: MountSpec, target: str, ctx: StepContext, stack: ExitStack) -> M
             shutil.copy2(source, copy)
         source = copy
     return Mount(target=target, source=source, readonly=spec.readonly)
+
+
+def _filtered_context(ctx: StepContext, stack: ExitStack) -> Path:
+    """The context as BuildKit would have received it: .dockerignore applied, owners 0:0.
+
+    A bind of the context directory itself would show ignored files (secrets, .git) to the
+    step; this private copy is made only when there are ignore rules, and dropped after.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix="cloche-bind-ctx-", dir=ctx.workspace.root))
+    stack.callback(shutil.rmtree, scratch, True)
+    copy_into(CopyRequest((".",), "/"), ctx.build_context.tree, scratch)
+    os.chmod(scratch, stat.S_IMODE(os.stat(ctx.build_context.root).st_mode))  # not mkdtemp's 0700
+    return scratch
 
 
 def _cache(spec: MountSpec, target: str, ctx: StepContext, stack: ExitStack) -> Mount:
@@ -131,24 +149,26 @@ def _cache(spec: MountSpec, target: str, ctx: StepContext, stack: ExitStack) -> 
         try:
             stack.enter_context(locked(lock, wait=False))
         except LockBusyError:
-            directory = Path(tempfile.mkdtemp(prefix=f"{key}-private-", dir=base))
+            directory = base / f"{key}-private-{uuid.uuid4().hex}"
             stack.callback(shutil.rmtree, directory, True)
-            _own(directory, spec)
     else:
         stack.enter_context(locked(lock, shared=True))
-    try:
-        directory.mkdir()
-    except FileExistsError:
-        pass  # made by an earlier step or build, or by a shared user right now
-    else:
-        _own(directory, spec)
+    if not directory.exists():
+        seed = base / f".seed-{uuid.uuid4().hex}"
+        if spec.from_:  # an empty cache starts as a copy of from=STAGE's source=PATH
+            tree = stack.enter_context(ctx.open_source(spec.from_))
+            origin = resolve_dest(tree.root, spec.source or "/")
+            if origin.is_dir():
+                shutil.copytree(origin, seed, symlinks=True)
+        if not seed.exists():
+            seed.mkdir()
+        os.chmod(seed, spec.mode if spec.mode is not None else 0o755)
+        os.chown(seed, spec.uid or 0, spec.gid or 0)
+        try:
+            os.rename(seed, directory)  # a concurrent step may have made it first
+        except OSError:
+            shutil.rmtree(seed, ignore_errors=True)
     return Mount(target=target, source=directory, readonly=spec.readonly)
-
-
-def _own(directory: Path, spec: MountSpec) -> None:
-    """A new cache directory gets the mount's mode (0755) and owner (0:0) by default."""
-    os.chmod(directory, spec.mode if spec.mode is not None else 0o755)
-    os.chown(directory, spec.uid or 0, spec.gid or 0)
 
 
 def _secret(spec: MountSpec, state: StageState, ctx: StepContext,
