@@ -58,9 +58,6 @@ def test_error_in_a_later_line_of_a_multi_line_run(builder: Builder) -> None:
     assert info.value.line == 3
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: a running RUN in another stage is not "
-                   "cancelled (sandbox.runner has no cancel hook; executor._failed is only "
-                   "checked between steps), so the build waits for the sleep 30")
 def test_failure_stops_the_build_promptly(builder: Builder) -> None:
     """A `sleep 30` running in another stage must not hold the failed build for 30 s.
 
@@ -154,9 +151,6 @@ def test_not_root_is_told_clearly(builder: Builder, tmp_path: Path) -> None:
 
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: on Ctrl-C the main thread's "
-                   "KeyboardInterrupt waits in ThreadPoolExecutor.__exit__ for the running "
-                   "steps, which are not killed (no cancel hook in the sandbox runner)")
 def test_ctrl_c_ends_the_build_and_its_steps(builder: Builder) -> None:
     """SIGINT (what Ctrl-C sends) ends `cloche build` with 130 and kills the running steps."""
     marker = f"sleep 4{os.getpid() % 1000:03d}"  # a command line no other test runs
