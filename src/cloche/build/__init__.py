@@ -4,19 +4,30 @@ The engine (``executor.py``, ``dispatch/``) mounts a stage's rootfs and calls ``
 ``add_into`` with a ``CopyRequest``; ``content_hash`` gives the cache key part of a COPY/ADD.
 """
 
-from cloche.build.add import add_into
-from cloche.build.chmod import ChmodError, ChmodSpec, parse_chmod
-from cloche.build.context import BuildContext, ContextError, context_from_directory, \
-    context_from_stream, open_context
-from cloche.build.copy import CopyDestinationError, CopyRequest, CopyResult, copy_into, \
-    destination_path
-from cloche.build.dockerignore import DockerignoreError, PatternMatcher, load_matcher
-from cloche.build.extract import ArchiveError, extract_tar, is_tar_archive
-from cloche.build.fsutil import CopyIOError, CopyTargetError, Owner
-from cloche.build.pathmatch import BadPatternError
-from cloche.build.remote import Download, DownloadError, download
-from cloche.build.sources import SourceNotFoundError, SourceTree, content_hash, inline_tree, \
-    match_sources
+_EXPORTS = {
+    "add_into": "add", "ChmodError": "chmod", "ChmodSpec": "chmod", "parse_chmod": "chmod",
+    "BuildContext": "context", "ContextError": "context", "context_from_directory": "context",
+    "context_from_stream": "context", "open_context": "context",
+    "CopyDestinationError": "copy", "CopyRequest": "copy", "CopyResult": "copy",
+    "copy_into": "copy", "destination_path": "copy",
+    "DockerignoreError": "dockerignore", "PatternMatcher": "dockerignore",
+    "load_matcher": "dockerignore", "ArchiveError": "extract", "extract_tar": "extract",
+    "is_tar_archive": "extract", "CopyIOError": "fsutil", "CopyTargetError": "fsutil",
+    "Owner": "fsutil", "BadPatternError": "pathmatch", "Download": "remote",
+    "DownloadError": "remote", "download": "remote", "SourceNotFoundError": "sources",
+    "SourceTree": "sources", "content_hash": "sources", "inline_tree": "sources",
+    "match_sources": "sources",
+}
+
+
+def __getattr__(name: str):  # lazy: the engine imports this package on every build
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(name)
+    import importlib
+
+    return getattr(importlib.import_module(f"cloche.build.{module}"), name)
+
 
 __all__ = [
     "ArchiveError", "BadPatternError", "BuildContext", "ChmodError", "ChmodSpec", "ContextError",

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import marshal
 import os
 import tempfile
 import threading
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 from cloche.build.sources import sha256_file
@@ -94,35 +96,49 @@ class BuildCache:
 
 
 class StatCache:
-    """Content hashes of context files, trusted while (dev, ino, size, mtime, ctime) hold."""
+    """What the cache key needs of each context entry, trusted while its stat holds.
+
+    The stamp is (device, inode, size, mtime, ctime, mode, uid, gid): writing a file, and
+    also chmod, chown and setxattr, move ctime, so an entry whose stamp is unchanged has the
+    same content, mode, owner and xattrs, and is described from memory without a syscall more.
+    Stored with ``marshal`` (plain values only; the store is the builder's own).
+    """
+
+    VERSION = 2
 
     def __init__(self, store: Store, context_root: Path) -> None:
         name = hashlib.sha256(str(context_root.resolve()).encode()).hexdigest()[:32]
-        self.path = store.cache_dir / "stat" / f"{name}.json"
+        self.path = store.cache_dir / "stat" / f"{name}.bin"
         self._lock = threading.Lock()
         self._dirty = False
+        self._entries: dict[str, tuple] = {}
         try:
-            self._entries: dict[str, list] = json.loads(self.path.read_bytes())
-        except (OSError, ValueError):
-            self._entries = {}
+            version, entries = marshal.loads(self.path.read_bytes())
+            if version == self.VERSION and isinstance(entries, dict):
+                self._entries = entries
+        except (OSError, ValueError, EOFError, TypeError):
+            pass
 
-    def digest(self, host: Path, st: os.stat_result) -> str:
-        key = str(host)
-        stamp = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    def describe(self, host: str, st: os.stat_result, compute: Callable[[], str]) -> str:
+        stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode,
+                 st.st_uid, st.st_gid)
+        entry = self._entries.get(host)
+        if entry is not None and entry[0] == stamp:
+            return entry[1]
+        value = compute()
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry[:5] == stamp:
-                return entry[5]
-        value = sha256_file(host, st)
-        with self._lock:
-            self._entries[key] = stamp + [value]
+            self._entries[host] = (stamp, value)
             self._dirty = True
         return value
+
+    def digest(self, host: Path | str, st: os.stat_result) -> str:
+        """Content hash of one file (kept for callers that hash files one by one)."""
+        return sha256_file(Path(host), st)
 
     def save(self) -> None:
         with self._lock:
             if not self._dirty:
                 return
-            data = json.dumps(self._entries, separators=(",", ":")).encode()
+            data = marshal.dumps((self.VERSION, self._entries))
             self._dirty = False
         _atomic_write(self.path, data)

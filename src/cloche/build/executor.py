@@ -329,7 +329,7 @@ class Executor:
                 return "stage:" + self._futures[index].result().key + repr(sources)
             return "image:" + str(self.images.get(from_).digest) + repr(sources)
         return "context:" + content_hash(self.context.tree, sources, excludes=excludes,
-                                         file_digest=self.stat_cache.digest)
+                                         cache=self.stat_cache)
 
     def _locate(self, err: BaseException, planned: PlannedStage,
                 instruction: ins.Instruction) -> BaseException:

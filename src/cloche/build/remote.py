@@ -9,6 +9,8 @@ checked while the bytes flow, and a mismatch leaves no file behind.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import email.utils
 import hashlib
 import os
@@ -18,15 +20,17 @@ from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
 
-import httpx
 
 from cloche.errors import ClocheError, DigestError
 from cloche.oci.digest import Digest, DigestMismatchError
 
+if TYPE_CHECKING:
+    import httpx
+
 __all__ = ["Download", "DownloadError", "download", "filename_for", "is_url"]
 
 _CHUNK = 1 << 20
-DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
+DEFAULT_TIMEOUT = (30.0, 10.0)  # read, connect: httpx is imported only when a URL is added
 
 
 class DownloadError(ClocheError):
@@ -90,8 +94,11 @@ def _default_client(url: str) -> httpx.Client:
     missing file. TLS is not involved in an http:// download, so it then gets a client that
     refuses any https request (a redirect included) instead of skipping verification for it.
     """
+    import httpx
+
+    timeout = httpx.Timeout(DEFAULT_TIMEOUT[0], connect=DEFAULT_TIMEOUT[1])
     try:
-        return httpx.Client(follow_redirects=True, timeout=DEFAULT_TIMEOUT)
+        return httpx.Client(follow_redirects=True, timeout=timeout)
     except OSError as e:
         if not url.lower().startswith("http://"):
             raise DownloadError(f"ADD {url}: cannot load the CA certificates for https ({e})",
@@ -102,7 +109,7 @@ def _default_client(url: str) -> httpx.Client:
                 raise DownloadError(f"ADD {url}: redirected to {request.url}, but https cannot "
                                     f"be verified without CA certificates ({e})", url=url)
 
-        return httpx.Client(follow_redirects=True, timeout=DEFAULT_TIMEOUT, verify=False,
+        return httpx.Client(follow_redirects=True, timeout=timeout, verify=False,
                             event_hooks={"request": [plain_http_only]})
 
 
@@ -115,6 +122,8 @@ def download(url: str, into: Path, *, checksum: str | None = None, filename: str
             expected = Digest.parse(checksum)
         except DigestError as e:
             raise DigestError(f"invalid --checksum {checksum!r} for {url}: {e.message}") from e
+    import httpx
+
     owns_client = client is None
     http = client or _default_client(url)
     part = into / ".download.part"

@@ -22,6 +22,7 @@ import os
 import posixpath
 import stat
 from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -185,12 +186,20 @@ def _expand(tree: SourceTree, spec: str, dir_host: Path, rest: list[str], base: 
 
 @dataclass(frozen=True)
 class WalkEntry:
-    """One path met while walking a source: relative to the source, with its lstat."""
+    """One path met while walking a source: relative to the source, with its lstat.
+
+    ``path`` is the host path as a string (building a Path for each of 40,000 context files
+    costs more than hashing them from the stat cache); ``host`` makes the Path when needed.
+    """
 
     rel: str
-    host: Path
+    path: str
     st: os.stat_result
     implied: bool = False  # an excluded directory kept only because something below is included
+
+    @property
+    def host(self) -> Path:
+        return Path(self.path)
 
 
 def walk_source(tree: SourceTree, src: MatchedSource,
@@ -204,37 +213,51 @@ def walk_source(tree: SourceTree, src: MatchedSource,
     yield from _walk(tree, src.host, "", excludes)
 
 
-def _walk(tree: SourceTree, dir_host: Path, prefix: str,
+def _walk(tree: SourceTree, dir_host: Path | str, prefix: str,
           excludes: PatternMatcher | None) -> Iterator[WalkEntry]:
-    for name in sorted(os.listdir(dir_host)):
-        host = dir_host / name
+    ignore = tree.ignore if tree.ignore.patterns else None
+    extra = excludes if excludes is not None and excludes.patterns else None
+    root = str(tree.root)
+    cut = 1 if root == "/" else len(root) + 1
+    with os.scandir(dir_host) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for entry in entries:
+        name = entry.name
         rel = f"{prefix}/{name}" if prefix else name
-        st = os.lstat(host)
+        st = entry.stat(follow_symlinks=False)
         is_dir = stat.S_ISDIR(st.st_mode)
-        hidden = [(m, r) for m, r in ((tree.ignore, tree.rel(host)), (excludes, rel))
-                  if m is not None and m.patterns and m.matches(r)]
-        if hidden:
-            if not is_dir or not all(m.may_include_below(r) for m, r in hidden):
+        if ignore is not None or extra is not None:
+            hidden = [(m, r) for m, r in ((ignore, entry.path[cut:]), (extra, rel))
+                      if m is not None and m.matches(r)]
+            if hidden:
+                if not is_dir or not all(m.may_include_below(r) for m, r in hidden):
+                    continue
+                children = list(_walk(tree, entry.path, rel, excludes))
+                if children:
+                    yield WalkEntry(rel, entry.path, st, implied=True)
+                    yield from children
                 continue
-            children = list(_walk(tree, host, rel, excludes))
-            if children:
-                yield WalkEntry(rel, host, st, implied=True)
-                yield from children
-            continue
-        yield WalkEntry(rel, host, st)
+        yield WalkEntry(rel, entry.path, st)
         if is_dir:
-            yield from _walk(tree, host, rel, excludes)
+            yield from _walk(tree, entry.path, rel, excludes)
+
+
+_TYPE_CHARS = {stat.S_IFREG: "f", stat.S_IFDIR: "d", stat.S_IFLNK: "l", stat.S_IFCHR: "c",
+               stat.S_IFBLK: "b", stat.S_IFIFO: "p"}
 
 
 def _type_char(mode: int) -> str:
-    for test, char in ((stat.S_ISREG, "f"), (stat.S_ISDIR, "d"), (stat.S_ISLNK, "l"),
-                       (stat.S_ISCHR, "c"), (stat.S_ISBLK, "b"), (stat.S_ISFIFO, "p")):
-        if test(mode):
-            return char
-    return "s"
+    return _TYPE_CHARS.get(stat.S_IFMT(mode), "s")
 
 
 FileDigest = Callable[[Path, os.stat_result], str]
+
+
+class EntryCache(Protocol):
+    """Remembers an entry's description while its stat says it is unchanged (see
+    ``cloche.build.cache.StatCache``): chmod, chown, xattr and content changes all move ctime."""
+
+    def describe(self, host: str, st: os.stat_result, compute: Callable[[], str]) -> str: ...
 
 
 def sha256_file(host: Path, st: os.stat_result) -> str:
@@ -247,14 +270,15 @@ def sha256_file(host: Path, st: os.stat_result) -> str:
     return digest.hexdigest()
 
 
-def _record(h: "hashlib._Hash", tree: SourceTree, name: str, host: Path, st: os.stat_result,
-            file_digest: FileDigest) -> None:
+def _describe(tree: SourceTree, host: str | Path, st: os.stat_result,
+              file_digest: FileDigest) -> str:
+    """Everything the cache key covers of one entry but its name."""
     uid, gid = (0, 0) if tree.reset_owner else (st.st_uid, st.st_gid)
     kind = _type_char(st.st_mode)
-    fields = [name, kind, oct(stat.S_IMODE(st.st_mode)), str(uid), str(gid)]
+    fields = [kind, oct(stat.S_IMODE(st.st_mode)), str(uid), str(gid)]
     if kind == "f":
         fields.append(str(st.st_size))
-        fields.append(file_digest(host, st))
+        fields.append(file_digest(host, st))  # type: ignore[arg-type]
     elif kind == "l":
         fields.append(os.readlink(host))
     elif kind in "cb":
@@ -265,11 +289,20 @@ def _record(h: "hashlib._Hash", tree: SourceTree, name: str, host: Path, st: os.
                 fields.append(f"x:{xname}=" + os.getxattr(host, xname, follow_symlinks=False).hex())
     except OSError:
         pass
-    h.update(("\0".join(fields) + "\n").encode("utf-8", "surrogateescape"))
+    return "\0".join(fields)
+
+
+def _record(h: "hashlib._Hash", tree: SourceTree, name: str, host: str | Path,
+            st: os.stat_result, file_digest: FileDigest, cache: EntryCache | None) -> None:
+    if cache is None:
+        text = _describe(tree, host, st, file_digest)
+    else:
+        text = cache.describe(str(host), st, lambda: _describe(tree, host, st, file_digest))
+    h.update((name + "\0" + text + "\n").encode("utf-8", "surrogateescape"))
 
 
 def content_hash(tree: SourceTree, specs: Sequence[str], *, excludes: Sequence[str] = (),
-                 file_digest: FileDigest = sha256_file) -> str:
+                 file_digest: FileDigest = sha256_file, cache: EntryCache | None = None) -> str:
     """``sha256:...`` over what COPY/ADD of ``specs`` would read from ``tree``, for the cache.
 
     Covers each matched path, its type, permission bits, owner (as COPY would see it), size,
@@ -284,9 +317,9 @@ def content_hash(tree: SourceTree, specs: Sequence[str], *, excludes: Sequence[s
         h.update(f"source\0{spec}\n".encode("utf-8", "surrogateescape"))
         for src in match_sources(tree, spec):
             st = os.lstat(src.host)
-            _record(h, tree, f"={src.rel}", src.host, st, file_digest)
+            _record(h, tree, f"={src.rel}", src.host, st, file_digest, cache)
             if src.is_dir:
                 for entry in walk_source(tree, src, exclude_matcher):
-                    _record(h, tree, posixpath.join(src.rel, entry.rel), entry.host, entry.st,
-                            file_digest)
+                    _record(h, tree, f"{src.rel}/{entry.rel}" if src.rel else entry.rel,
+                            entry.path, entry.st, file_digest, cache)
     return "sha256:" + h.hexdigest()
