@@ -278,7 +278,7 @@ def _describe(tree: SourceTree, host: str | Path, st: os.stat_result,
     fields = [kind, oct(stat.S_IMODE(st.st_mode)), str(uid), str(gid)]
     if kind == "f":
         fields.append(str(st.st_size))
-        fields.append(file_digest(host, st))  # type: ignore[arg-type]
+        fields.append(file_digest(Path(host), st))
     elif kind == "l":
         fields.append(os.readlink(host))
     elif kind in "cb":
