@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cloche.errors import BuildError, ClocheError
+from cloche.build.options import BuildOptions, parse_output
+from cloche.errors import BuildError, ClocheError, InvalidReferenceError
 from tests.build.conftest import BASE, CLOCHE, PROJECT, Builder
 
 FAILING = (f"FROM {BASE} AS base\n"
@@ -186,3 +187,13 @@ def _running(command: str) -> bool:
         except OSError:
             continue
     return False
+
+
+def test_a_bad_tag_fails_before_any_step_runs(builder: Builder) -> None:
+    ctx = builder.context(f"FROM {BASE}\nRUN echo step-ran\n")
+    result = builder.cli("build", "--progress", "plain", "-t", "Bad Name", str(ctx), check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "--tag 'Bad Name'" in result.stderr
+    assert "step-ran" not in result.stderr  # nothing was built
+    with pytest.raises(InvalidReferenceError):
+        BuildOptions(context=str(ctx), outputs=(parse_output("type=image,name=UPPER:1"),))

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cloche.errors import ConfigError
+from cloche.errors import ConfigError, InvalidReferenceError
 
 OUTPUT_TYPES = ("oci", "docker", "local", "tar", "image", "registry")
 NETWORK_MODES = ("default", "none", "host")
@@ -65,6 +65,14 @@ class BuildOptions:
     metadata_file: str | None = None
     jobs: int = 0  # 0: the number of cores
     root: Path | None = None  # store root; None: $CLOCHE_ROOT or the default
+
+    def __post_init__(self) -> None:
+        # Names are checked before anything runs: a typo in -t must not cost a whole build.
+        for name in self.tags:
+            check_name(name, "--tag")
+        for spec in self.outputs:
+            for name in spec.names:
+                check_name(name, "--output name=")
 
     @property
     def job_count(self) -> int:
@@ -158,6 +166,16 @@ def parse_key_values(items: Iterable[str], flag: str, *, from_env: bool = False)
             value = os.environ[key]
         result[key] = value
     return result
+
+
+def check_name(name: str, flag: str) -> None:
+    """Raise InvalidReferenceError (naming the flag) unless ``name`` can name an image."""
+    from cloche.store.store import canonical_name
+
+    try:
+        canonical_name(name)
+    except InvalidReferenceError as err:
+        raise InvalidReferenceError(f"{flag} {name!r}: {err.message}", hint=err.hint) from None
 
 
 def check_choice(value: str, choices: Iterable[str], flag: str) -> str:
