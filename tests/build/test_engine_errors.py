@@ -48,8 +48,11 @@ def test_cli_prints_one_block_and_exits_non_zero(builder: Builder) -> None:
     block = result.stderr[result.stderr.index("error:"):]
     assert "Dockerfile:5" in block and "[stage compile]" in block
     assert "last words" in block
-    # one block: nothing but the error follows it
-    assert block.rstrip().endswith("last words")
+    # one block: the error line, the output tail (indented), nothing else after it
+    # (stdout and stderr lines may interleave in either order)
+    first, heading, *tail = block.rstrip("\n").splitlines()
+    assert heading == "output (last lines):"
+    assert all(line.startswith("  ") for line in tail), tail
 
 
 def test_error_in_a_later_line_of_a_multi_line_run(builder: Builder) -> None:
