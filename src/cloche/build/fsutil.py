@@ -19,7 +19,8 @@ from pathlib import Path, PurePosixPath
 from cloche.errors import ClocheError, UnsafePathError
 from cloche.sandbox.paths import resolve_in_root
 
-__all__ = ["CopyIOError", "CopyTargetError", "Owner", "copy_file_data", "copy_xattrs", "inside",
+__all__ = ["CopyIOError", "CopyTargetError", "Owner", "copy_fd_data", "copy_fd_xattrs",
+           "copy_file_data", "copy_xattrs", "inside",
            "mkdir_all", "remove_for_replace", "resolve_dest", "set_metadata"]
 
 _CHUNK = 1 << 20
@@ -151,6 +152,45 @@ def copy_file_data(src_fd: int, dst: Path) -> None:
                 break
     finally:
         os.close(out)
+
+
+def copy_fd_data(src_fd: int, out: int, size: int) -> None:
+    """Copy an open file's content to another; small files in one read and one write."""
+    if size <= _CHUNK:
+        data = os.read(src_fd, size + 1)
+        while data:
+            written = os.write(out, data)
+            data = data[written:]
+            if not data:
+                data = os.read(src_fd, _CHUNK)  # the file grew while being copied
+        return
+    while True:
+        try:
+            sent = os.copy_file_range(src_fd, out, _CHUNK)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                raise
+            sent = os.sendfile(out, src_fd, None, _CHUNK)
+        if sent == 0:
+            break
+
+
+def copy_fd_xattrs(src_fd: int, out: int) -> None:
+    """``copy_xattrs`` between open descriptors."""
+    try:
+        names = os.listxattr(src_fd)
+    except OSError as e:
+        if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return
+        raise
+    for name in names:
+        if name.startswith(("system.", "trusted.overlay.")):
+            continue
+        try:
+            os.setxattr(out, name, os.getxattr(src_fd, name))
+        except OSError as e:
+            if e.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+                raise
 
 
 def copy_xattrs(src: Path, dst: Path) -> None:
