@@ -154,13 +154,14 @@ def pull_image(ref: Reference | str, store: "Store", platform: Platform | str | 
         ref = Reference.parse(ref)
     if isinstance(platform, str):
         platform = Platform.parse(platform)
-    result = pull_blobs(ref, store.blobs, platform=platform, client=client, config=config,
-                        progress=progress)
-    data = store.blobs.read_bytes(result.descriptor.digest)
-    image = Image.from_manifest(data, store.blobs, media_type=result.descriptor.media_type,
-                                name=str(ref))
-    if ref.tag:
-        store.tag(str(ref.with_tag(ref.tag)), result.descriptor)
-    else:
-        store.put_image(image)
+    with store.lease():  # gc must not collect the blobs before the name points at them
+        result = pull_blobs(ref, store.blobs, platform=platform, client=client, config=config,
+                            progress=progress)
+        data = store.blobs.read_bytes(result.descriptor.digest)
+        image = Image.from_manifest(data, store.blobs, media_type=result.descriptor.media_type,
+                                    name=str(ref))
+        if ref.tag:
+            store.tag(str(ref.with_tag(ref.tag)), result.descriptor)
+        else:
+            store.put_image(image)
     return image
