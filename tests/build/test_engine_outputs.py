@@ -13,7 +13,11 @@ import uuid
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from cloche import api
+from cloche.build.options import BuildOptions
+from cloche.cli._progress import LiveRenderer
 from tests.build.conftest import BASE, Builder
 from tests.fixtures.services import require_tool
 
@@ -175,3 +179,20 @@ def test_progress_plain_prints_step_lines(builder: Builder) -> None:
     assert re.search(r"^#\d+ visible-output-line$", err, re.M), err
     assert re.search(r"^#\d+ DONE \d+\.\ds", err, re.M), err
     assert "built sha256:" in err
+
+
+def test_progress_tty_shows_each_finished_step_once(builder: Builder) -> None:
+    """The live view: a finished step is printed once with ✔ and leaves the running area."""
+    buf = io.StringIO()
+    renderer = LiveRenderer(Console(file=buf, force_terminal=True, width=200))
+    ctx = builder.context(f"FROM {BASE}\nRUN echo tty-line\nWORKDIR /w\nRUN true\n")
+    with renderer:
+        api.build(BuildOptions(context=str(ctx), root=builder.root), listener=renderer)
+    plain = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", buf.getvalue()).replace("\r", "\n")
+    lines = [ln for ln in plain.splitlines() if ln.strip()]
+    for title in ("[stage-0 2/4] RUN echo tty-line", "[stage-0 3/4] WORKDIR /w",
+                  "[stage-0 4/4] RUN true"):
+        done = [i for i, ln in enumerate(lines) if ln.startswith("✔ " + title)]
+        assert len(done) == 1, (title, lines)
+        assert not any(ln.startswith("=> " + title) for ln in lines[done[0]:]), lines
+    assert any(ln.startswith("built sha256:") for ln in lines)

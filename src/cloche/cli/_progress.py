@@ -129,6 +129,10 @@ class LiveRenderer:
                 return
             if isinstance(event, (ev.StepFinished, ev.StepFailed)):
                 self._running.pop((event.step.stage_index, event.step.step), None)
+        if isinstance(event, (ev.StepFinished, ev.StepFailed)):
+            # Rich redraws the live area after a print with the renderable of its last tick:
+            # refresh first, or the finished step shows as running under its own ✔ line.
+            self._live.refresh()
         self._print_final(event)
 
     def _print_final(self, event: ev.Event) -> None:
