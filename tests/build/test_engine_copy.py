@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from cloche.errors import ClocheError
-from tests.build.conftest import BASE, Builder, rootfs
+from tests.build.conftest import BASE, Builder, layer_members, rootfs
 
 
 def owner_mode(path: Path) -> tuple[int, int, int]:
@@ -203,3 +203,17 @@ def test_copy_never_reads_outside_the_context(builder: Builder, tmp_path: Path) 
         return  # refusing is fine
     got = rootfs(result_ok.image, tmp_path / "out") / "got"
     assert not (got.is_file() and got.read_text() == "do not copy")
+
+
+def test_copy_from_a_stage_does_not_resurrect_deleted_files(builder: Builder,
+                                                             tmp_path: Path) -> None:
+    dockerfile = (f"FROM {BASE} AS a\n"
+                  "RUN mkdir -p /d/sub && echo 1 > /d/one && echo 2 > /d/sub/two\n"
+                  "RUN rm /d/one && rm -r /d/sub && echo 3 > /d/three\n"
+                  "FROM scratch\nCOPY --from=a /d /copied\n")
+    result = builder.build(dockerfile)
+    root = rootfs(result.image, tmp_path / "out")
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == ["copied",
+                                                                        "copied/three"]
+    names = [m.name for m in layer_members(result.image.layers[0])]
+    assert not any(".wh." in n for n in names), names
