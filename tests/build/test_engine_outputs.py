@@ -196,3 +196,16 @@ def test_progress_tty_shows_each_finished_step_once(builder: Builder) -> None:
         assert len(done) == 1, (title, lines)
         assert not any(ln.startswith("=> " + title) for ln in lines[done[0]:]), lines
     assert any(ln.startswith("built sha256:") for ln in lines)
+
+
+def test_library_front_door_with_cli_spellings(builder: Builder, tmp_path: Path) -> None:
+    """``cloche.build(context, tags=..., outputs=[...])``, as the README shows it."""
+    import cloche
+
+    ctx = builder.context(APP)
+    out = tmp_path / "rootfs"
+    result = cloche.build(str(ctx), root=builder.root, tags=["front/door:1"],
+                          build_args={"UNUSED": "x"}, outputs=[f"type=local,dest={out}"])
+    assert result.names == ("front/door:1",)
+    assert builder.store.image("front/door:1").digest == result.digest
+    assert (out / "usr/bin/hello").is_file()
