@@ -13,6 +13,7 @@ A ``build-args`` file in a case folder holds ``K=V`` lines; a ``target`` file na
 from __future__ import annotations
 
 import hashlib
+import tarfile
 import json
 import os
 import re
@@ -92,6 +93,8 @@ def unpack(image_ref: str, workdir: Path) -> tuple[dict[str, tuple], dict]:
     run(["umoci", "unpack", "--image", f"{layout}:img", str(bundle)])
     # The config as the builder wrote it (a copy to an OCI layout would drop Docker's keys).
     config = json.loads(run(["skopeo", "inspect", "--raw", "--config", image_ref]).stdout)
+    if image_ref.startswith("docker-archive:"):  # the Docker engine's BuildKit
+        config = _v08_noop_layers_as_empty(layout, config)
     return tree_manifest(bundle / "rootfs"), config
 
 
@@ -137,3 +140,62 @@ def diff_trees(ours: dict[str, tuple], theirs: dict[str, tuple]) -> list[str]:
         elif ours[path] != theirs[path]:
             problems.append(f"differs: {path}\n   cloche:   {ours[path]}\n   buildkit: {theirs[path]}")
     return problems
+
+
+# Docker 20.10's BuildKit (v0.8) keeps a layer for a step that changes nothing, where current
+# BuildKit records the step as ``empty_layer`` and ships no layer (which cloche follows):
+# - the Docker engine's image exporter (moby builder/builder-next/exporter/writer.go,
+#   normalizeLayersAndHistory) has BuildKit's "empty gzip layer -> EmptyLayer" loop commented
+#   out ("TODO: fixme"), so e.g. ``WORKDIR /tmp`` on an existing directory ships an empty tar;
+#   BuildKit's own exporter (exporter/containerimage/writer.go) drops it;
+# - v0.8's runc executor leaves the parent of the /etc/hosts and /etc/resolv.conf mount stubs
+#   with a new mtime, so ``RUN true`` ships a layer holding only ``etc/``; current BuildKit's
+#   MountStubsCleaner restores the parent's timestamps (moby/buildkit#3148) and the overlay
+#   differ then finds nothing.
+# Only layers that change nothing but directory mtimes are dropped: no entries, or only
+# directories already present below with the same mode and owner. Applied to BuildKit's side
+# only, so an empty or mtime-only layer that cloche writes still fails the comparison.
+def _v08_noop_layers_as_empty(layout: Path, config: dict) -> dict:
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads(_blob(layout, index["manifests"][0]["digest"]).read_text())
+    below: dict[str, tuple] = {}
+    noop: list[bool] = []
+    for layer in manifest["layers"]:
+        changed = False
+        with tarfile.open(_blob(layout, layer["digest"]), "r:*") as tar:
+            for member in tar:
+                name = member.name[2:] if member.name.startswith("./") else member.name
+                path = "/" + name.strip("/")
+                base = path.rsplit("/", 1)[-1]
+                if base.startswith(".wh."):
+                    changed = True
+                    parent = path.rsplit("/", 1)[0]
+                    gone = parent + "/" if base == ".wh..wh..opq" else (
+                        parent.rstrip("/") + "/" + base[4:])
+                    for known in [k for k in below if k == gone or k.startswith(gone.rstrip("/") + "/")]:
+                        if known != parent:
+                            del below[known]
+                    continue
+                meta = (member.type, member.mode & 0o7777, member.uid, member.gid)
+                if not (member.isdir() and below.get(path) == meta):
+                    changed = True
+                below[path] = meta
+        noop.append(not changed)
+    history = [dict(h) for h in config.get("history", [])]
+    diff_ids = list(config["rootfs"]["diff_ids"])
+    layer = kept = 0
+    for entry in history:
+        if entry.get("empty_layer"):
+            continue
+        if layer < len(noop) and noop[layer] and layer > 0:  # never the base image's own
+            entry["empty_layer"] = True
+            del diff_ids[kept]
+        else:
+            kept += 1
+        layer += 1
+    return {**config, "history": history, "rootfs": {**config["rootfs"], "diff_ids": diff_ids}}
+
+
+def _blob(layout: Path, digest: str) -> Path:
+    algorithm, hexa = digest.split(":", 1)
+    return layout / "blobs" / algorithm / hexa
