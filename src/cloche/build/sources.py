@@ -180,7 +180,9 @@ def _expand(tree: SourceTree, spec: str, dir_host: Path, rest: list[str], base: 
             try:
                 st = os.lstat(host)
             except (FileNotFoundError, NotADirectoryError):
-                continue
+                # BuildKit follows each match and fails on a dangling one ("not found")
+                raise _not_found(tree, spec, f" (the match {rel!r} is a symlink that resolves "
+                                 f"to /{tree.rel(host)}, which does not exist)") from None
         out.append(MatchedSource(spec, tree.rel(host), host, stat.S_ISDIR(st.st_mode), base, rel))
 
 
