@@ -36,16 +36,17 @@ def build_rows(results: dict) -> list[list[str]]:
         for scenario in SCENARIOS:
             med = {tool: median([t["seconds"] for t in per_tool.get(tool, {}).get(scenario, [])])
                    for tool in ("cloche", "buildkit", "buildah")}
-            n = max((len(per_tool.get(t, {}).get(scenario, [])) for t in per_tool), default=0)
+            n = "/".join(str(len(per_tool.get(t, {}).get(scenario, [])))
+                         for t in ("cloche", "buildkit", "buildah"))
             rows.append([name, SCENARIO_TITLES[scenario], _fmt_s(med["cloche"]),
                          _fmt_s(med["buildkit"]), _fmt_s(med["buildah"]),
                          _ratio(med["cloche"], med["buildkit"]),
-                         _ratio(med["cloche"], med["buildah"]), str(n)])
+                         _ratio(med["cloche"], med["buildah"]), n])
     return rows
 
 
 BUILD_HEADER = ["case", "build", "cloche s", "BuildKit s", "buildah s", "cloche/BuildKit",
-                "cloche/buildah", "runs"]
+                "cloche/buildah", "runs (c/bk/bh)"]
 EXPORT_HEADER = ["layer export (same tree)", "MB/s", "MB per CPU s", "s", "blob/tar",
                  "vs zlib 6"]
 

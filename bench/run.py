@@ -44,6 +44,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, help="repetitions of each measurement (default 3)")
     p.add_argument("--files", type=int, help="files in the big context (default 40000)")
     p.add_argument("--export-mb", type=int, help="size of the export tree (default 200)")
+    p.add_argument("--slow", type=float, default=90,
+                   help="a tool whose first repetition of a case took longer than this many "
+                        "seconds is not repeated for that case (default 90)")
     p.add_argument("--tools", default="cloche,buildkit,buildah",
                    help="comma-separated subset of cloche,buildkit,buildah")
     p.add_argument("--cases", default="multistage,context,export",
@@ -74,7 +77,12 @@ def machine() -> dict:
 def git_commit() -> str:
     r = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"],
                        capture_output=True, text=True)
-    return r.stdout.strip()[:80] if r.returncode == 0 else "?"
+    if r.returncode != 0:
+        return "?"
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
+                           capture_output=True, text=True).stdout.splitlines()
+    text = r.stdout.strip()[:80]
+    return text + (f" (+{len(dirty)} uncommitted files in src/)" if dirty else "")
 
 
 def log(msg: str) -> None:
@@ -95,11 +103,15 @@ def _reset(tool: Tool, attempts: int = 3) -> None:
             time.sleep(3)
 
 
-def bench_project(project: workload.Project, tools: list[Tool], repeat: int) -> dict:
+def bench_project(project: workload.Project, tools: list[Tool], repeat: int,
+                  slow: float) -> dict:
     timings: dict[str, dict[str, list]] = {t.name: {} for t in tools}
     for rep in range(repeat):
         for tool in tools:
             per = timings[tool.name]
+            if rep and per.get("first_repetition_seconds", 0) > slow:
+                continue  # one repetition of this tool took longer than --slow: keep it to one
+            start = time.perf_counter()
             try:
                 _reset(tool)
                 cold = tool.build(project)
@@ -116,6 +128,7 @@ def bench_project(project: workload.Project, tools: list[Tool], repeat: int) -> 
                                 ("mtime-only", mtime)):
                 per.setdefault(scenario, []).append({"seconds": round(t.seconds, 3),
                                                      "image_id": t.image_id})
+            per.setdefault("first_repetition_seconds", round(time.perf_counter() - start, 1))
             if cold.image_id and noop.image_id:
                 per.setdefault("noop_same_image", []).append(cold.image_id == noop.image_id)
             log(f"{project.name} #{rep + 1} {tool.name}: cold {cold.seconds:.2f}s, "
@@ -180,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 projects.append(workload.make_big_context(work / "context", files=args.files))
             for project in projects:
                 log(f"{project.name}: {project.files} files, {project.size / 1e6:.0f} MB")
-                results["builds"].append(bench_project(project, tools, args.repeat))
+                results["builds"].append(bench_project(project, tools, args.repeat, args.slow))
         if "export" in cases:
             results["versions"].setdefault(
                 "cloche", subprocess.run([args.cloche, "--version"], capture_output=True,
