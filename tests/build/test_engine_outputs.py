@@ -198,9 +198,6 @@ def test_progress_tty_shows_each_finished_step_once(builder: Builder) -> None:
     assert any(ln.startswith("built sha256:") for ln in lines)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: once any cloche.build.* module is imported (as "
-                   "here, or by a first cloche.build() call), the attribute cloche.build is the "
-                   "subpackage, so cloche.build(...) raises 'module object is not callable'")
 def test_library_front_door_with_cli_spellings(builder: Builder, tmp_path: Path) -> None:
     """``cloche.build(context, tags=..., outputs=[...])``, as the README shows it."""
     import cloche

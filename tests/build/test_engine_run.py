@@ -108,8 +108,6 @@ def test_heredoc_run_plain(builder: Builder, tmp_path: Path) -> None:
     assert (root / "catted").read_text() == "from cat\n"
 
 
-@pytest.mark.xfail(strict=True, reason="sandbox bug: the /dev/pipes bind mount's stub is made "
-                   "in the rootfs, then hidden by the /dev tmpfs, so the bind fails (ENOENT)")
 def test_heredoc_run_script(builder: Builder, tmp_path: Path) -> None:
     dockerfile = (f"FROM {BASE}\n"
                   "RUN <<EOT\n"

@@ -99,3 +99,16 @@ def test_optional_missing_secret_is_simply_absent(builder: Builder) -> None:
                           "test ! -e /run/secrets/maybe && echo ok > /ok\n")
     builder.cli("build", "--progress", "quiet", "-t", "opt:1", str(ctx))
     assert (rootfs(builder.store.image("opt:1"), builder.dir / "t") / "ok").exists()
+
+
+def test_a_secret_the_step_prints_is_masked(builder: Builder, tmp_path: Path) -> None:
+    value = f"pr1nted-{uuid.uuid4().hex}"
+    (tmp_path / "x").write_text(value + "\n")
+    ctx = builder.context(f"FROM {BASE}\nRUN --mount=type=secret,id=x "
+                          "cat /run/secrets/x && echo \"len $(wc -c < /run/secrets/x)\" && exit 1\n")
+    result = builder.cli("build", "--progress", "plain", "--secret", f"id=x,src={tmp_path / 'x'}",
+                         str(ctx), check=False)
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert value not in out
+    assert "****" in out and "len 41" in out  # the rest of the output is kept

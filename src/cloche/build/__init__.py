@@ -4,6 +4,9 @@ The engine (``executor.py``, ``dispatch/``) mounts a stage's rootfs and calls ``
 ``add_into`` with a ``CopyRequest``; ``content_hash`` gives the cache key part of a COPY/ADD.
 """
 
+import sys
+import types
+
 _EXPORTS = {
     "add_into": "add", "ChmodError": "chmod", "ChmodSpec": "chmod", "parse_chmod": "chmod",
     "BuildContext": "context", "ContextError": "context", "context_from_directory": "context",
@@ -37,3 +40,16 @@ __all__ = [
     "destination_path", "download", "extract_tar", "is_tar_archive", "load_matcher",
     "inline_tree", "match_sources", "open_context", "parse_chmod",
 ]
+
+
+class _CallablePackage(types.ModuleType):
+    """``cloche.build`` is both this package and the library's front door: once the package
+    is imported, Python binds the name to it, so calling it must still build an image."""
+
+    def __call__(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN204 - cloche.api.build's
+        from cloche.api import build
+
+        return build(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -131,6 +131,14 @@ def _setup_sys(sys_dir: str, writable: bool = False) -> None:
 
 def _extra_mount(m: dict[str, Any]) -> None:
     target, name = m["target"], m["path"]
+    if not os.path.lexists(target):
+        # The stub made in the rootfs is hidden by a tmpfs mounted since (/dev/pipes under the
+        # /dev tmpfs): make the mount point again, on that tmpfs, where it leaves no trace.
+        if m["kind"] == "bind" and not os.path.isdir(m["source"]):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+        else:
+            os.makedirs(target, exist_ok=True)
     if m["kind"] == "tmpfs":
         opts = []
         if m.get("size"):

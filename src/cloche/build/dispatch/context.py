@@ -35,10 +35,17 @@ class StepContext:
 class LineSink:
     """Turns chunks of a process's output into lines for the listener (thread-safe)."""
 
-    def __init__(self, ctx: StepContext) -> None:
+    def __init__(self, ctx: StepContext, secrets: list[bytes] | None = None) -> None:
         self.ctx = ctx
         self._partial = b""
         self._lock = threading.Lock()
+        # A secret a step prints is shown as ****: it must reach no log and no error message.
+        pieces = set()
+        for value in secrets or ():
+            text = value.decode("utf-8", "replace")
+            pieces.add(text.strip())
+            pieces.update(line.strip() for line in text.splitlines())
+        self._secrets = sorted((p for p in pieces if len(p) >= 3), key=len, reverse=True)
 
     def __call__(self, chunk: bytes) -> None:
         with self._lock:
@@ -55,5 +62,7 @@ class LineSink:
 
     def _emit(self, raw: bytes) -> None:
         text = raw.decode("utf-8", "replace").rstrip("\r")
+        for secret in self._secrets:
+            text = text.replace(secret, "****")
         self.ctx.output_tail.append(text)
         self.ctx.listener(ev.StepOutput(self.ctx.step, text))

@@ -53,6 +53,7 @@ class StepMounts:
 
     mounts: list[Mount] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    secrets: list[bytes] = field(default_factory=list)  # values to mask in the step's output
 
 
 @contextmanager
@@ -65,7 +66,7 @@ def prepare_mounts(instruction: ins.Run, state: StageState, ctx: StepContext,
     with ExitStack() as stack:
         for spec in instruction.mounts:
             if spec.type == "secret":
-                mount = _secret(spec, state, ctx, stack, result.env)
+                mount = _secret(spec, state, ctx, stack, result)
                 if mount is not None:
                     mounts.append(mount)
                 continue
@@ -172,7 +173,7 @@ def _cache(spec: MountSpec, target: str, ctx: StepContext, stack: ExitStack) -> 
 
 
 def _secret(spec: MountSpec, state: StageState, ctx: StepContext,
-            stack: ExitStack, env: dict[str, str]) -> Mount | None:
+            stack: ExitStack, result: StepMounts) -> Mount | None:
     """A secret as a file on a memory-backed tmpfs (mode 0400 by default), or an env var.
 
     The value is read only here and written only to /dev/shm; it never reaches a layer, the
@@ -197,10 +198,11 @@ def _secret(spec: MountSpec, state: StageState, ctx: StepContext,
                              stage=ctx.stage_name, file=ctx.file, line=ctx.step.line,
                              hint=f"pass it with --secret id={secret_id},src=PATH")
         return None
+    result.secrets.append(value)
     if spec.env:
         # BuildKit: env= exposes the value as a variable of this step only; with no target
         # given, no file is mounted.
-        env[spec.env] = value.decode("utf-8", "replace")
+        result.env[spec.env] = value.decode("utf-8", "replace")
         if not spec.target:
             return None
     holder = Path(tempfile.mkdtemp(prefix="cloche-secret-", dir="/dev/shm"))

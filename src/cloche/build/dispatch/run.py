@@ -55,7 +55,7 @@ def run(instruction: ins.Run, state: StageState, ctx: StepContext) -> StageState
         with ctx.workspace.step(state.lowers) as (merged, upper):
             with prepare_mounts(instruction, state, ctx, merged) as extra:
                 user = resolve_user(merged, state.config.user)  # "" = root, no extra groups
-                out = LineSink(ctx)
+                out = LineSink(ctx, extra.secrets)
                 variables = env.run_environment()
                 variables.update(extra.env)
                 spec = RunSpec(
