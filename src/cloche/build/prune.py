@@ -194,9 +194,13 @@ def parse_size(text: str) -> int:
     value = text.strip().lower()
     number = value.rstrip("kmgtib")
     unit = value[len(number):]
-    if unit not in units or not number:
+    try:
+        amount = float(number) if unit in units and number else -1.0
+    except ValueError:
+        amount = -1.0
+    if not 0 <= amount < float("inf"):  # also refuses nan and inf
         raise ValueError(f"invalid size {text!r}: want e.g. 512MB, 10GB")
-    return int(float(number) * units[unit])
+    return int(amount * units[unit])
 
 
 def parse_duration(text: str) -> float:

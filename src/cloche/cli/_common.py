@@ -21,10 +21,71 @@ def root_option(func: F) -> F:
              "else ~/.local/share/cloche).")(func)
 
 
-def open_store(root: Path | None) -> "Store":  # noqa: F821 - imported late
+def open_store(root: Path | None, *, create: bool = True) -> "Store":  # noqa: F821
+    """The store at ``root`` (else $CLOCHE_ROOT, else the default).
+
+    Commands that only read or change what is stored pass ``create=False``: a mistyped
+    ``--root`` (or $CLOCHE_ROOT) then fails with its path instead of quietly making a new,
+    empty store there (and ``cloche du --root /typo`` would print zeros as if all was well).
+    """
+    import os
+
+    from cloche.errors import StoreError
     from cloche.store import Store
 
+    explicit = root if root is not None else (
+        Path(os.environ["CLOCHE_ROOT"]).expanduser() if os.environ.get("CLOCHE_ROOT") else None)
+    if not create and explicit is not None and not (explicit / "oci-layout").is_file():
+        why = "does not exist" if not explicit.exists() else "is not a cloche store (no oci-layout)"
+        flag = "--root" if root is not None else "$CLOCHE_ROOT"
+        raise StoreError(f"the store {str(explicit)!r} given by {flag} {why}",
+                         hint="check the path; build, pull, load and import create a store")
     return Store.open(root)
+
+
+def read_stdin_dockerfile() -> str:
+    """``-f -``: the Dockerfile as UTF-8 text on standard input (a binary file is refused
+    here, not rendered as garbage under a caret)."""
+    import sys
+
+    from cloche.errors import ConfigError
+
+    data = sys.stdin.buffer.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ConfigError(f"the Dockerfile on standard input (-f -) is not UTF-8 text "
+                          f"(line {line}, byte {err.start})") from None
+
+
+# containerd's lists (platforms/database.go): what --platform may name.
+_KNOWN_ARCHES = frozenset({
+    "386", "amd64", "amd64p32", "arm", "armbe", "arm64", "arm64be", "loong64", "mips",
+    "mipsle", "mips64", "mips64le", "mips64p32", "mips64p32le", "ppc", "ppc64", "ppc64le",
+    "riscv", "riscv64", "s390", "s390x", "sparc", "sparc64", "wasm"})
+
+
+def parse_platform(text: str | None, flag: str = "--platform") -> "Platform | None":  # noqa: F821
+    """``--platform`` as a Platform, refusing an operating system or an architecture that
+    does not exist (``not/a/platform``), which would otherwise match nothing much later."""
+    if text is None or not text.strip():
+        return None  # as buildx: an empty --platform asks for nothing
+    from cloche.errors import ConfigError
+    from cloche.oci.platform import _KNOWN_OS, InvalidPlatformError, Platform
+
+    try:
+        platform = Platform.parse(text)
+    except InvalidPlatformError as err:
+        raise ConfigError(f"{flag} {text!r}: {err.message}") from err
+    normal = platform.normalized()
+    if normal.os not in _KNOWN_OS:
+        raise ConfigError(f"{flag} {text!r}: unknown operating system {platform.os!r}",
+                          hint="a platform looks like linux/amd64 or linux/arm64/v8")
+    if normal.architecture not in _KNOWN_ARCHES:
+        raise ConfigError(f"{flag} {text!r}: unknown architecture {platform.architecture!r}",
+                          hint="a platform looks like linux/amd64 or linux/arm64/v8")
+    return platform
 
 
 def human_size(n: int) -> str:

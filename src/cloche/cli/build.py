@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import sys
+import os
 from pathlib import Path
 
 import click
 
 from cloche.build import options as opts
+from cloche.cli._common import parse_platform, read_stdin_dockerfile
 from cloche.cli._progress import LiveRenderer, make_renderer
+from cloche.errors import ConfigError
+
+MAX_SECRET_SIZE = 500 * 1024  # BuildKit's limit for a secret file
 
 
 @click.command("build")
@@ -38,7 +42,8 @@ from cloche.cli._progress import LiveRenderer, make_renderer
 @click.option("--iidfile", type=click.Path(dir_okay=False), help="Write the image ID here.")
 @click.option("--metadata-file", type=click.Path(dir_okay=False),
               help="Write build metadata (JSON) here.")
-@click.option("--jobs", "-j", default=0, type=int, help="Stages run at once (default: cores).")
+@click.option("--jobs", "-j", default=0, type=click.IntRange(min=0),
+              help="Stages run at once (default: cores).")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path),
               help="Store directory (default: $CLOCHE_ROOT, /var/lib/cloche for root).")
 def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target: str | None,
@@ -51,15 +56,21 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
     """Build an image from a Dockerfile, as `docker build` does, without a daemon."""
     from cloche import api  # imported late: keeps `cloche --help` fast
 
+    parse_platform(platform)  # an unknown os or architecture fails before any work
+    secret_specs = tuple(opts.parse_secret(s) for s in secrets)
+    for text, spec in zip(secrets, secret_specs):
+        _check_secret(text, spec)
+    for item in ssh:
+        _check_ssh(item)
     dockerfile_text = None
     if dockerfile == "-":
         if context == "-":
             raise click.UsageError("-f - and a context of - cannot both read stdin")
-        dockerfile_text = sys.stdin.read()
+        dockerfile_text = read_stdin_dockerfile()
     options = opts.BuildOptions(
         context=context, dockerfile=dockerfile, dockerfile_text=dockerfile_text, tags=tags,
         target=target, build_args=opts.parse_key_values(build_args, "--build-arg", from_env=True),
-        secrets=tuple(opts.parse_secret(s) for s in secrets), ssh=ssh, platform=platform,
+        secrets=secret_specs, ssh=ssh, platform=platform,
         no_cache=no_cache, no_cache_filter=tuple(n.lower() for n in no_cache_filter),
         pull=pull, network=network,
         labels=opts.parse_key_values(labels, "--label"),
@@ -73,3 +84,41 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
         result = api.build(options, listener=renderer)
     if progress == "quiet":
         click.echo(str(result.digest))
+
+
+def _check_secret(text: str, spec: opts.SecretSpec) -> None:
+    """As buildx does before the build starts: a secret file must exist (and be at most
+    500KB); ``id=ID`` alone needs the variable ID set (buildx would then read a file ID)."""
+    if spec.src is not None:
+        path = os.path.expanduser(spec.src)
+        try:
+            info = os.stat(path)
+        except OSError as err:
+            raise ConfigError(f"--secret {text!r}: cannot read {spec.src}: {err.strerror}",
+                              hint="src= names a file on this machine") from None
+        if not os.path.isfile(path):
+            raise ConfigError(f"--secret {text!r}: {spec.src} is not a file")
+        if info.st_size > MAX_SECRET_SIZE:
+            raise ConfigError(f"--secret {text!r}: {spec.src} is too big "
+                              f"({info.st_size} bytes; a secret holds at most 500KB)")
+        return
+    keys = {part.partition("=")[0].strip().lower() for part in text.split(",")}
+    if "env" not in keys and spec.env is not None and spec.env not in os.environ:
+        raise ConfigError(f"--secret {text!r}: no environment variable {spec.env} is set",
+                          hint=f"set {spec.env}, or pass id={spec.id},src=PATH or "
+                               f"id={spec.id},env=VAR")
+
+
+def _check_ssh(item: str) -> None:
+    """``--ssh default`` needs $SSH_AUTH_SOCK; ``--ssh ID=PATH`` needs PATH (buildx checks
+    both before the build starts)."""
+    name, _, path = item.partition("=")
+    if not name:
+        raise ConfigError(f"--ssh {item!r}: want default, ID or ID=SOCKET")
+    path = path or os.environ.get("SSH_AUTH_SOCK", "")
+    if not path:
+        raise ConfigError(f"--ssh {item!r}: no socket given and SSH_AUTH_SOCK is not set",
+                          hint="start an ssh agent, or pass --ssh ID=SOCKET")
+    for one in path.split(","):
+        if not os.path.exists(os.path.expanduser(one)):
+            raise ConfigError(f"--ssh {item!r}: {one} does not exist")

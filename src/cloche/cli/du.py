@@ -18,7 +18,7 @@ def command(fmt: str, root: Path | None) -> None:
     """Show disk usage: images, build cache records, snapshots, cache mounts."""
     from cloche.build.prune import disk_usage
 
-    usage = disk_usage(open_store(root))
+    usage = disk_usage(open_store(root, create=False))
     if fmt == "json":
         click.echo(json.dumps(usage.to_dict(), indent=2))
         return

@@ -23,7 +23,7 @@ def command(repository: str | None, quiet: bool, no_trunc: bool, fmt: str,
     from cloche.store.describe import summaries
     from cloche.store.store import parse_name
 
-    rows = summaries(open_store(root))
+    rows = summaries(open_store(root, create=False))
     if repository:
         wanted = parse_name(repository)
         has_tag = ":" in repository.rsplit("/", 1)[-1]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from cloche.cli._common import open_store, root_option
+from cloche.cli._common import open_store, parse_platform, root_option
 
 
 @click.command("import")
@@ -23,12 +23,11 @@ from cloche.cli._common import open_store, root_option
 def command(source: str, name: str | None, changes: tuple[str, ...], message: str | None,
             platform: str | None, root: Path | None) -> None:
     """Import a root filesystem (directory, tar, tar.gz/zst/xz/bz2, or - for stdin)."""
-    from cloche.oci.platform import Platform
     from cloche.store.importer import ImportSourceError, import_rootfs
     from cloche.store.store import canonical_name
 
     names = [canonical_name(name)] if name else []  # a bad name fails before any work
-    plat = Platform.parse(platform) if platform else None
+    plat = parse_platform(platform)
     store = open_store(root)
     if source == "-":
         _, image = import_rootfs(store, sys.stdin.buffer, names=names, changes=changes,

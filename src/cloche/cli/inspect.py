@@ -20,7 +20,7 @@ def command(refs: tuple[str, ...], fmt: str, root: Path | None) -> None:
     """Show what the store knows about images (by name, digest or ID)."""
     from cloche.store.describe import inspect
 
-    store = open_store(root)
+    store = open_store(root, create=False)
     docs = [inspect(store, ref) for ref in refs]
     if fmt == "json":
         click.echo(json.dumps(docs, indent=4))

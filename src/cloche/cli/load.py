@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from cloche.cli._common import open_store, root_option
+from cloche.cli._common import open_store, parse_platform, root_option
 
 
 @click.command("load")
@@ -19,12 +19,11 @@ from cloche.cli._common import open_store, root_option
 @root_option
 def command(source: Path | None, quiet: bool, platform: str | None, root: Path | None) -> None:
     """Load images from a tar archive."""
-    from cloche.oci.platform import Platform
     from cloche.store.store import parse_name
     from cloche.store.transfer import load
 
+    plat = parse_platform(platform)
     store = open_store(root)
-    plat = Platform.parse(platform) if platform else None
     loaded = load(store, source if source is not None else sys.stdin.buffer, platform=plat)
     if quiet:
         return

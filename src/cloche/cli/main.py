@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
+import signal
 import sys
 
 import click
@@ -44,9 +46,39 @@ class _Group(click.Group):
         except ClocheError as err:
             click.echo(err.render(), err=True)
             sys.exit(err.exit_code)
+        except (click.ClickException, click.exceptions.Abort, click.exceptions.Exit):
+            raise  # click prints these itself (usage errors, --help, a declined prompt)
         except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
+            _interrupted()
+        except OSError as err:
+            # a file or device the library did not expect to fail: still one located line
+            if isinstance(err, BrokenPipeError):
+                _broken_pipe()
+            where = f" {err.filename}" if err.filename else ""
+            click.echo(f"error:{where}: {err.strerror or err}", err=True)
+            sys.exit(1)
+        except Exception as err:  # noqa: BLE001 - the last guard: never a traceback
+            if os.environ.get("CLOCHE_DEBUG"):
+                raise
+            click.echo(f"error: internal error: {type(err).__name__}: {err}\n"
+                       "hint: this is a bug in cloche; run again with CLOCHE_DEBUG=1 for the "
+                       "traceback and report it", err=True)
+            sys.exit(70)
+
+
+def _interrupted() -> None:
+    click.echo("interrupted", err=True)
+    sys.exit(130)
+
+
+def _broken_pipe() -> None:
+    """The reader of our output went away (``cloche images | head -1``): stop quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass
+    os._exit(141)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,7 +88,14 @@ def cli() -> None:
 
 
 def main() -> None:
-    cli(prog_name="cloche")
+    if signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, signal.SIG_DFL):
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # see cloche/cli/__init__.py
+    try:
+        cli(prog_name="cloche")
+    except KeyboardInterrupt:  # while click parses the arguments, outside invoke()
+        _interrupted()
+    except BrokenPipeError:
+        _broken_pipe()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from cloche.cli._common import parse_platform, read_stdin_dockerfile
 from cloche.dockerfile.stages import parse_dockerfile
 from cloche.errors import ConfigError
 from cloche.plan.graph import build_plan
@@ -41,9 +42,10 @@ def _build_args(values: tuple[str, ...]) -> dict[str, str]:
 def command(file: str | None, target: str | None, build_args: tuple[str, ...],
             platform: str | None, fmt: str, context: Path) -> None:
     """Show the stages a build would run: bases, copies, skipped stages, parallel levels."""
+    if platform is not None:
+        platform = platform if parse_platform(platform) is not None else None
     if file == "-":
-        with click.open_file("-", encoding="utf-8") as stream:
-            text, name = stream.read(), "Dockerfile"
+        text, name = read_stdin_dockerfile(), "Dockerfile"
     else:
         path = Path(file) if file else context / "Dockerfile"
         try:

@@ -40,6 +40,6 @@ def command(everything: bool, keep_storage: str | None, filters: tuple[str, ...]
     if not force and sys.stdin.isatty():
         what = "all build cache" if everything else "build cache no stored image uses"
         click.confirm(f"This removes {what}. Continue?", abort=True)
-    report = prune(open_store(root), everything=everything, until=until, keep_storage=keep)
+    report = prune(open_store(root, create=False), everything=everything, until=until, keep_storage=keep)
     click.echo(f"Deleted {report.records_removed} cache records")
     click.echo(f"Total reclaimed space: {human_size(report.bytes_freed)}")

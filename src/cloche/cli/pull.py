@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cloche.cli._common import open_store, root_option
+from cloche.cli._common import open_store, parse_platform, root_option
 
 
 @click.command("pull")
@@ -22,6 +22,7 @@ def command(reference: str, platform: str | None, quiet: bool, root: Path | None
     from cloche.registry.reference import Reference
 
     ref = Reference.parse(reference)
+    plat = parse_platform(platform)
     lock = threading.Lock()
 
     fetched: list[str] = []
@@ -39,7 +40,7 @@ def command(reference: str, platform: str | None, quiet: bool, root: Path | None
 
     if not quiet:
         click.echo(f"{ref.tag or ref.digest}: Pulling from {ref.familiar_name}", err=True)
-    image = pull_image(ref, open_store(root), platform, progress=progress)
+    image = pull_image(ref, open_store(root), plat, progress=progress)
     if not quiet:
         click.echo(f"Digest: {image.digest}", err=True)
         status = "Downloaded newer image for" if fetched else "Image is up to date for"

@@ -33,7 +33,7 @@ def command(reference: str, destination: str | None, quiet: bool, root: Path | N
 
     if not quiet:
         click.echo(f"The push refers to repository [{target.name}]", err=True)
-    result = push_stored(open_store(root), reference, target, progress=progress)
+    result = push_stored(open_store(root, create=False), reference, target, progress=progress)
     if quiet:
         click.echo(str(result.digest))
     else:

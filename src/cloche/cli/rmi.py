@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from cloche.cli._common import open_store, root_option
-from cloche.errors import StoreError
+from cloche.errors import ImageNotFoundError, StoreError
 from cloche.store.lock import LockBusyError
 
 
@@ -31,9 +31,14 @@ def command(images: tuple[str, ...], force: bool, root: Path | None) -> None:
     """Remove one or more images from the local store."""
     from cloche.store.store import parse_name
 
-    store = open_store(root)
+    store = open_store(root, create=False)
+    missing: list[ImageNotFoundError] = []
     for text in images:
-        entry = store.lookup(text)
+        try:
+            entry = store.lookup(text)
+        except ImageNotFoundError as err:
+            missing.append(err)  # as docker rmi: the other images are still removed
+            continue
         names_before = [n for n, d in store.names() if d.digest == entry.descriptor.digest]
         if entry.name is not None and _is_name(text, entry.name):
             store.untag(entry.name)
@@ -55,6 +60,11 @@ def command(images: tuple[str, ...], force: bool, root: Path | None) -> None:
         store.gc(wait=False)
     except LockBusyError:
         pass  # another cloche holds a lease (a build, a pull): a later rmi or gc frees the space
+    if len(missing) == 1:
+        raise missing[0]
+    if missing:
+        raise ImageNotFoundError("no such images: " + ", ".join(
+            m.message.removeprefix("no such image: ") for m in missing), hint=missing[0].hint)
 
 
 def _is_name(text: str, name: str) -> bool:

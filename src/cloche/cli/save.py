@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from cloche.cli._common import open_store, root_option
+from cloche.cli._common import open_store, parse_platform, root_option
 
 
 @click.command("save")
@@ -22,11 +22,10 @@ from cloche.cli._common import open_store, root_option
 def command(images: tuple[str, ...], output: Path | None, fmt: str, platform: str | None,
             root: Path | None) -> None:
     """Save one or more images to a tar archive."""
-    from cloche.oci.platform import Platform
     from cloche.store.transfer import save
 
-    store = open_store(root)
-    plat = Platform.parse(platform) if platform else None
+    plat = parse_platform(platform)
+    store = open_store(root, create=False)
     if output is None:
         if sys.stdout.isatty():
             raise click.UsageError("refusing to write an archive to a terminal; use -o FILE")

@@ -15,5 +15,5 @@ from cloche.cli._common import open_store, root_option
 @root_option
 def command(source: str, target: str, root: Path | None) -> None:
     """Create a tag TARGET that refers to the image SOURCE (name, digest or ID)."""
-    store = open_store(root)
+    store = open_store(root, create=False)
     store.tag(target, store.resolve(source))

@@ -15,8 +15,13 @@ import tarfile
 from pathlib import Path
 from typing import BinaryIO
 
+from cloche.errors import ClocheError
 from cloche.oci._streams import WindowReader
 from cloche.oci.errors import ImageFormatError
+
+
+class DestinationError(ClocheError):
+    """An archive destination that cannot be written (no such directory, no permission)."""
 
 
 class TarWriter:
@@ -163,7 +168,10 @@ def open_destination(dest: str | Path | BinaryIO) -> tuple[BinaryIO, str | None]
     second) and renamed by ``finish_destination`` once complete."""
     if isinstance(dest, (str, Path)):
         tmp = f"{dest}.tmp-{os.getpid()}"
-        return open(tmp, "wb"), tmp
+        try:
+            return open(tmp, "wb"), tmp
+        except OSError as err:
+            raise DestinationError(f"cannot write {dest}: {err.strerror or err}") from err
     return dest, None
 
 

@@ -120,8 +120,8 @@ class RegistryClient:
                 raise
             cause = err.__cause__ or err
             raise RegistryError(
-                f"cannot reach the registry {ep.reference.registry} at {ep.base_url}/v2/: "
-                f"{cause}", reference=str(ep.reference), retryable=True,
+                f"cannot reach the registry {ep.reference.registry} for {ep.reference} at "
+                f"{ep.base_url}/v2/: {cause}", reference=str(ep.reference), retryable=True,
                 hint="check the network, or configure a mirror for it "
                      "([registry.\"HOST\"] mirrors = [...] in the cloche config file)") from err
         resp.close()

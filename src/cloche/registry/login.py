@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cloche.errors import InvalidReferenceError
+from cloche.errors import InvalidReferenceError, RegistryError
 from cloche.registry.auth import Credentials, erase_credentials, store_credentials
 from cloche.registry.client import RegistryClient
 from cloche.registry.config import RegistryConfig
@@ -58,6 +58,11 @@ def login(server: str | None, username: str, password: str, *,
                 last = err
         else:
             assert last is not None
+            if isinstance(last, RegistryError) and last.status is None:
+                # not "login to REGISTRY/x": that repository is only a probe
+                raise RegistryError(f"cannot reach the registry {registry} to log in: "
+                                    f"{last.__cause__ or last}", reference=registry,
+                                    retryable=True) from last
             raise last
     finally:
         if own:

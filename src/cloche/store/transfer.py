@@ -11,6 +11,7 @@ directory, because both readers index the tar in place.
 
 from __future__ import annotations
 
+import lzma
 import os
 import shutil
 import tarfile
@@ -19,6 +20,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+import zstandard
+from isal.igzip_lib import IsalError
 
 from cloche.errors import ClocheError, InvalidReferenceError, StoreError
 from cloche.layers.compress import Compression, detect_compression, open_decompressed_reader
@@ -80,17 +84,18 @@ def load(store: Store, source: str | Path | BinaryIO, *,
          platform: Platform | None = None) -> list[LoadedImage]:
     """Store every image of an OCI archive or docker-archive; returns what was loaded."""
     tmp_dir = Path(tempfile.mkdtemp(prefix="load-", dir=store.blobs.tmp_dir))
+    label = str(source) if isinstance(source, (str, Path)) else "standard input"
     try:
-        path = _plain_tar(source, tmp_dir)
-        kind = _sniff(path)
+        path = _plain_tar(source, tmp_dir, label)
+        kind = _sniff(path, label)
         if kind == "oci":
-            return _load_oci(store, path, platform)
+            return _load_oci(store, path, platform, label)
         return _load_docker(store, path)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
-def _plain_tar(source: str | Path | BinaryIO, tmp_dir: Path) -> Path:
+def _plain_tar(source: str | Path | BinaryIO, tmp_dir: Path, label: str) -> Path:
     """A path to the archive as an uncompressed tar (the file itself when it already is one)."""
     if isinstance(source, (str, Path)):
         try:
@@ -109,12 +114,12 @@ def _plain_tar(source: str | Path | BinaryIO, tmp_dir: Path) -> Path:
             shutil.copyfileobj(raw, f, 1 << 20)
     except ClocheError:
         raise
-    except (OSError, EOFError, ValueError) as e:
-        raise ArchiveFormatError(f"cannot read the archive: {e}") from e
+    except (OSError, EOFError, ValueError, lzma.LZMAError, zstandard.ZstdError, IsalError) as e:
+        raise ArchiveFormatError(f"{label}: corrupt or truncated compressed archive: {e}") from e
     return out
 
 
-def _sniff(path: Path) -> str:
+def _sniff(path: Path, label: str) -> str:
     """``oci`` or ``docker`` from the archive's top-level members."""
     names: set[str] = set()
     try:
@@ -123,24 +128,26 @@ def _sniff(path: Path) -> str:
                 names.add(os.path.normpath(info.name.lstrip("/")))
                 tar.members.clear()
     except (tarfile.TarError, OSError, EOFError) as e:
-        raise ArchiveFormatError(f"{path}: not a tar archive ({e})") from e
+        what = "a truncated tar archive" if names else "not a tar archive"
+        raise ArchiveFormatError(f"{label}: {what} ({e})") from e
     if "oci-layout" in names and "index.json" in names and "manifest.json" not in names:
         return "oci"
     if "manifest.json" in names:
         return "docker"
     if "oci-layout" in names:
         return "oci"
-    raise ArchiveFormatError(f"{path}: neither an OCI archive (oci-layout, index.json) nor a "
+    raise ArchiveFormatError(f"{label}: neither an OCI archive (oci-layout, index.json) nor a "
                              "docker-archive (manifest.json)")
 
 
-def _load_oci(store: Store, path: Path, platform: Platform | None) -> list[LoadedImage]:
+def _load_oci(store: Store, path: Path, platform: Platform | None,
+              label: str) -> list[LoadedImage]:
     archive = OciArchive(path)
     index = archive.index()
     out = []
     for entry in index.manifests:
         image = resolve_image(index.with_manifests([entry]), archive.blobs, platform=platform,
-                              source=str(path))
+                              source=label)
         names = _names_for(entry.annotations)
         store.put_image(image, names)
         out.append(LoadedImage(image, tuple(names)))
