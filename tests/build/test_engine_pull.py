@@ -65,3 +65,13 @@ def test_copy_from_a_registry_image(empty_builder: Builder, remote_base: str,
     result = empty_builder.build(f"FROM scratch\nCOPY --from={remote_base} /bin/busybox /bb\n")
     root = rootfs(result.image, tmp_path / "out")
     assert (root / "bb").stat().st_size > 100_000
+
+
+def test_platform_mismatch_is_a_warning(builder) -> None:
+    from cloche.build import events as ev
+
+    builder.build(f"FROM {BASE}\nRUN true\n", platform="linux/arm64")
+    warnings = builder.recorder.of(ev.BuildWarning)
+    assert warnings and "expected linux/arm64" in warnings[0].message and warnings[0].line == 1
+    builder.build(f"FROM {BASE}\nRUN true\n")
+    assert not builder.recorder.of(ev.BuildWarning)

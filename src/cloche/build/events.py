@@ -85,6 +85,14 @@ class StepFailed:
 
 
 @dataclass(frozen=True)
+class BuildWarning:
+    """Something the build goes on with but the user should know (BuildKit's lint warnings)."""
+
+    message: str
+    line: int = 0
+
+
+@dataclass(frozen=True)
 class BuildFinished:
     digest: str
     seconds: float
@@ -93,7 +101,7 @@ class BuildFinished:
 
 
 Event = (StageSkipped | StageStarted | StageFinished | Pulling | StepStarted | StepOutput
-         | StepFinished | StepFailed | BuildFinished)
+         | StepFinished | StepFailed | BuildWarning | BuildFinished)
 Listener = Callable[[Event], None]
 
 

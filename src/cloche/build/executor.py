@@ -200,6 +200,13 @@ class Executor:
             triggers = ()
         else:
             image = self.images.get(planned.base, planned.platform)
+            wanted = Platform.parse(planned.platform) if planned.platform else self.platform
+            got = image.platform
+            if (got.os, got.architecture) != (wanted.os, wanted.architecture):
+                self.listener(ev.BuildWarning(
+                    f"base image {planned.base} has platform {got}, expected {wanted} for this "
+                    "build (InvalidBaseImagePlatform); its RUN steps run as that platform",
+                    planned.line))
             rootfs = self.workspace.image_rootfs(image)
             config = image.config
             if not any(e.startswith("PATH=") for e in config.env):

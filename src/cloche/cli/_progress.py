@@ -59,6 +59,9 @@ class PlainRenderer:
             return f"skipped stage {name}: {event.reason}"
         if isinstance(event, ev.Pulling):
             return f"pulling {event.reference}"
+        if isinstance(event, ev.BuildWarning):
+            where = f" (line {event.line})" if event.line else ""
+            return f"WARNING{where}: {event.message}"
         if isinstance(event, ev.StepStarted):
             return f"#{self._number(event.step)} {event.step.title}"
         if isinstance(event, ev.StepOutput):
@@ -152,6 +155,9 @@ class LiveRenderer:
             self.console.print(Text(f"– skipped stage {name}: {event.reason}", style="dim"))
         elif isinstance(event, ev.Pulling):
             self.console.print(Text(f"↓ pulling {event.reference}", style="dim"))
+        elif isinstance(event, ev.BuildWarning):
+            where = f" (line {event.line})" if event.line else ""
+            self.console.print(Text(f"! WARNING{where}: {event.message}", style="yellow"))
         elif isinstance(event, ev.StageFinished):
             name = event.stage_name or f"stage-{event.stage_index}"
             self.console.print(Text(f"■ stage {name}: {event.seconds:.1f}s, "
