@@ -13,6 +13,8 @@ entry whose comment says where the layer came from, and the ``--change`` instruc
 
 from __future__ import annotations
 
+import os
+
 import io
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -81,7 +83,11 @@ def _import(store: Store, source: Path | BinaryIO, label: str, names: Iterable[s
             result = _retar(source, sink, compression, label)
     assert blob.digest is not None and blob.digest == result.digest, "layer digest disagreement"
     plat = platform or Platform.host()
-    created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    moment = datetime.now(timezone.utc)
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    if epoch.isdigit():  # reproducible imports: the same files give the same image digest
+        moment = datetime.fromtimestamp(int(epoch), timezone.utc)
+    created = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     comment = message if message is not None else f"Imported from {label}"
     run_config = apply_changes({}, changes)
     doc = {
