@@ -91,10 +91,12 @@ def _heredoc_tree(instruction: ins.Copy | ins.Add, stack: ExitStack,
 
 
 def workdir_path(current: str, path: str) -> str:
-    """BuildKit's NormalizeWorkdir: relative paths join the current working directory."""
-    if not path.startswith("/"):
-        path = posixpath.join(current or "/", path)
-    return go_clean(path)
+    """BuildKit's NormalizeWorkdir: relative paths join the current working directory
+    (filepath.Join, which cleans); an absolute path is kept as written, trailing ``/`` and
+    all, in the config and the history (util/system NormalizePath, v0.8 to current)."""
+    if path.startswith("/"):
+        return path
+    return go_clean(posixpath.join("/", current or "/", path))
 
 
 def workdir(instruction: ins.Workdir, state: StageState, ctx: StepContext) -> StageState:

@@ -11,6 +11,7 @@ from cloche.build.dispatch import history as hist
 from cloche.build.dispatch.config import shell_of
 from cloche.build.dispatch.context import LineSink, StepContext
 from cloche.build.dispatch.mounts import prepare_mounts
+from cloche.build.dockerignore import go_clean
 from cloche.build.state import StageState
 from cloche.dockerfile import instructions as ins
 from cloche.dockerfile.heredoc import parse_heredoc_word
@@ -61,7 +62,9 @@ def run(instruction: ins.Run, state: StageState, ctx: StepContext) -> StageState
                 spec = RunSpec(
                     rootfs=merged, argv=argv,
                     env=tuple(f"{k}={v}" for k, v in variables.items()),
-                    cwd=state.config.working_dir or "/", user=user,
+                    # WORKDIR keeps an absolute path as written ("/app/"); the step runs
+                    # in the cleaned path
+                    cwd=go_clean(state.config.working_dir or "/"), user=user,
                     network=instruction.network or ctx.options.network,
                     security=instruction.security or "sandbox",
                     mounts=tuple(mounts) + tuple(extra.mounts), stdout=out, stderr=out)
