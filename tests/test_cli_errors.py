@@ -179,6 +179,8 @@ CASES = [
     build("build-binary-dockerfile", NOT_A_TAR, 1, ("Dockerfile is not a text file",)),
     build("build-empty-dockerfile", "", 2, ("file with no instructions",
                                             "hint: a Dockerfile needs at least a FROM")),
+    build("build-line-too-long", f"FROM {BASE}\nRUN echo {'a' * 70000}\n", 2,
+          ("Dockerfile:2:1: dockerfile line greater than max allowed size of 65535",)),
     build("build-only-args", ONLY_ARGS, 2, ("no stages to build",)),
     build("build-cycle", CYCLE, 2, ("Dockerfile:4:13: circular dependency detected on stages: "
                                     "a -> b -> a", " 4 | COPY --from=a /x /y")),
@@ -345,6 +347,7 @@ def test_bad_input_gets_a_clear_located_error(case: Case, cli_template_store: Pa
     starts = [i for i, line in enumerate(err.splitlines()) if line.startswith(("error: ", "Error: "))]
     assert starts, f"no error line\n{shown}"
     block = "\n".join(err.splitlines()[starts[0]:])
+    assert len(block) < 4000, f"the error block is {len(block)} characters long"
     for fragment in case.says:
         assert _fill(fragment, values) in block, f"missing {_fill(fragment, values)!r}\n{shown}"
     for name, data in before.items():

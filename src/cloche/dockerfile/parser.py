@@ -85,9 +85,9 @@ class _Reader:
         line = self.raw[self.pos]
         self.pos += 1
         if len(_trim_newline(line).encode("utf-8", "surrogatepass")) > MAX_LINE_BYTES:
-            raise self.error(LineTooLongError(
-                f"dockerfile line greater than max allowed size of {MAX_LINE_BYTES}"),
-                self.pos, 1)
+            raise self.error(LineTooLongError(  # shown cut: the caret block stays one screen
+                f"dockerfile line greater than max allowed size of {MAX_LINE_BYTES}",
+                source_line=_trim_newline(line)[:100] + " ..."), self.pos, 1)
         return line
 
     def trim_continuation(self, line: str) -> tuple[str, bool]:
