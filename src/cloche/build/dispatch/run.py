@@ -58,6 +58,7 @@ def run(instruction: ins.Run, state: StageState, ctx: StepContext) -> StageState
                 user = resolve_user(merged, state.config.user)  # "" = root, no extra groups
                 out = LineSink(ctx, extra.secrets)
                 variables = env.run_environment()
+                variables.update(_proxy_env(env.scope.build_args))
                 variables.update(extra.env)
                 spec = RunSpec(
                     rootfs=merged, argv=argv,
@@ -89,3 +90,22 @@ def run(instruction: ins.Run, state: StageState, ctx: StepContext) -> StageState
 
 
 __all__ = ["run", "run_args", "replace"]
+
+
+_PROXY_KINDS = ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
+
+
+def _proxy_env(build_args: dict[str, str]) -> dict[str, str]:
+    """BuildKit's proxy environment for every RUN: a proxy build arg, named in any case and
+    declared or not, is set in both spellings (``HTTP_PROXY`` and ``http_proxy``), over the
+    step's own variables (dockerfile2llb proxyEnvFromBuildArgs, then the exec op's
+    proxyEnvList). When both spellings are given BuildKit picks one at random (a Go map
+    walk); the lower-case one wins here."""
+    out: dict[str, str] = {}
+    for upper in _PROXY_KINDS:
+        lower = upper.lower()
+        named = sorted((k != lower, k != upper, k) for k in build_args if k.lower() == lower)
+        value = build_args[named[0][2]] if named else ""
+        if value:
+            out[upper] = out[lower] = value
+    return out
