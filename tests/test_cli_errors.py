@@ -166,6 +166,10 @@ CASES = [
           "--ssh", "key={tmp}/no-agent"),
     build("build-output-bogus", OK, 1, ("--output 'type=bogus'", "unknown type 'bogus'"),
           "--output", "type=bogus"),
+    build("build-push-without-tag", f"FROM {BASE}\nRUN echo step-ran\n", 1,
+          ("--push needs a name",), "--push"),
+    build("build-image-output-without-name", f"FROM {BASE}\nRUN echo step-ran\n", 1,
+          ("--output type=image needs name=",), "-o", "type=image,push=true"),
     build("build-output-oci-no-dest", OK, 1, ("type=oci needs dest=PATH",), "-o", "type=oci"),
     build("build-platform-invalid", OK, 1,
           ("--platform 'not/a/platform'", "unknown operating system 'not'"),
@@ -352,6 +356,8 @@ def test_bad_input_gets_a_clear_located_error(case: Case, cli_template_store: Pa
     starts = [i for i, line in enumerate(err.splitlines()) if line.startswith(("error: ", "Error: "))]
     assert starts, f"no error line\n{shown}"
     block = "\n".join(err.splitlines()[starts[0]:])
+    if case.needs_root and case.code == 1 and "step-ran" in str(case.files.get("Dockerfile")):
+        assert "#1 " not in err, f"a step ran before the flag was refused\n{shown}"
     assert len(block) < 4000, f"the error block is {len(block)} characters long"
     for fragment in case.says:
         assert _fill(fragment, values) in block, f"missing {_fill(fragment, values)!r}\n{shown}"

@@ -62,6 +62,13 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
         _check_secret(text, spec)
     for item in ssh:
         _check_ssh(item)
+    output_specs = tuple(opts.parse_output(o) for o in outputs)
+    # the checks build/outputs.py makes at export, made before the build rather than after it
+    if push and not tags:
+        raise ConfigError("--push needs a name: add -t NAME:TAG")
+    for spec in output_specs:
+        if spec.type == "image" and not (spec.names or tags):
+            raise ConfigError("--output type=image needs name= (or -t)")
     dockerfile_text = None
     if dockerfile == "-":
         if context == "-":
@@ -74,7 +81,7 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
         no_cache=no_cache, no_cache_filter=tuple(n.lower() for n in no_cache_filter),
         pull=pull, network=network,
         labels=opts.parse_key_values(labels, "--label"),
-        outputs=tuple(opts.parse_output(o) for o in outputs), push=push, iidfile=iidfile,
+        outputs=output_specs, push=push, iidfile=iidfile,
         metadata_file=metadata_file, jobs=jobs, root=root)
     renderer = make_renderer(progress)
     if isinstance(renderer, LiveRenderer):
