@@ -32,6 +32,7 @@ dockerfile2llb and its file op (tonistiigi/fsutil copy):
 from __future__ import annotations
 
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 import posixpath
 import stat
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ from cloche.build.fsutil import (CopyIOError, CopyTargetError, Owner, copy_fd_da
 from cloche.build.sources import MatchedSource, SourceTree, match_sources, walk_source
 from cloche.errors import ClocheError
 from cloche.sandbox.users import resolve_chown
+
+COPY_WORKERS = 4
 
 __all__ = ["CopyDestinationError", "CopyRequest", "CopyResult", "copy_into", "destination_path"]
 
@@ -99,6 +102,9 @@ class _Copier:
         self.bytes = 0
         self.dir_times: list[tuple[Path, int]] = []
         self.fresh: set[str] = set()  # directories this copy created
+        self.pool: ThreadPoolExecutor | None = None
+        self.pending: list[tuple[Future[None], Path, Path]] = []
+        self.targets: set[str] = set()  # paths of the pending copies
 
     def owner_for(self, st: os.stat_result) -> Owner:
         if self.owner is not None:
@@ -120,6 +126,8 @@ class _Copier:
     def _place(self, src: Path, st: os.stat_result, target: Path) -> None:
         mode = st.st_mode
         is_dir = stat.S_ISDIR(mode)
+        if self.pending and str(target) in self.targets:
+            self._drain()  # the same path copied again (several sources): the last one wins
         if str(target.parent) in self.fresh:  # in a directory this copy made: nothing to replace
             existed = False
         else:
@@ -134,10 +142,12 @@ class _Copier:
             if st.st_nlink > 1 and key in self.inodes:
                 os.link(self.inodes[key], target, follow_symlinks=False)
                 return
-            self._copy_file(src, st, target)
             self.bytes += st.st_size
-            if st.st_nlink > 1:
+            if st.st_nlink > 1:  # later links need it on disk: copy it now
+                self._copy_file(src, st, target)
                 self.inodes[key] = target
+            else:
+                self._submit(src, st, target)
             return
         elif stat.S_ISLNK(mode):
             os.symlink(os.readlink(src), target)
@@ -178,7 +188,41 @@ class _Copier:
         finally:
             os.close(src_fd)
 
+    def _submit(self, src: Path, st: os.stat_result, target: Path) -> None:
+        """Copy a file on a worker thread: the syscalls of many small files overlap (the GIL
+        is released in each), which is most of the time a large context takes."""
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=COPY_WORKERS,
+                                           thread_name_prefix="cloche-copy")
+        self.pending.append((self.pool.submit(self._copy_file, src, st, target), src, target))
+        self.targets.add(str(target))
+        if len(self.pending) >= 4 * 256:
+            self._drain(len(self.pending) // 2)
+
+    def _drain(self, count: int | None = None) -> None:
+        """Wait for the oldest ``count`` pending copies (all by default); re-raise failures."""
+        count = len(self.pending) if count is None else count
+        done, self.pending = self.pending[:count], self.pending[count:]
+        for future, src, target in done:
+            self.targets.discard(str(target))
+            try:
+                future.result()
+            except OSError as e:
+                where = self.display(target)
+                raise CopyIOError(f"cannot copy {src.name!r} to {where}: {e.strerror or e}",
+                                  path=where) from e
+
+    def close(self) -> None:
+        """Wait for every pending copy and stop the workers (also after an error)."""
+        try:
+            self._drain()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True, cancel_futures=True)
+                self.pool = None
+
     def finish(self) -> None:
+        self.close()  # directory times last: creating files in a directory moves its mtime
         for path, mtime_ns in reversed(self.dir_times):
             os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
         self.dir_times.clear()
@@ -237,38 +281,41 @@ def _copy_into(request: CopyRequest, tree: SourceTree, root: Path, unpack: bool,
     # A wildcard matching several files into a destination without '/' is not an error in
     # BuildKit: each file is copied onto the destination in turn and the last one wins.
     copier = _Copier(tree, root, owner, chmod)
-    previous_spec = None
-    for spec, src in matched:
-        if spec != previous_spec:  # BuildKit copies each source separately: links stay within one
-            copier.inodes.clear()
-            previous_spec = spec
-        kept = _parents_path(spec, src) if request.parents else ""
-        kept_parent = _make_kept_parents(copier, src, dest, kept) if kept else dest_host
-        kept_target = kept_parent / posixpath.basename(kept) if kept else dest_host
-        if src.is_dir:
-            target = kept_target
-            if kept and not os.path.lexists(target):  # --parents: the directory itself too
-                copier.place(src.host, os.lstat(src.host), target)
-            _copy_dir_contents(copier, src, target, excludes)
-            continue
-        if unpack and is_tar_archive(src.host):
-            target = kept_parent
-            copier.mkdirs(target)
-            with open(src.host, "rb") as raw:
-                # --chown is not applied to the entries: BuildKit keeps the tar's owners
-                result = extract_tar(raw, target, label=f"{what} {spec}")
-            copier.entries += result.entries
-            copier.bytes += result.bytes
-            continue
-        if kept:
-            target = kept_target
-        elif dest_is_dir or dest_host.is_dir():
-            target = dest_host / posixpath.basename(src.written or src.rel)
-        else:
-            target = dest_host
-        copier.mkdirs(target.parent)
-        copier.place(src.host, os.lstat(src.host), target)
-    copier.finish()
+    try:
+        previous_spec = None
+        for spec, src in matched:
+            if spec != previous_spec:  # BuildKit copies each source separately: links stay within one
+                copier.inodes.clear()
+                previous_spec = spec
+            kept = _parents_path(spec, src) if request.parents else ""
+            kept_parent = _make_kept_parents(copier, src, dest, kept) if kept else dest_host
+            kept_target = kept_parent / posixpath.basename(kept) if kept else dest_host
+            if src.is_dir:
+                target = kept_target
+                if kept and not os.path.lexists(target):  # --parents: the directory itself too
+                    copier.place(src.host, os.lstat(src.host), target)
+                _copy_dir_contents(copier, src, target, excludes)
+                continue
+            if unpack and is_tar_archive(src.host):
+                target = kept_parent
+                copier.mkdirs(target)
+                with open(src.host, "rb") as raw:
+                    # --chown is not applied to the entries: BuildKit keeps the tar's owners
+                    result = extract_tar(raw, target, label=f"{what} {spec}")
+                copier.entries += result.entries
+                copier.bytes += result.bytes
+                continue
+            if kept:
+                target = kept_target
+            elif dest_is_dir or dest_host.is_dir():
+                target = dest_host / posixpath.basename(src.written or src.rel)
+            else:
+                target = dest_host
+            copier.mkdirs(target.parent)
+            copier.place(src.host, os.lstat(src.host), target)
+        copier.finish()
+    finally:
+        copier.close()
     return CopyResult(len(matched), copier.entries, copier.bytes)
 
 
