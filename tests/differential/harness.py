@@ -13,12 +13,12 @@ A ``build-args`` file in a case folder holds ``K=V`` lines; a ``target`` file na
 from __future__ import annotations
 
 import hashlib
-import tarfile
 import json
 import os
 import re
 import stat
 import subprocess
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
