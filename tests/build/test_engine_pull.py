@@ -67,11 +67,15 @@ def test_copy_from_a_registry_image(empty_builder: Builder, remote_base: str,
     assert (root / "bb").stat().st_size > 100_000
 
 
-def test_platform_mismatch_is_a_warning(builder) -> None:
-    from cloche.build import events as ev
+def test_a_stored_base_of_another_platform_is_not_used(builder) -> None:
+    """BuildKit would look for the asked platform; with no registry to ask, the build fails
+    and says which platforms the stored image has."""
+    import pytest
 
-    builder.build(f"FROM {BASE}\nRUN true\n", platform="linux/arm64")
-    warnings = builder.recorder.of(ev.BuildWarning)
-    assert warnings and "expected linux/arm64" in warnings[0].message and warnings[0].line == 1
-    builder.build(f"FROM {BASE}\nRUN true\n")
-    assert not builder.recorder.of(ev.BuildWarning)
+    from cloche.errors import BuildError
+
+    with pytest.raises(BuildError) as caught:
+        builder.build(f"FROM {BASE}\nRUN true\n", platform="linux/arm64")
+    message = caught.value.render()
+    assert "stored for linux/amd64 only, not linux/arm64" in message
+    assert caught.value.line == 1

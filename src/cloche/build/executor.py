@@ -25,7 +25,7 @@ from cloche.build.dispatch import config as config_dispatch
 from cloche.build.dispatch.config import shell_of
 from cloche.build.dispatch import files, run
 from cloche.build.dispatch.context import StepContext
-from cloche.build.images import ImageResolver
+from cloche.build.images import ImageResolver, same_platform
 from cloche.build.options import BuildOptions
 from cloche.build.sources import SourceTree
 from cloche.build.sources import content_hash
@@ -199,10 +199,15 @@ class Executor:
                                key=base_key("scratch", "", str(self.platform)))
             triggers = ()
         else:
-            image = self.images.get(planned.base, planned.platform)
+            try:
+                image = self.images.get(planned.base, planned.platform)
+            except ClocheError as err:
+                raise BuildError(f"FROM {planned.base}: {err.message}",
+                                 stage=planned.display_name, file=self.file, line=planned.line,
+                                 hint=err.hint) from err
             wanted = Platform.parse(planned.platform) if planned.platform else self.platform
             got = image.platform
-            if (got.os, got.architecture) != (wanted.os, wanted.architecture):
+            if not same_platform(got, wanted):  # a registry served another platform
                 self.listener(ev.BuildWarning(
                     f"base image {planned.base} has platform {got}, expected {wanted} for this "
                     "build (InvalidBaseImagePlatform); its RUN steps run as that platform",

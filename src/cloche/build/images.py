@@ -10,7 +10,7 @@ import threading
 from concurrent.futures import Future
 
 from cloche.build import events as ev
-from cloche.errors import ImageNotFoundError
+from cloche.errors import ClocheError, ImageNotFoundError
 from cloche.oci.image import Image
 from cloche.oci.platform import Platform
 from cloche.store import Store
@@ -46,12 +46,31 @@ class ImageResolver:
         return future.result()
 
     def _resolve(self, reference: str, platform: Platform) -> Image:
+        stored = None
         if not self.pull:
             try:
-                return self.store.image(reference, platform)
+                stored = self.store.image(reference, platform)
             except ImageNotFoundError:
                 pass
+            if stored is not None and same_platform(stored.platform, platform):
+                return stored
         from cloche.registry.pull import pull_image
 
         self.listener(ev.Pulling(reference))
-        return pull_image(reference, self.store, platform)
+        try:
+            return pull_image(reference, self.store, platform)
+        except ClocheError as err:
+            if stored is None:
+                raise
+            raise ImageNotFoundError(
+                f"{reference} is stored for {stored.platform} only, not {platform}, and "
+                f"pulling it for {platform} failed: {err.message}",
+                hint="build with the image's platform, or pull or import the image for this "
+                     "one") from err
+
+
+def same_platform(got: Platform, wanted: Platform) -> bool:
+    """OS and architecture agree (and the variant, when the build asks for one)."""
+    if (got.os, got.architecture) != (wanted.os, wanted.architecture):
+        return False
+    return not wanted.variant or not got.variant or got.variant == wanted.variant

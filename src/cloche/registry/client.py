@@ -366,7 +366,10 @@ class RegistryClient:
                 resp = client.send(request, stream=True)
             except httpx.TransportError as err:
                 attempt += 1
-                if attempt > self.retries:
+                # Nothing listening (refused, unknown host) is rarely cured by waiting: one
+                # quick retry, not the full backoff meant for dropped and reset connections.
+                limit = min(self.retries, 1) if isinstance(err, httpx.ConnectError) else self.retries
+                if attempt > limit:
                     raise connection_error(err, what, reference) from err
                 self._sleep(attempt)
                 continue

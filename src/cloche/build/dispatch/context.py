@@ -32,6 +32,10 @@ class StepContext:
     output_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
 
 
+MAX_LINE = 64 * 1024  # bytes of an unfinished line kept before it is shown anyway
+MAX_SHOWN = 2000  # characters of one output line shown in progress and error messages
+
+
 class LineSink:
     """Turns chunks of a process's output into lines for the listener (thread-safe)."""
 
@@ -51,6 +55,9 @@ class LineSink:
         with self._lock:
             data = self._partial + chunk
             *lines, self._partial = data.split(b"\n")
+            if len(self._partial) > MAX_LINE:  # output without newlines: bounded memory
+                lines.append(self._partial)
+                self._partial = b""
             for line in lines:
                 self._emit(line)
 
@@ -64,5 +71,7 @@ class LineSink:
         text = raw.decode("utf-8", "replace").rstrip("\r")
         for secret in self._secrets:
             text = text.replace(secret, "****")
+        if len(text) > MAX_SHOWN:
+            text = text[:MAX_SHOWN] + f"... ({len(text) - MAX_SHOWN} more characters)"
         self.ctx.output_tail.append(text)
         self.ctx.listener(ev.StepOutput(self.ctx.step, text))

@@ -81,12 +81,18 @@ def run(instruction: ins.Run, state: StageState, ctx: StepContext) -> StageState
         raise BuildError(
             f"process {hist.go_q_list(argv)} did not complete successfully: {what}",
             stage=ctx.stage_name, file=ctx.file, line=instruction.line,
-            output_tail="\n".join(ctx.output_tail), exit_status=result.exit_code)
+            output_tail=_tail(ctx.output_tail), exit_status=result.exit_code)
     created_by = hist.run(argv, build_args)
     layer = ctx.workspace.commit(upper)
     if layer is None:
         return state.record(created_by, empty_layer=True)
     return state.with_layer(layer, upper, created_by)
+
+
+def _tail(lines: object, limit: int = 2000) -> str:
+    """The last output lines for an error message, at most ``limit`` characters."""
+    text = "\n".join(lines)  # type: ignore[call-overload]
+    return text if len(text) <= limit else "..." + text[-limit:]
 
 
 __all__ = ["run", "run_args", "replace"]
