@@ -24,6 +24,7 @@ from cloche.errors import ClocheError
 from cloche.sandbox.paths import open_in_root
 
 MAX_ID = 2**31 - 1
+MAX_CHOWN_ID = 2**32 - 2
 DEFAULT_HOME = "/"
 
 
@@ -130,11 +131,11 @@ def _split(spec: str) -> tuple[str, str | None]:
     return user, (group if sep else None)
 
 
-def _numeric(text: str, what: str, spec: str) -> int | None:
+def _numeric(text: str, what: str, spec: str, limit: int = MAX_ID) -> int | None:
     """The number in ``text``, None when it is not all digits; an error when out of range."""
     if text.isascii() and text.isdigit():
         value = int(text)
-        if value > MAX_ID:
+        if value > limit:
             raise InvalidUserSpecError(f"{what} ID {text} in {spec!r} is out of range")
         return value
     if text.startswith("-") and text[1:].isdigit():
@@ -248,8 +249,8 @@ def resolve_chown(rootfs: Path, spec: str, *, strict: bool = True) -> tuple[int,
 
 def _chown_number(text: str, what: str, spec: str, strict: bool) -> int | None:
     """A --chown ID; out-of-range numbers are errors when strict, names (unknown) otherwise."""
-    if strict:
-        return _numeric(text, what, spec)
+    if strict:  # any 32-bit ID but -1, as BuildKit takes them (USER is limited by runc)
+        return _numeric(text, what, spec, MAX_CHOWN_ID)
     if text.isascii() and text.isdigit() and int(text) <= 2**32 - 1:
         return int(text)
     return None
