@@ -141,22 +141,15 @@ def copy_file_data(src_fd: int, dst: Path) -> None:
     """Stream what is left of an open source into a new file at ``dst`` (no follow)."""
     out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        while True:
-            try:
-                sent = os.copy_file_range(src_fd, out, _CHUNK)
-            except OSError as e:
-                if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-                    raise
-                sent = os.sendfile(out, src_fd, None, _CHUNK)
-            if sent == 0:
-                break
+        copy_fd_data(src_fd, out, -1)
     finally:
         os.close(out)
 
 
 def copy_fd_data(src_fd: int, out: int, size: int) -> None:
-    """Copy an open file's content to another; small files in one read and one write."""
-    if size <= _CHUNK:
+    """Copy an open file's content to another; small files (``size`` known and at most 1 MiB)
+    in one read and one write, others with copy_file_range."""
+    if 0 <= size <= _CHUNK:
         data = os.read(src_fd, size + 1)
         while data:
             written = os.write(out, data)
