@@ -83,17 +83,25 @@ def md_table(header: list[str], rows: list[list[str]]) -> str:
 
 def markdown(results: dict) -> str:
     m = results["machine"]
-    parts = [f"Run of {results['started']} (UTC), cloche {results['versions'].get('cloche', '?')} "
-             f"at commit {results.get('commit', '?')}; {m['cores']} cores, {m['memory_gb']} GB, "
+    version = results["versions"].get("cloche", "?").split()[-1]
+    commit = results.get("commit", "?")
+    commit = commit.split()[0] + (" +" + commit.split("(+", 1)[1].rstrip(")")
+                                  if "(+" in commit else "")
+    parts = [f"Run of {results['started']} (UTC), cloche {version} "
+             f"at commit {commit}; {m['cores']} cores, {m['memory_gb']} GB, "
              f"kernel {m['kernel']}; load average {m['load_before']} before, "
              f"{m['load_after']} after; repeats: {results['repeat']}, median shown; "
-             f"{', '.join(f'{k}: {v}' for k, v in results['versions'].items() if k != 'cloche')}.",
+             f"{', '.join(v for k, v in results['versions'].items() if k != 'cloche')}.",
              ""]
     if results["builds"]:
         parts += [md_table(BUILD_HEADER, build_rows(results)), ""]
         ids = same_image_notes(results)
         if ids:
             parts += ["No-op rebuild gives the same image ID as the build before it: " + ids, ""]
+        ids = same_image_notes(results, "mtime_same_image")
+        if ids:
+            parts += ["mtime-only rebuild gives the same image ID as the build before it: "
+                      + ids, ""]
     rows = export_rows(results)
     if rows:
         exp = results["export"]
@@ -103,11 +111,11 @@ def markdown(results: dict) -> str:
     return "\n".join(parts)
 
 
-def same_image_notes(results: dict) -> str:
+def same_image_notes(results: dict, key: str = "noop_same_image") -> str:
     notes = []
     for case in results["builds"]:
         for tool, per in case["timings"].items():
-            same = per.get("noop_same_image")
+            same = per.get(key)
             if same is not None:
                 notes.append(f"{case['project']}/{tool} {'yes' if all(same) else 'no'}")
     return ", ".join(notes)
@@ -120,6 +128,9 @@ def print_report(results: dict) -> str:
         ids = same_image_notes(results)
         if ids:
             out += ["no-op rebuild keeps the image ID: " + ids, ""]
+        ids = same_image_notes(results, "mtime_same_image")
+        if ids:
+            out += ["mtime-only rebuild keeps the image ID: " + ids, ""]
     rows = export_rows(results)
     if rows:
         out += [text_table(EXPORT_HEADER, rows)]

@@ -57,6 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
     p.add_argument("--write-docs", action="store_true",
                    help="write the tables into docs/benchmarks.md")
+    p.add_argument("--from-json", metavar="FILE",
+                   help="measure nothing: show (and with --write-docs, write) a saved result")
     args = p.parse_args(argv)
     args.repeat = args.repeat or (1 if args.quick else 3)
     args.files = args.files or (5_000 if args.quick else 40_000)
@@ -75,7 +77,7 @@ def machine() -> dict:
 
 
 def git_commit() -> str:
-    r = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"],
+    r = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h"],
                        capture_output=True, text=True)
     if r.returncode != 0:
         return "?"
@@ -131,6 +133,8 @@ def bench_project(project: workload.Project, tools: list[Tool], repeat: int,
             per.setdefault("first_repetition_seconds", round(time.perf_counter() - start, 1))
             if cold.image_id and noop.image_id:
                 per.setdefault("noop_same_image", []).append(cold.image_id == noop.image_id)
+            if one.image_id and mtime.image_id:
+                per.setdefault("mtime_same_image", []).append(one.image_id == mtime.image_id)
             log(f"{project.name} #{rep + 1} {tool.name}: cold {cold.seconds:.2f}s, "
                 f"no-op {noop.seconds:.2f}s, one file {one.seconds:.2f}s, "
                 f"mtime {mtime.seconds:.2f}s")
@@ -156,6 +160,13 @@ def bench_export(work: Path, export_mb: int, repeat: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.from_json:
+        results = json.loads(Path(args.from_json).read_text())
+        print(report.print_report(results))
+        if args.write_docs:
+            report.write_docs(ROOT / "docs" / "benchmarks.md", results)
+            print("docs/benchmarks.md updated")
+        return 0
     if os.geteuid() != 0:
         print("bench/run.py runs builds that need root (overlay mounts, namespaces): use sudo",
               file=sys.stderr)
