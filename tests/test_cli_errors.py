@@ -485,8 +485,6 @@ class _StallingRegistry(http.server.BaseHTTPRequestHandler):
             _RELEASE.wait(90)
 
 
-@pytest.mark.xfail(strict=True, reason="registry/pull.py: Ctrl-C waits for the blob downloads "
-                   "under way (its ThreadPoolExecutor joins them), up to the 60 s read timeout")
 def test_ctrl_c_during_a_stalled_pull_ends_it_promptly(tmp_path: Path) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _StallingRegistry)
     threading.Thread(target=server.serve_forever, daemon=True).start()

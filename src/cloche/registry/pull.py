@@ -10,7 +10,8 @@ first for reads; when one fails or lacks the image, the registry itself is asked
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -120,12 +121,7 @@ def _pull_from(client: RegistryClient, ep: Endpoint, ref: Reference, blobs: Blob
             progress("done", desc)
 
     if todo:
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo)))) as pool:
-            futures = [pool.submit(fetch, d) for d in todo]
-            errors = [f.exception() for f in futures]
-        for err in errors:
-            if err is not None:
-                raise err
+        _in_parallel(fetch, todo, workers)
     media_type = manifest.media_type or fetched.media_type or mt.OCI_MANIFEST
     _store_bytes(blobs, fetched.data, fetched.digest)
     if index_digest is not None:
@@ -133,6 +129,39 @@ def _pull_from(client: RegistryClient, ep: Endpoint, ref: Reference, blobs: Blob
     descriptor = Descriptor(media_type, fetched.digest, len(fetched.data),
                             platform=platform if index_digest else None)
     return PullResult(ref, descriptor, manifest, index_digest, ep.reference, len(todo))
+
+
+def _in_parallel(fn: "Callable[[Descriptor], None]", items: list[Descriptor], workers: int) -> None:
+    """Run ``fn`` over ``items`` on daemon threads; the first error is raised.
+
+    Daemon threads and a waiting loop with a timeout keep Ctrl-C prompt: the main thread is
+    never stuck joining a download that waits on a stalled registry (an interrupted download
+    leaves only a temporary file, which the store's gc removes)."""
+    pending = list(items)
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not pending or errors:
+                    return
+                item = pending.pop(0)
+            try:
+                fn(item)
+            except BaseException as err:  # handed to the caller
+                with lock:
+                    errors.append(err)
+
+    threads = [threading.Thread(target=worker, daemon=True, name="cloche-pull")
+               for _ in range(max(1, min(workers, len(items))))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.2)
+    if errors:
+        raise errors[0]
 
 
 def _store_bytes(blobs: BlobSink, data: bytes, digest: Digest) -> None:
