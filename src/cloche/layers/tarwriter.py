@@ -10,6 +10,9 @@ computes the diff_id (sha256 of the tar) and the blob's digest and size (after c
 
 from __future__ import annotations
 
+import queue
+import threading
+
 import posixpath
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -123,12 +126,55 @@ def _padding(size: int) -> bytes:
     return b"\x00" * (-size % BLOCK)
 
 
+class _BackgroundDigester:
+    """sha256 of a stream, computed on its own thread.
+
+    hashlib releases the GIL for large updates, so hashing the uncompressed tar beside the
+    compression (and the blob's own hash) uses another core. Small writes (tar headers) are
+    gathered into 256 KiB batches first; the queue is bounded, so memory is too.
+    """
+
+    BATCH = 256 * 1024
+
+    def __init__(self) -> None:
+        self._digester = Digester("sha256")
+        self._buffer = bytearray()
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+        self._thread = threading.Thread(target=self._run, daemon=True, name="cloche-sha256")
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            self._digester.update(chunk)
+
+    def update(self, data: bytes) -> None:
+        if len(data) >= self.BATCH and not self._buffer:
+            self._queue.put(bytes(data))
+            return
+        self._buffer += data
+        if len(self._buffer) >= self.BATCH:
+            self._queue.put(bytes(self._buffer))
+            self._buffer.clear()
+
+    def digest(self) -> Digest:
+        if self._buffer:
+            self._queue.put(bytes(self._buffer))
+            self._buffer.clear()
+        self._queue.put(None)
+        self._thread.join()
+        return self._digester.digest()
+
+    @property
+    def size(self) -> int:
+        return self._digester.size
+
+
 class _HashingSink:
     """Counts and hashes the compressed bytes on their way to the real sink."""
 
     def __init__(self, sink: BinaryIO, *, hashing: bool = True) -> None:
         self._sink = sink
-        self.digester = Digester("sha256")
+        self.digester = _BackgroundDigester() if hashing else Digester("sha256")
         self.size = 0
         self._hashing = hashing
 
@@ -161,7 +207,7 @@ class TarWriter:
         self._blob = _HashingSink(sink, hashing=compression is not Compression.NONE)
         self._out = open_compressed_writer(self._blob, compression,  # type: ignore[arg-type]
                                            level=level, threads=threads)
-        self._tar = Digester("sha256")
+        self._tar = _BackgroundDigester()
         self._entries = 0
         self.result: LayerBlob | None = None
 
