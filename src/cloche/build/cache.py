@@ -122,6 +122,10 @@ class StatCache:
     def describe(self, host: str, st: os.stat_result, compute: Callable[[], str]) -> str:
         stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode,
                  st.st_uid, st.st_gid)
+        return self.describe_stamp(host, stamp, compute)
+
+    def describe_stamp(self, host: str, stamp: tuple, compute: Callable[[], str]) -> str:
+        """``describe`` with the stamp already known (from ``fastwalk.list_tree``)."""
         entry = self._entries.get(host)
         if entry is not None and entry[0] == stamp:
             return entry[1]
