@@ -14,18 +14,21 @@ from __future__ import annotations
 import posixpath
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
 
 from cloche.build.copy import CopyDestinationError, CopyRequest, CopyResult, copy_into, destination_path
 from cloche.build.remote import download, is_url
 from cloche.build.sources import SourceTree
 
+if TYPE_CHECKING:
+    import httpx
+
 __all__ = ["add_into"]
 
 
 def add_into(request: CopyRequest, tree: SourceTree, root: Path, *, checksum: str | None = None,
-             client: httpx.Client | None = None, tmp_dir: Path | None = None,
+             client: "httpx.Client | None" = None, tmp_dir: Path | None = None,
              users_root: Path | None = None) -> CopyResult:
     """Carry out ``ADD`` of ``request`` from ``tree`` (local sources) into the rootfs ``root``."""
     dest, dest_is_dir = destination_path(request.dest, request.workdir)

@@ -9,8 +9,8 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
 
 from cloche.build.add import add_into
 from cloche.build.copy import CopyRequest, copy_into
@@ -24,6 +24,9 @@ from cloche.build.state import StageState
 from cloche.dockerfile import instructions as ins
 from cloche.errors import ConfigError
 from cloche.sandbox.users import resolve_user
+
+if TYPE_CHECKING:
+    import httpx
 
 
 def copy(instruction: ins.Copy | ins.Add, state: StageState, ctx: StepContext) -> StageState:
@@ -59,11 +62,14 @@ def copy(instruction: ins.Copy | ins.Add, state: StageState, ctx: StepContext) -
 
 
 @contextmanager
-def _download_client() -> Iterator[httpx.Client]:
+def _download_client() -> Iterator["httpx.Client"]:
     """The HTTP client for ADD URLs, made here so that a broken CA setup is an error, not a
     crash: without loadable CA certificates (SSL_CERT_FILE naming a missing file, no
     ca-certificates) plain-http URLs still work and an https one is refused clearly."""
-    common: dict = dict(follow_redirects=True, timeout=DEFAULT_TIMEOUT)
+    import httpx  # only builds that ADD a URL pay for importing it
+
+    common: dict = dict(follow_redirects=True,
+                        timeout=httpx.Timeout(DEFAULT_TIMEOUT[0], connect=DEFAULT_TIMEOUT[1]))
     try:
         client = httpx.Client(**common)
     except (OSError, ssl.SSLError) as err:
