@@ -67,7 +67,7 @@ def build(options: BuildOptions | str = ".", *, listener: ev.Listener | None = N
           tags: Sequence[str] = (), build_args: Mapping[str, str] | None = None,
           target: str | None = None, dockerfile: str | None = None,
           outputs: Sequence[str | OutputSpec] = (), secrets: Sequence[str | SecretSpec] = (),
-          **more: object) -> BuildResult:
+          prefetch: object = None, **more: object) -> BuildResult:
     """Build an image as ``docker build`` would and store it under ``tags``.
 
     ``options`` is a BuildOptions, or the context directory with the keyword arguments
@@ -81,6 +81,12 @@ def build(options: BuildOptions | str = ".", *, listener: ev.Listener | None = N
     from cloche.plan.graph import build_plan
     from cloche.sandbox.runner import require_root
 
+    if prefetch is None and isinstance(options, BuildOptions) and options.context != "-" \
+            and Path(options.context).is_dir():
+        # Start listing the context now: find's stat calls overlap the imports below.
+        from cloche.build.fastwalk import Prefetch
+
+        prefetch = Prefetch(Path(options.context).resolve())
     if not isinstance(options, BuildOptions):
         options = BuildOptions(
             context=str(options), tags=tuple(tags), build_args=dict(build_args or {}),
@@ -105,7 +111,8 @@ def build(options: BuildOptions | str = ".", *, listener: ev.Listener | None = N
         platform = Platform.parse(options.platform) if options.platform else Platform.host()
         plan = build_plan(dockerfile_value, options.target, options.build_args,
                           platform=str(platform) if options.platform else None)
-        outcome = Executor(plan, options, store, context, listener, platform).run()
+        outcome = Executor(plan, options, store, context, listener, platform,
+                           prefetch=prefetch).run()
         exported = export(outcome.image, options, store)
     listener(ev.BuildFinished(str(outcome.image.digest), outcome.seconds, outcome.image.size,
                               exported.names))

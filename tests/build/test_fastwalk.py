@@ -44,7 +44,7 @@ def _hash(root: Path, store_root: Path) -> str:
 
 def test_same_hash_as_the_python_walk(tree: Path, tmp_path: Path) -> None:
     listed = list_tree(tree)
-    assert listed is not None and len(listed) > 40
+    assert listed is not None and len(listed.entries) > 40
     plain = content_hash(context_from_directory(tree).tree, (".",))
     assert _hash(tree, tmp_path / "store") == plain
     assert _hash(tree, tmp_path / "store") == plain  # from the stat cache, no file read

@@ -104,20 +104,36 @@ class StatCache:
     Stored with ``marshal`` (plain values only; the store is the builder's own).
     """
 
-    VERSION = 2
+    VERSION = 3
 
     def __init__(self, store: Store, context_root: Path) -> None:
         name = hashlib.sha256(str(context_root.resolve()).encode()).hexdigest()[:32]
         self.path = store.cache_dir / "stat" / f"{name}.bin"
+        self.trees_path = store.cache_dir / "stat" / f"{name}.trees"
         self._lock = threading.Lock()
         self._dirty = False
-        self._entries: dict[str, tuple] = {}
-        try:
-            version, entries = marshal.loads(self.path.read_bytes())
-            if version == self.VERSION and isinstance(entries, dict):
-                self._entries = entries
-        except (OSError, ValueError, EOFError, TypeError):
-            pass
+        self._entries: dict[str, tuple] | None = None  # loaded on the first describe
+        self._trees: dict[str, str] = _load(self.trees_path, self.VERSION) or {}
+        self._trees_dirty = False
+
+    def _loaded(self) -> dict[str, tuple]:
+        if self._entries is None:
+            self._entries = _load(self.path, self.VERSION) or {}
+        return self._entries
+
+    def tree(self, key: str) -> str | None:
+        """The entries hash of a directory whose find listing had digest ``key`` before.
+
+        An unchanged listing (same names and stamps, in the same order) means unchanged
+        entries, so a no-op rebuild of a large context reads only find's output."""
+        return self._trees.get(key)
+
+    def remember_tree(self, key: str, value: str) -> None:
+        with self._lock:
+            if len(self._trees) > 64:  # listings of older states of the context
+                self._trees.clear()
+            self._trees[key] = value
+            self._trees_dirty = True
 
     def describe(self, host: str, st: os.stat_result, compute: Callable[[], str]) -> str:
         stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode,
@@ -126,12 +142,13 @@ class StatCache:
 
     def describe_stamp(self, host: str, stamp: tuple, compute: Callable[[], str]) -> str:
         """``describe`` with the stamp already known (from ``fastwalk.list_tree``)."""
-        entry = self._entries.get(host)
+        entries = self._loaded()
+        entry = entries.get(host)
         if entry is not None and entry[0] == stamp:
             return entry[1]
         value = compute()
         with self._lock:
-            self._entries[host] = (stamp, value)
+            entries[host] = (stamp, value)
             self._dirty = True
         return value
 
@@ -141,8 +158,19 @@ class StatCache:
 
     def save(self) -> None:
         with self._lock:
-            if not self._dirty:
-                return
-            data = marshal.dumps((self.VERSION, self._entries))
-            self._dirty = False
-        _atomic_write(self.path, data)
+            entries = marshal.dumps((self.VERSION, self._entries)) if self._dirty else None
+            trees = marshal.dumps((self.VERSION, self._trees)) if self._trees_dirty else None
+            self._dirty = self._trees_dirty = False
+        if entries is not None:
+            _atomic_write(self.path, entries)
+        if trees is not None:
+            _atomic_write(self.trees_path, trees)
+
+
+def _load(path: Path, version: int) -> dict | None:
+    """A marshalled dict of this version, or None (missing, old or corrupt: a miss)."""
+    try:
+        found, value = marshal.loads(path.read_bytes())
+    except (OSError, ValueError, EOFError, TypeError):
+        return None
+    return value if found == version and isinstance(value, dict) else None

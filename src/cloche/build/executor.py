@@ -21,6 +21,7 @@ from pathlib import Path
 from cloche.build import events as ev
 from cloche.build.cache import BuildCache, StatCache
 from cloche.build.context import BuildContext
+from cloche.build.fastwalk import Prefetch
 from cloche.build.dispatch import config as config_dispatch
 from cloche.build.dispatch.config import shell_of
 from cloche.build.dispatch import files, run
@@ -75,7 +76,8 @@ class Executor:
     """Runs one plan against one store."""
 
     def __init__(self, plan: BuildPlan, options: BuildOptions, store: Store,
-                 context: BuildContext, listener: ev.Listener, platform: Platform) -> None:
+                 context: BuildContext, listener: ev.Listener, platform: Platform, *,
+                 prefetch: "Prefetch | None" = None) -> None:
         self.plan = plan
         self.options = options
         self.store = store
@@ -87,6 +89,7 @@ class Executor:
         self.images = ImageResolver(store, platform, pull=options.pull, listener=listener)
         self.cache = BuildCache(store)
         self.stat_cache = StatCache(store, context.root)
+        self.prefetch = prefetch  # the context's listing, started before the imports
         self._futures: dict[int, Future[StageState]] = {}
         self._reports: dict[int, StageReport] = {}
         self._failed = threading.Event()
@@ -341,7 +344,7 @@ class Executor:
                 return "stage:" + self._futures[index].result().key + repr(sources)
             return "image:" + str(self.images.get(from_).digest) + repr(sources)
         return "context:" + content_hash(self.context.tree, sources, excludes=excludes,
-                                         cache=self.stat_cache)
+                                         cache=self.stat_cache, prefetch=self.prefetch)
 
     def _locate(self, err: BaseException, planned: PlannedStage,
                 instruction: ins.Instruction) -> BaseException:

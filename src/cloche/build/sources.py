@@ -22,7 +22,7 @@ import os
 import posixpath
 import stat
 from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +30,9 @@ from cloche.build.dockerignore import PatternMatcher, go_clean
 from cloche.build.pathmatch import has_wildcards, match as go_match
 from cloche.errors import ClocheError, UnsafePathError
 from cloche.sandbox.paths import resolve_in_root
+
+if TYPE_CHECKING:
+    from cloche.build.fastwalk import Listing, Prefetch
 
 __all__ = ["FileDigest", "MatchedSource", "inline_tree", "SourceNotFoundError", "SourceTree", "WalkEntry", "content_hash",
            "match_sources", "sha256_file", "walk_source"]
@@ -304,7 +307,8 @@ def _record(h: "hashlib._Hash", tree: SourceTree, name: str, host: str | Path,
 
 
 def content_hash(tree: SourceTree, specs: Sequence[str], *, excludes: Sequence[str] = (),
-                 file_digest: FileDigest = sha256_file, cache: EntryCache | None = None) -> str:
+                 file_digest: FileDigest = sha256_file, cache: EntryCache | None = None,
+                 prefetch: "Prefetch | None" = None) -> str:
     """``sha256:...`` over what COPY/ADD of ``specs`` would read from ``tree``, for the cache.
 
     Covers each matched path, its type, permission bits, owner (as COPY would see it), size,
@@ -322,21 +326,31 @@ def content_hash(tree: SourceTree, specs: Sequence[str], *, excludes: Sequence[s
             _record(h, tree, f"={src.rel}", src.host, st, file_digest, cache)
             if not src.is_dir:
                 continue
-            listed = _fast_listing(tree, src, exclude_matcher, cache)
-            if listed is not None:
-                prefix = f"{src.rel}/" if src.rel else ""
-                base = str(src.host)
-                for rel, stamp in listed:
-                    host = f"{base}/{rel}"
-                    text = cache.describe_stamp(  # type: ignore[union-attr]
-                        host, stamp, lambda host=host: _describe(tree, host, os.lstat(host),
-                                                                 file_digest))
-                    h.update((prefix + rel + "\0" + text + "\n").encode("utf-8",
-                                                                       "surrogateescape"))
+            # A directory's entries go into a hash of their own, so that the stat cache can
+            # remember it for an unchanged listing (see StatCache.tree).
+            sub = hashlib.sha256()
+            listing = _fast_listing(tree, src, exclude_matcher, cache, prefetch)
+            if listing is not None:
+                key = f"{listing.digest}:{tree.reset_owner}:{src.rel}"
+                known = cache.tree(key)  # type: ignore[union-attr]
+                if known is None:
+                    prefix = f"{src.rel}/" if src.rel else ""
+                    base = str(src.host)
+                    for rel, stamp in listing.entries:
+                        host = f"{base}/{rel}"
+                        text = cache.describe_stamp(  # type: ignore[union-attr]
+                            host, stamp, lambda host=host: _describe(tree, host, os.lstat(host),
+                                                                     file_digest))
+                        sub.update((prefix + rel + "\0" + text + "\n").encode(
+                            "utf-8", "surrogateescape"))
+                    known = sub.hexdigest()
+                    cache.remember_tree(key, known)  # type: ignore[union-attr]
+                h.update(f"tree\0{known}\n".encode())
                 continue
             for entry in walk_source(tree, src, exclude_matcher):
-                _record(h, tree, f"{src.rel}/{entry.rel}" if src.rel else entry.rel,
+                _record(sub, tree, f"{src.rel}/{entry.rel}" if src.rel else entry.rel,
                         entry.path, entry.st, file_digest, cache)
+            h.update(f"tree\0{sub.hexdigest()}\n".encode())
     return "sha256:" + h.hexdigest()
 
 
@@ -344,7 +358,7 @@ FAST_WALK_MIN = 2000  # entries below which the Python walk is as fast as starti
 
 
 def _fast_listing(tree: SourceTree, src: "MatchedSource", excludes: PatternMatcher | None,
-                  cache: EntryCache | None) -> list | None:
+                  cache: EntryCache | None, prefetch: "Prefetch | None" = None) -> "Listing | None":
     """The find-based listing of a directory source, when it gives the same answer as the
     Python walk: a stat cache to answer from, and no ignore rule or --exclude to apply."""
     if cache is None or not hasattr(cache, "describe_stamp"):
@@ -358,7 +372,9 @@ def _fast_listing(tree: SourceTree, src: "MatchedSource", excludes: PatternMatch
         return None
     from cloche.build.fastwalk import list_tree
 
-    listed = list_tree(src.host)
-    if listed is None or len(listed) < FAST_WALK_MIN:
+    listed = prefetch.take(src.host) if prefetch is not None else None
+    if listed is None:
+        listed = list_tree(src.host)
+    if listed is None or len(listed.entries) < FAST_WALK_MIN:
         return None
     return listed

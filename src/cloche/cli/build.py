@@ -9,7 +9,6 @@ import click
 
 from cloche.build import options as opts
 from cloche.cli._common import parse_platform, read_stdin_dockerfile
-from cloche.cli._progress import LiveRenderer, make_renderer
 from cloche.errors import ConfigError
 
 MAX_SECRET_SIZE = 500 * 1024  # BuildKit's limit for a secret file
@@ -54,6 +53,12 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
             iidfile: str | None, metadata_file: str | None, jobs: int,
             root: Path | None) -> None:
     """Build an image from a Dockerfile, as `docker build` does, without a daemon."""
+    prefetch = None
+    if context != "-" and Path(context).is_dir():
+        # List the context on a thread now: find's stat calls overlap the imports below.
+        from cloche.build.fastwalk import Prefetch
+
+        prefetch = Prefetch(Path(context).resolve())
     from cloche import api  # imported late: keeps `cloche --help` fast
 
     parse_platform(platform)  # an unknown os or architecture fails before any work
@@ -83,12 +88,14 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
         labels=opts.parse_key_values(labels, "--label"),
         outputs=output_specs, push=push, iidfile=iidfile,
         metadata_file=metadata_file, jobs=jobs, root=root)
+    from cloche.cli._progress import LiveRenderer, make_renderer
+
     renderer = make_renderer(progress)
     if isinstance(renderer, LiveRenderer):
         with renderer:
-            result = api.build(options, listener=renderer)
+            result = api.build(options, listener=renderer, prefetch=prefetch)
     else:
-        result = api.build(options, listener=renderer)
+        result = api.build(options, listener=renderer, prefetch=prefetch)
     if progress == "quiet":
         click.echo(str(result.digest))
 

@@ -37,6 +37,20 @@ class _Group(click.Group):
         return super().list_commands(ctx)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        # Import only the module of the command asked for (`cloche build` should not pay for
+        # the registry client's imports); the full scan is for --help and unknown names.
+        if not getattr(self, "_loaded", False) and name.isidentifier() \
+                and not name.startswith("_") and name not in _SKIP:
+            for module_name in (name, f"{name}_cmd"):
+                try:
+                    module = importlib.import_module(f"cloche.cli.{module_name}")
+                except ModuleNotFoundError as err:
+                    if err.name != f"cloche.cli.{module_name}":
+                        raise
+                    continue
+                cmd = getattr(module, "command", None)
+                if isinstance(cmd, click.Command) and cmd.name == name:
+                    return cmd
         self._load()
         return super().get_command(ctx, name)
 
