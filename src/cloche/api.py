@@ -10,6 +10,7 @@ Everything here is a thin layer over the modules below it; the CLI calls the sam
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ def build(options: BuildOptions | str = ".", *, listener: ev.Listener | None = N
     from cloche.sandbox.runner import require_root
 
     if prefetch is None and isinstance(options, BuildOptions) and options.context != "-" \
-            and Path(options.context).is_dir():
+            and os.access(options.context, os.R_OK | os.X_OK) and Path(options.context).is_dir():
         # Start listing the context now: find's stat calls overlap the imports below.
         from cloche.build.fastwalk import Prefetch
 

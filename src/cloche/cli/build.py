@@ -54,11 +54,14 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
             root: Path | None) -> None:
     """Build an image from a Dockerfile, as `docker build` does, without a daemon."""
     prefetch = None
-    if context != "-" and Path(context).is_dir():
-        # List the context on a thread now: find's stat calls overlap the imports below.
-        from cloche.build.fastwalk import Prefetch
+    try:
+        if context != "-" and Path(context).is_dir():
+            # List the context on a thread now: find's stat calls overlap the imports below.
+            from cloche.build.fastwalk import Prefetch
 
-        prefetch = Prefetch(Path(context).resolve())
+            prefetch = Prefetch(Path(context).resolve())
+    except OSError:
+        pass  # an unreadable context is reported by the build itself, in its place
     from cloche import api  # imported late: keeps `cloche --help` fast
 
     parse_platform(platform)  # an unknown os or architecture fails before any work
