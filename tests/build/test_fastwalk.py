@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from cloche.build import sources
 from cloche.build.cache import StatCache
 from cloche.build.context import context_from_directory
 from cloche.build.fastwalk import list_tree
@@ -16,8 +15,7 @@ from cloche.store import Store
 
 
 @pytest.fixture
-def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setattr(sources, "FAST_WALK_MIN", 0)
+def tree(tmp_path: Path) -> Path:
     root = tmp_path / "ctx"
     names = ["a", "a-b", "a.b", "a b", "é", "line\nbreak", "Z", "_x"]
     for name in names:

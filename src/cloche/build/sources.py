@@ -354,9 +354,6 @@ def content_hash(tree: SourceTree, specs: Sequence[str], *, excludes: Sequence[s
     return "sha256:" + h.hexdigest()
 
 
-FAST_WALK_MIN = 2000  # entries below which the Python walk is as fast as starting find
-
-
 def _fast_listing(tree: SourceTree, src: "MatchedSource", excludes: PatternMatcher | None,
                   cache: EntryCache | None, prefetch: "Prefetch | None" = None) -> "Listing | None":
     """The find-based listing of a directory source, when it gives the same answer as the
@@ -365,16 +362,9 @@ def _fast_listing(tree: SourceTree, src: "MatchedSource", excludes: PatternMatch
         return None
     if (excludes is not None and excludes.patterns) or tree.ignore.patterns:
         return None
-    try:
-        if os.lstat(src.host).st_nlink < 2 or len(os.listdir(src.host)) < 8:
-            return None  # a small directory: not worth a process
-    except OSError:
-        return None
     from cloche.build.fastwalk import list_tree
 
     listed = prefetch.take(src.host) if prefetch is not None else None
     if listed is None:
-        listed = list_tree(src.host)
-    if listed is None or len(listed.entries) < FAST_WALK_MIN:
-        return None
+        listed = list_tree(src.host)  # a few milliseconds for a small directory
     return listed
