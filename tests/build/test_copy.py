@@ -139,6 +139,13 @@ def test_several_sources_need_a_trailing_slash(tree: SourceTree, root: Path) -> 
     assert sorted(os.listdir(root / "x")) == ["a.txt", "b.txt"]
 
 
+def test_several_sources_into_an_existing_directory(tree: SourceTree, root: Path) -> None:
+    """BuildKit accepts a destination without '/' when it is a directory already."""
+    (root / "existing").mkdir()
+    copy(tree, root, "a.txt", "b.txt", dest="/existing")
+    assert sorted(os.listdir(root / "existing")) == ["a.txt", "b.txt"]
+
+
 def test_wildcards_use_go_match(tree: SourceTree, root: Path) -> None:
     copy(tree, root, "*.txt", dest="/w/")
     assert sorted(os.listdir(root / "w")) == ["a.txt", "b.txt"]

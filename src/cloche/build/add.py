@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from cloche.build.copy import CopyDestinationError, CopyRequest, CopyResult, copy_into, destination_path
 from cloche.build.remote import download, is_url
+from cloche.build.fsutil import resolve_dest
 from cloche.build.sources import SourceTree
 
 if TYPE_CHECKING:
@@ -32,7 +33,8 @@ def add_into(request: CopyRequest, tree: SourceTree, root: Path, *, checksum: st
              users_root: Path | None = None) -> CopyResult:
     """Carry out ``ADD`` of ``request`` from ``tree`` (local sources) into the rootfs ``root``."""
     dest, dest_is_dir = destination_path(request.dest, request.workdir)
-    if len(request.sources) > 1 and not dest_is_dir:
+    if len(request.sources) > 1 and not dest_is_dir \
+            and not resolve_dest(root, dest).is_dir():  # BuildKit: an existing directory will do
         raise CopyDestinationError(
             "When using ADD with more than one source file, the destination must be a "
             f"directory and end with a / (got {request.dest!r})")

@@ -264,7 +264,8 @@ def _copy_into(request: CopyRequest, tree: SourceTree, root: Path, unpack: bool,
     root = root.resolve()
     what = request.instruction
     dest, dest_is_dir = destination_path(request.dest, request.workdir)
-    if len(request.sources) > 1 and not dest_is_dir:
+    if len(request.sources) > 1 and not dest_is_dir \
+            and not resolve_dest(root, dest).is_dir():  # BuildKit: an existing directory will do
         raise CopyDestinationError(
             f"When using {what} with more than one source file, the destination must be a "
             f"directory and end with a / (got {request.dest!r})")
