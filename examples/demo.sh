@@ -31,6 +31,16 @@ missing=()
 command -v "$CLOCHE" >/dev/null || { echo "demo: cannot run cloche as '$CLOCHE'" >&2; exit 1; }
 [ -x /usr/sbin/debootstrap ] || command -v debootstrap >/dev/null || missing+=(debootstrap)
 [ -x "$REGISTRY_BIN" ] || missing+=(docker-registry)
+if [ ${#missing[@]} -gt 0 ] && [ "${CLOCHE_DEMO_INSTALL:-1}" = 1 ] && command -v apt-get >/dev/null; then
+    # A fresh Debian machine: `make demo` is one of the two set-up commands, so it installs
+    # what it needs (CLOCHE_DEMO_INSTALL=0 turns that off).
+    step "Installing ${missing[*]} (Debian packages the demo needs)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    missing=()
+    [ -x /usr/sbin/debootstrap ] || command -v debootstrap >/dev/null || missing+=(debootstrap)
+    [ -x "$REGISTRY_BIN" ] || missing+=(docker-registry)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "demo: missing on this machine: ${missing[*]}" >&2
     echo "      install with: apt-get install ${missing[*]}" >&2
