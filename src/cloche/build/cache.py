@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
 
-from cloche.build.sources import sha256_file
 from cloche.oci.digest import Digest
 from cloche.oci.image import Layer
 from cloche.store import Store
@@ -151,10 +150,6 @@ class StatCache:
             entries[host] = (stamp, value)
             self._dirty = True
         return value
-
-    def digest(self, host: Path | str, st: os.stat_result) -> str:
-        """Content hash of one file (kept for callers that hash files one by one)."""
-        return sha256_file(Path(host), st)
 
     def save(self) -> None:
         with self._lock:

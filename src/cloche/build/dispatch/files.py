@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import posixpath
 import shutil
-import ssl
 import tempfile
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 
 from cloche.build.add import add_into
@@ -18,15 +15,11 @@ from cloche.build.dispatch import history as hist
 from cloche.build.dispatch.context import StepContext
 from cloche.build.dockerignore import go_clean
 from cloche.build.fsutil import Owner, mkdir_all, resolve_dest
-from cloche.build.remote import DEFAULT_TIMEOUT, is_url
 from cloche.build.sources import SourceTree, inline_tree
 from cloche.build.state import StageState
 from cloche.dockerfile import instructions as ins
-from cloche.errors import ConfigError
 from cloche.sandbox.users import resolve_user
 
-if TYPE_CHECKING:
-    import httpx
 
 
 def copy(instruction: ins.Copy | ins.Add, state: StageState, ctx: StepContext) -> StageState:
@@ -43,13 +36,11 @@ def copy(instruction: ins.Copy | ins.Add, state: StageState, ctx: StepContext) -
         request = CopyRequest(sources, instruction.dest, workdir, instruction.chown,
                               instruction.chmod, getattr(instruction, "parents", False),
                               instruction.excludes, instruction.link, keyword)
-        client = None
-        if is_add and any(is_url(s) for s in sources):
-            client = stack.enter_context(_download_client())
         with ctx.workspace.step(state.lowers) as (merged, upper):
             if is_add and not instruction.contents:
+                # URLs: remote.download makes the client, and copes without CA certificates
                 add_into(request, tree, merged, checksum=instruction.checksum,
-                         client=client, tmp_dir=ctx.workspace.root)
+                         tmp_dir=ctx.workspace.root)
             else:
                 copy_into(request, tree, merged)
     created_by = hist.copy(keyword, instruction.sources, [h.name for h in instruction.contents],
@@ -59,32 +50,6 @@ def copy(instruction: ins.Copy | ins.Add, state: StageState, ctx: StepContext) -
     if layer is None:
         return state.record(created_by, empty_layer=True)
     return state.with_layer(layer, upper, created_by)
-
-
-@contextmanager
-def _download_client() -> Iterator["httpx.Client"]:
-    """The HTTP client for ADD URLs, made here so that a broken CA setup is an error, not a
-    crash: without loadable CA certificates (SSL_CERT_FILE naming a missing file, no
-    ca-certificates) plain-http URLs still work and an https one is refused clearly."""
-    import httpx  # only builds that ADD a URL pay for importing it
-
-    common: dict = dict(follow_redirects=True,
-                        timeout=httpx.Timeout(DEFAULT_TIMEOUT[0], connect=DEFAULT_TIMEOUT[1]))
-    try:
-        client = httpx.Client(**common)
-    except (OSError, ssl.SSLError) as err:
-        problem = f"cannot load the CA certificates for HTTPS: {err}"
-
-        def refuse_https(request: httpx.Request) -> None:
-            if request.url.scheme != "http":
-                raise ConfigError(f"ADD {request.url}: {problem}",
-                                  hint="install ca-certificates, or check SSL_CERT_FILE")
-
-        # No certificate is ever checked: the hook lets only plain http through.
-        client = httpx.Client(transport=httpx.HTTPTransport(verify=False),
-                              event_hooks={"request": [refuse_https]}, **common)
-    with client:
-        yield client
 
 
 def _heredoc_tree(instruction: ins.Copy | ins.Add, stack: ExitStack,
