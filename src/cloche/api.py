@@ -9,7 +9,6 @@ Everything here is a thin layer over the modules below it; the CLI calls the sam
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -121,4 +120,4 @@ def build(options: BuildOptions | str = ".", *, listener: ev.Listener | None = N
                        outcome.seconds)
 
 
-__all__ = ["BuildResult", "build", "dataclasses"]
+__all__ = ["BuildResult", "build"]

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from cloche.build import events as ev
 from cloche.build.cache import BuildCache, StatCache
@@ -406,6 +405,3 @@ def _title(instruction: ins.Instruction) -> str:
     text = " ".join(instruction.original.split())
     return text if len(text) <= 120 else text[:117] + "..."
 
-
-def stage_rootfs_lowers(state: StageState) -> tuple[Path, ...]:
-    return state.lowers

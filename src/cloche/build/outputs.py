@@ -10,7 +10,6 @@ leaves it in the engine.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -131,4 +130,4 @@ def export(image: Image, options: BuildOptions, store: Store) -> Exported:
     return Exported(names, pushed)
 
 
-__all__ = ["Exported", "export", "write_output", "shutil"]
+__all__ = ["Exported", "export", "write_output"]

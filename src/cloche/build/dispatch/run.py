@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import replace
 from pathlib import Path
 
 from cloche.build.dispatch import history as hist
@@ -95,7 +94,7 @@ def _tail(lines: object, limit: int = 2000) -> str:
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
-__all__ = ["run", "run_args", "replace"]
+__all__ = ["run", "run_args"]
 
 
 _PROXY_KINDS = ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
