@@ -394,3 +394,22 @@ def test_cancel_all_ends_steps_running_in_other_threads(busybox_rootfs: Path,
     assert len(outcomes) == 2 and all(isinstance(e, StepCancelled) for e in outcomes)
     assert _host_processes_with(b"sleep\0" + n.encode()) == []
     assert cancel_all() == 0
+
+
+def test_a_step_that_starts_after_cancel_all_is_cancelled_too(busybox_rootfs: Path,
+                                                              tmp_path: Path) -> None:
+    """The race behind a hung Ctrl-C: cancel_all ran while a worker thread was between its
+    last check and the start of its step. The build's cancel event, set before cancel_all,
+    stops that step at once instead of letting it run to its end."""
+    from cloche.sandbox import StepCancelled, cancel_all
+    from tests.sandbox.conftest import _mounted
+    n = str(random.randint(10**6, 10**7))
+    cancelled = threading.Event()
+    cancelled.set()
+    assert cancel_all() == 0  # nothing running: this cancel cannot reach the step below
+    for layer in _mounted(busybox_rootfs, tmp_path):
+        # without the event the step would end by its timeout, a result and not StepCancelled
+        with pytest.raises(StepCancelled):
+            run(RunSpec(layer.merged, ("/bin/sh", "-c", f"sleep {n}"), cancel=cancelled,
+                        timeout=20))
+    assert _host_processes_with(b"sleep\0" + n.encode()) == []

@@ -104,18 +104,21 @@ class Executor:
             with ThreadPoolExecutor(max_workers=self.options.job_count,
                                     thread_name_prefix="cloche-stage",
                                     initializer=private_mounts) as pool:
-                for index in self.plan.order:
-                    if self.plan.stages[index].reachable:
-                        self._futures[index] = pool.submit(self._run_stage, index)
                 errors = []
                 try:
+                    for index in self.plan.order:
+                        if self.plan.stages[index].reachable:
+                            self._futures[index] = pool.submit(self._run_stage, index)
                     for index, future in self._futures.items():
                         err = future.exception()
                         if err is not None:
                             errors.append(err)
-                except KeyboardInterrupt:
+                except BaseException:
+                    # Ctrl-C reaches this thread only: stop the running steps, and (through
+                    # the event, which the runner checks) any step about to start, before
+                    # the pool waits for its workers
                     self._failed.set()
-                    cancel_all()  # Ctrl-C reaches this thread only: stop the running steps
+                    cancel_all()
                     raise
             real = [e for e in errors if not isinstance(e, (BuildCancelled, StepCancelled))]
             if real or errors:
@@ -249,7 +252,8 @@ class Executor:
         try:
             expanded, env = state.env.apply(instruction)
             ctx = StepContext(self.workspace, self.options, self.listener, step, self.file,
-                              self.context, self._opener(planned), planned.display_name)
+                              self.context, self._opener(planned), planned.display_name,
+                              cancel=self._failed)
             if isinstance(expanded, (ins.Run, ins.Copy, ins.Add, ins.Workdir)):
                 state, cached = self._fs_step(planned, expanded, replace(state, env=env), ctx)
                 if cached:

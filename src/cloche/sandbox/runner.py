@@ -216,6 +216,10 @@ def run(spec: RunSpec) -> RunResult:
         key = id(proc)
         with _ACTIVE.lock:
             _ACTIVE.steps[key] = (proc, pid1_box)
+            # cancel_all sets the build's event before it takes the lock: either it saw this
+            # step registered and killed it, or this check sees the event
+            if spec.cancel is not None and spec.cancel.is_set():
+                _ACTIVE.cancelled.add(key)
             cancelled = key in _ACTIVE.cancelled
         if cancelled:
             _kill(proc, -1)

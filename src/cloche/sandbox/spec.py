@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,9 @@ class RunSpec:
     # "insecure" (RUN --security=insecure): all capabilities, the host's device nodes,
     # writable /sys and /proc/sys, nothing masked; BuildKit's privileged spec.
     security: str = "sandbox"
+    # set when the build is cancelled: a step that starts after ``cancel_all`` ran (and so
+    # escaped it) sees the event and is killed at once instead of running to its end
+    cancel: threading.Event | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.argv:

@@ -30,6 +30,7 @@ class StepContext:
     open_source: SourceOpener  # a COPY --from / RUN --mount from= reference -> its files
     stage_name: str
     output_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+    cancel: threading.Event | None = None  # set when the build is cancelled
 
 
 MAX_LINE = 64 * 1024  # bytes of an unfinished line kept before it is shown anyway

@@ -67,7 +67,8 @@ def run(instruction: ins.Run, state: StageState, ctx: StepContext) -> StageState
                     cwd=go_clean(state.config.working_dir or "/"), user=user,
                     network=instruction.network or ctx.options.network,
                     security=instruction.security or "sandbox",
-                    mounts=tuple(mounts) + tuple(extra.mounts), stdout=out, stderr=out)
+                    mounts=tuple(mounts) + tuple(extra.mounts), stdout=out, stderr=out,
+                    cancel=ctx.cancel)
                 result = runner.run(spec)
                 out.flush()
         prune_copied_up(upper, state.lowers, result.stub_parents)
