@@ -362,32 +362,46 @@ def test_bad_input_gets_a_clear_located_error(case: Case, cli_template_store: Pa
 
 def test_ctrl_c_during_build_exits_130_with_one_line(cli_template_store: Path,
                                                      tmp_path: Path) -> None:
-    """SIGINT at any moment of `cloche build` (starting up, parsing, running a step) ends it
-    with 130 and the one line ``interrupted``."""
+    """SIGINT at any moment of `cloche build` (starting up, parsing, the moment a step starts,
+    running a step) ends it with 130 and the one line ``interrupted``.
+
+    The moment a step starts is where two races were: a step set up just after Ctrl-C had
+    killed the running ones, and the kernel handing SIGINT to a worker thread while the main
+    thread waited. Either one left the build running its ``sleep``."""
     require_root()
     root = tmp_path / "store"
     shutil.copytree(cli_template_store, root, symlinks=True)
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(f"FROM {BASE}\nRUN sleep 4{os.getpid() % 1000:03d}\n")
-    for delay in (0.5, 3.0):  # starting up, inside the RUN step
+    for when in (0.5, 3.0, "step", "step", "step", "step", "step", "step"):
         proc = subprocess.Popen(
             CLOCHE + ["build", "--root", str(root), "--no-cache", "--progress", "plain", str(ctx)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        seen = b""
         try:
-            time.sleep(delay)
+            if when == "step":
+                assert proc.stderr is not None
+                while b"RUN sleep" not in seen:
+                    chunk = os.read(proc.stderr.fileno(), 4096)
+                    if not chunk:
+                        pytest.fail(f"the build ended before its step: {seen!r}")
+                    seen += chunk
+            else:
+                time.sleep(when)
             if proc.poll() is not None:
                 pytest.fail(f"the build ended before SIGINT: {proc.communicate()}")
             proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=20)  # a timeout only, not a speed claim
+            _, rest = proc.communicate(timeout=20)  # a timeout only, not a speed claim
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        assert proc.returncode == 130, (delay, err)
-        assert "Traceback" not in err, (delay, err)
-        assert err.rstrip().splitlines()[-1] == "interrupted", (delay, err)
+        err = (seen + rest).decode(errors="replace")
+        assert proc.returncode == 130, (when, err)
+        assert "Traceback" not in err, (when, err)
+        assert err.rstrip().splitlines()[-1] == "interrupted", (when, err)
 
 
 def test_ctrl_c_while_the_cli_still_imports_is_one_line() -> None:

@@ -71,6 +71,21 @@ class BuildOutcome:
     seconds: float
 
 
+def _exception(future: Future[StageState]) -> BaseException | None:
+    """``future.exception()`` for the main thread, in short waits.
+
+    The kernel may hand Ctrl-C's SIGINT to any thread of the process; when a worker takes it,
+    Python only flags it, and a main thread blocked in one endless wait would never raise the
+    KeyboardInterrupt (a build that ignores Ctrl-C). A timed wait returns to Python code, which
+    raises it.
+    """
+    while True:
+        try:
+            return future.exception(timeout=0.2)
+        except TimeoutError:
+            continue
+
+
 class Executor:
     """Runs one plan against one store."""
 
@@ -110,7 +125,7 @@ class Executor:
                         if self.plan.stages[index].reachable:
                             self._futures[index] = pool.submit(self._run_stage, index)
                     for index, future in self._futures.items():
-                        err = future.exception()
+                        err = _exception(future)
                         if err is not None:
                             errors.append(err)
                 except BaseException:
