@@ -49,6 +49,7 @@ from cloche.errors import ClocheError
 from cloche.sandbox.users import resolve_chown
 
 COPY_WORKERS = 4
+COPY_BATCH = 64  # files of one directory per worker task
 
 __all__ = ["CopyDestinationError", "CopyRequest", "CopyResult", "copy_into", "destination_path"]
 
@@ -104,6 +105,7 @@ class _Copier:
         self.fresh: set[str] = set()  # directories this copy created
         self.pool: ThreadPoolExecutor | None = None
         self.pending: list[tuple[Future[None], Path, Path]] = []
+        self.batch: list[tuple[Path, os.stat_result, Path]] = []  # not yet handed to a worker
         self.targets: set[str] = set()  # paths of the pending copies
 
     def owner_for(self, st: os.stat_result) -> Owner:
@@ -126,7 +128,7 @@ class _Copier:
     def _place(self, src: Path, st: os.stat_result, target: Path) -> None:
         mode = st.st_mode
         is_dir = stat.S_ISDIR(mode)
-        if self.pending and str(target) in self.targets:
+        if self.targets and str(target) in self.targets:
             self._drain()  # the same path copied again (several sources): the last one wins
         if str(target.parent) in self.fresh:  # in a directory this copy made: nothing to replace
             existed = False
@@ -190,30 +192,53 @@ class _Copier:
 
     def _submit(self, src: Path, st: os.stat_result, target: Path) -> None:
         """Copy a file on a worker thread: the syscalls of many small files overlap (the GIL
-        is released in each), which is most of the time a large context takes."""
+        is released in each), which is most of the time a large context takes.
+
+        Files go to the workers in batches of one directory: creating a file takes its
+        directory's lock in the kernel, so threads writing into one directory only queue
+        (and spin) behind each other, while threads in different directories run."""
+        if self.batch and (len(self.batch) >= COPY_BATCH or target.parent != self.batch[0][2].parent):
+            self._flush()
+        self.batch.append((src, st, target))
+        self.targets.add(str(target))
+
+    def _flush(self) -> None:
+        """Hand the current batch to a worker; bound the work in flight."""
+        if not self.batch:
+            return
         if self.pool is None:
             self.pool = ThreadPoolExecutor(max_workers=COPY_WORKERS,
                                            thread_name_prefix="cloche-copy")
-        self.pending.append((self.pool.submit(self._copy_file, src, st, target), src, target))
-        self.targets.add(str(target))
-        if len(self.pending) >= 4 * 256:
+        batch, self.batch = self.batch, []
+        future = self.pool.submit(self._copy_batch, batch)
+        self.pending.extend((future, src, target) for src, _, target in batch)
+        if len(self.pending) >= 16 * COPY_BATCH:
             self._drain(len(self.pending) // 2)
 
-    def _drain(self, count: int | None = None) -> None:
-        """Wait for the oldest ``count`` pending copies (all by default); re-raise failures."""
-        count = len(self.pending) if count is None else count
-        done, self.pending = self.pending[:count], self.pending[count:]
-        for future, src, target in done:
-            self.targets.discard(str(target))
+    def _copy_batch(self, batch: list[tuple[Path, os.stat_result, Path]]) -> None:
+        for src, st, target in batch:
             try:
-                future.result()
+                self._copy_file(src, st, target)
             except OSError as e:
                 where = self.display(target)
                 raise CopyIOError(f"cannot copy {src.name!r} to {where}: {e.strerror or e}",
                                   path=where) from e
 
+    def _drain(self, count: int | None = None) -> None:
+        """Wait for the oldest ``count`` pending copies (all by default, the current batch
+        included); re-raise the first failure."""
+        if count is None:
+            self._flush()
+        count = len(self.pending) if count is None else count
+        done, self.pending = self.pending[:count], self.pending[count:]
+        for future, _, target in done:
+            self.targets.discard(str(target))
+            future.result()
+
     def close(self) -> None:
-        """Wait for every pending copy and stop the workers (also after an error)."""
+        """Wait for the copies handed out and stop the workers (also after an error, when
+        the batch not handed out yet is dropped)."""
+        self.batch.clear()
         try:
             self._drain()
         finally:
@@ -222,6 +247,7 @@ class _Copier:
                 self.pool = None
 
     def finish(self) -> None:
+        self._drain()
         self.close()  # directory times last: creating files in a directory moves its mtime
         for path, mtime_ns in reversed(self.dir_times):
             os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)

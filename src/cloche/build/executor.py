@@ -71,6 +71,9 @@ class BuildOutcome:
     seconds: float
 
 
+_FS_STEPS = (ins.Run, ins.Copy, ins.Add, ins.Workdir)  # the instructions that write files
+
+
 def _exception(future: Future[StageState]) -> BaseException | None:
     """``future.exception()`` for the main thread, in short waits.
 
@@ -183,13 +186,17 @@ class Executor:
         total = len(commands) + 1
         cmd_set = False
         base_layers = len(state.layers)
+        # the target's last step that writes files: nothing in this build reads them after it
+        writes = [i for i, c in enumerate(commands, start=2) if isinstance(c, _FS_STEPS)]
+        unread_at = writes[-1] if writes and planned.index == self.plan.target else None
         for number, instruction in enumerate(commands, start=2):
             if self._failed.is_set():
                 raise BuildCancelled("cancelled: another stage failed",
                                      stage=planned.display_name)
             step = ev.StepRef(planned.index, planned.name, number, total,
                               _title(instruction), instruction.line)
-            state = self._step(planned, instruction, state, step, cmd_set)
+            state = self._step(planned, instruction, state, step, cmd_set,
+                               files_unread=number == unread_at)
             cmd_set = cmd_set or isinstance(instruction, ins.Cmd)
         seconds = time.monotonic() - started
         new_layers = len(state.layers) - base_layers
@@ -260,7 +267,7 @@ class Executor:
     # -- one step -----------------------------------------------------------------------
 
     def _step(self, planned: PlannedStage, instruction: ins.Instruction, state: StageState,
-              step: ev.StepRef, cmd_set: bool) -> StageState:
+              step: ev.StepRef, cmd_set: bool, *, files_unread: bool = False) -> StageState:
         started = time.monotonic()
         self.listener(ev.StepStarted(step))
         layers_before = len(state.layers)
@@ -268,8 +275,8 @@ class Executor:
             expanded, env = state.env.apply(instruction)
             ctx = StepContext(self.workspace, self.options, self.listener, step, self.file,
                               self.context, self._opener(planned), planned.display_name,
-                              cancel=self._failed)
-            if isinstance(expanded, (ins.Run, ins.Copy, ins.Add, ins.Workdir)):
+                              cancel=self._failed, files_unread=files_unread)
+            if isinstance(expanded, _FS_STEPS):
                 state, cached = self._fs_step(planned, expanded, replace(state, env=env), ctx)
                 if cached:
                     self.listener(ev.StepFinished(step, time.monotonic() - started, cached=True))

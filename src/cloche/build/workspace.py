@@ -24,9 +24,15 @@ from pathlib import Path
 
 from cloche.layers.compress import Compression
 from cloche.layers.diff import upper_is_empty, write_overlay_diff
+from cloche.layers.entry import TarEntry
+from cloche.layers.tree import write_entries
+from cloche.oci.digest import Digest
 from cloche.oci.image import Image, Layer
 from cloche.sandbox.overlay import mount_overlay
 from cloche.store import Store, locked
+
+
+PENDING_LAYER = "unpack-layer"  # beside an upper directory whose files are still in a layer
 
 
 class Workspace:
@@ -58,6 +64,7 @@ class Workspace:
         The overlay is unmounted when the block ends, so the caller may read ``upper`` after
         it; ``upper`` stays (it is the step's change) unless the caller drops it.
         """
+        self.unpack(lowers)
         base = self.store.snapshots_dir / "steps" / uuid.uuid4().hex
         base.mkdir(parents=True)
         upper, work, merged = base / "upper", base / "work", base / "merged"
@@ -77,6 +84,7 @@ class Workspace:
     def readonly_view(self, lowers: tuple[Path, ...]) -> Iterator[Path]:
         """A mounted view of a finished stage's root filesystem, for COPY --from."""
         if len(lowers) == 1:
+            self.unpack(lowers)
             yield lowers[0]
             return
         with self.step(lowers) as (merged, upper):
@@ -91,6 +99,37 @@ class Workspace:
         with self.store.blobs.writer() as sink:
             blob = write_overlay_diff(upper, sink, self.compression)
         return Layer(blob.digest, blob.diff_id, blob.size, blob.media_type, self.store.blobs)
+
+    def commit_entries(self, pairs: list[tuple[TarEntry, str | None]], upper: Path) -> Layer:
+        """The layer of a step written from entries (a COPY straight to its layer, see
+        build/direct_copy.py). ``upper`` stays empty and is marked: ``unpack`` fills it from
+        the layer when a step is stacked on it."""
+        with self.store.blobs.writer() as sink:
+            blob = write_entries(iter(pairs), sink, self.compression)
+        marker = upper.parent / PENDING_LAYER
+        marker.with_suffix(".tmp").write_text(str(blob.digest))
+        os.rename(marker.with_suffix(".tmp"), marker)
+        return Layer(blob.digest, blob.diff_id, blob.size, blob.media_type, self.store.blobs)
+
+    def unpack(self, lowers: tuple[Path, ...]) -> None:
+        """Fill the upper directories among ``lowers`` that hold only a marker with their
+        layer's files (once, under a lock; the files appear by rename)."""
+        for lower in lowers:
+            marker = lower.parent / PENDING_LAYER
+            if not marker.exists():
+                continue
+            with locked(lower.parent / ".lock"):
+                if not marker.exists():
+                    continue
+                digest = Digest.parse(marker.read_text().strip())
+                tmp = lower.parent / f"unpacking-{os.getpid()}-{threading.get_ident()}"
+                shutil.rmtree(tmp, ignore_errors=True)
+                from cloche.layers.apply import apply_layer
+
+                with self.store.blobs.open(digest) as stream:
+                    apply_layer(stream, tmp)
+                os.rename(tmp, lower)  # over the empty upper directory
+                marker.unlink()
 
     def cleanup(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

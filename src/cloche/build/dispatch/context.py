@@ -31,6 +31,9 @@ class StepContext:
     stage_name: str
     output_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     cancel: threading.Event | None = None  # set when the build is cancelled
+    # no later step of this build reads the stage's files (the target stage's last step
+    # that writes files): a COPY may write its layer without writing the files first
+    files_unread: bool = False
 
 
 MAX_LINE = 64 * 1024  # bytes of an unfinished line kept before it is shown anyway

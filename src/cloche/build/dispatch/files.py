@@ -11,6 +11,7 @@ from pathlib import Path
 
 from cloche.build.add import add_into
 from cloche.build.copy import CopyRequest, copy_into
+from cloche.build.direct_copy import direct_entries
 from cloche.build.dispatch import history as hist
 from cloche.build.dispatch.context import StepContext
 from cloche.build.dockerignore import go_clean
@@ -37,16 +38,21 @@ def copy(instruction: ins.Copy | ins.Add, state: StageState, ctx: StepContext) -
                               instruction.chmod, getattr(instruction, "parents", False),
                               instruction.excludes, instruction.link, keyword)
         with ctx.workspace.step(state.lowers) as (merged, upper):
-            if is_add and not instruction.contents:
+            direct = direct_entries(request, tree, merged) \
+                if ctx.files_unread and not instruction.contents else None
+            if direct is None and is_add and not instruction.contents:
                 # URLs: remote.download makes the client, and copes without CA certificates
                 add_into(request, tree, merged, checksum=instruction.checksum,
                          tmp_dir=ctx.workspace.root)
-            else:
+            elif direct is None:
                 copy_into(request, tree, merged)
+        # straight to the layer, from the sources (still open here)
+        layer = ctx.workspace.commit_entries(direct, upper) if direct is not None else None
     created_by = hist.copy(keyword, instruction.sources, [h.name for h in instruction.contents],
                            instruction.dest, chown=instruction.chown, chmod=instruction.chmod,
                            parents=getattr(instruction, "parents", False))
-    layer = ctx.workspace.commit(upper)
+    if direct is None:
+        layer = ctx.workspace.commit(upper)
     if layer is None:
         return state.record(created_by, empty_layer=True)
     return state.with_layer(layer, upper, created_by)
