@@ -25,6 +25,7 @@ usual.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import time
@@ -92,10 +93,9 @@ def direct_entries(request: CopyRequest, tree: SourceTree, merged: Path) -> list
         pairs.append((TarEntry(path="/".join(parts[:i + 1]), type=EntryType.DIR, mode=0o755,
                                uid=owner.uid if owner else 0, gid=owner.gid if owner else 0,
                                mtime=now), None))
-    if pairs:  # the deepest existing or new directory gets children: a new mtime
-        last = pairs[-1][0]
-        pairs[-1] = (TarEntry(path=last.path, type=last.type, mode=last.mode, uid=last.uid,
-                              gid=last.gid, mtime=now, xattrs=last.xattrs), None)
+    if existing:  # the deepest existing directory gets a child: a new mtime
+        deepest = pairs[existing - 1][0]
+        pairs[existing - 1] = (dataclasses.replace(deepest, mtime=now), None)
     below = _below(tree, matched[0], excludes, "/".join(parts), owner, chmod)
     if below is None:
         return None
