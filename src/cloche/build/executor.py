@@ -89,6 +89,20 @@ def _exception(future: Future[StageState]) -> BaseException | None:
             continue
 
 
+def _join_workers(prefix: str) -> None:
+    """Wait for every worker thread of this build's pool, even one the pool lost.
+
+    Ctrl-C during ``pool.submit`` interrupts the new thread's ``start()`` after the thread
+    began but before the pool listed it, so the pool's shutdown does not wait for it: the
+    build would report "interrupted" (and clean its workspace) while that thread still runs
+    its stage. Joined here, it ends first: the build's cancel event stops its step.
+    """
+    me = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread.name.startswith(prefix + "_") and thread is not me:
+            thread.join()
+
+
 class Executor:
     """Runs one plan against one store."""
 
@@ -118,9 +132,10 @@ class Executor:
         for stage in self.plan.stages:
             if not stage.reachable:
                 self.listener(ev.StageSkipped(stage.index, stage.name, stage.skip_reason or ""))
+        prefix = f"cloche-stage-{uuid.uuid4().hex[:8]}"
         try:
             with ThreadPoolExecutor(max_workers=self.options.job_count,
-                                    thread_name_prefix="cloche-stage",
+                                    thread_name_prefix=prefix,
                                     initializer=private_mounts) as pool:
                 errors = []
                 try:
@@ -147,6 +162,7 @@ class Executor:
                                 tuple(self._reports[i] for i in sorted(self._reports)),
                                 time.monotonic() - started)
         finally:
+            _join_workers(prefix)
             self.stat_cache.save()
             self.workspace.cleanup()
 
