@@ -76,3 +76,22 @@ def test_the_library_never_exits_the_process() -> None:
                  and isinstance(n.func, ast.Attribute) and n.func.attr == "exit"
                  and isinstance(n.func.value, ast.Name) and n.func.value.id == "sys"]
         assert not exits, f"{rel} calls sys.exit at lines {exits}"
+
+
+def test_every_test_directory_is_collected() -> None:
+    """pytest skips directories matching ``norecursedirs`` (by default that includes any
+    "build" directory, which hid tests/build from the suite once): no folder holding tests
+    (nor its parents) may match."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parent
+    config = tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["pytest"]
+    patterns = config["ini_options"].get("norecursedirs", [  # pytest's default
+        "*.egg", ".*", "_darcs", "build", "CVS", "dist", "node_modules", "venv", "{arch}"])
+    dirs = sorted({f.parent for f in root.rglob("test_*.py")})  # the folders holding tests
+    assert any(d.name == "build" for d in dirs)
+    hidden = [str(d.relative_to(root)) for d in dirs
+              if any(fnmatch.fnmatch(part, p) for part in d.relative_to(root).parts
+                     for p in patterns)]
+    assert hidden == []
