@@ -134,3 +134,40 @@ def test_a_later_build_unpacks_the_layer_before_stacking_on_it(builder: Builder)
     assert files["out/both"] == b"alpha\nalpha\n"
     assert files["out/listing"].split() == [b"b.bin", b"deep", b"fifo", b"hard-a", b"link-a"]
     assert files["out/run.sh"] == b"#!/bin/sh\necho hi\n"
+
+
+@pytest.mark.parametrize("damage", ["corrupt marker", "killed after the rename",
+                                    "killed before the rename"])
+def test_a_damaged_unpack_is_a_miss_or_finished_never_a_wrong_result(builder: Builder,
+                                                                     damage: str) -> None:
+    """The store stays right when the marker is garbage (the step is a cache miss and runs
+    again) or an unpack was killed (a leftover is removed, a finished one is kept)."""
+    from cloche import api
+    from cloche.build import events as ev
+    from cloche.build.options import BuildOptions
+    from cloche.layers.apply import apply_layer
+    from tests.build.conftest import Recorder, layer_contents
+
+    first = f"FROM {BASE}\nCOPY src /ctx\n"
+    ctx = builder.context(first)
+    _context(ctx)
+    built = api.build(BuildOptions(context=str(ctx), root=builder.root))
+    (marker,) = (builder.root / "snapshots" / "steps").glob(f"*/{PENDING_LAYER}")
+    upper = marker.parent / "upper"
+    if damage == "corrupt marker":
+        marker.write_text("sha256:not-a-digest\n")
+    elif damage == "killed after the rename":
+        with built.image.layers[-1].open() as stream:
+            apply_layer(stream, upper)
+    else:
+        (marker.parent / "unpacking-1-1" / "half").mkdir(parents=True)
+    second = first + "RUN cat /ctx/a.txt /ctx/sub/deep/c 2>&1 > /seen; true\n"
+    ctx2 = builder.context(second)
+    _context(ctx2)
+    recorder = Recorder()
+    result = api.build(BuildOptions(context=str(ctx2), root=builder.root), listener=recorder)
+    cached = [e.step.text for e in recorder.of(ev.StepFinished) if e.cached]
+    assert ("COPY src /ctx" in cached) == (damage != "corrupt marker")
+    assert layer_contents(result.image.layers[-1])["seen"] == b"alpha\n"  # deep/c is ignored
+    assert not marker.exists() or damage == "corrupt marker"
+    assert not (marker.parent / "unpacking-1-1").exists()

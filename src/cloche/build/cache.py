@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
 
+from cloche.build.workspace import PENDING_LAYER, pending_layer
 from cloche.oci.digest import Digest
 from cloche.oci.image import Layer
 from cloche.store import Store
@@ -72,6 +73,8 @@ class BuildCache:
             snapshot = self.store.root / doc["snapshot"]
             if not self.store.blobs.exists(digest) or not snapshot.is_dir():
                 return None
+            if (snapshot.parent / PENDING_LAYER).exists() and pending_layer(snapshot) != digest:
+                return None  # a step directory still to unpack, from a layer it cannot name
             layer = Layer(digest, Digest.parse(meta["diff_id"]), int(meta["size"]),
                           meta["media_type"], self.store.blobs)
             self.store.blobs.touch(digest)

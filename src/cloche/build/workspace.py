@@ -29,10 +29,20 @@ from cloche.layers.tree import write_entries
 from cloche.oci.digest import Digest
 from cloche.oci.image import Image, Layer
 from cloche.sandbox.overlay import mount_overlay
+from cloche.errors import StoreError
 from cloche.store import Store, locked
 
 
 PENDING_LAYER = "unpack-layer"  # beside an upper directory whose files are still in a layer
+
+
+def pending_layer(upper: Path) -> Digest | None:
+    """The layer an upper directory still has to be unpacked from (see ``Workspace.unpack``);
+    None when it has no marker or an unreadable one."""
+    try:
+        return Digest.parse((upper.parent / PENDING_LAYER).read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 class Workspace:
@@ -113,7 +123,8 @@ class Workspace:
 
     def unpack(self, lowers: tuple[Path, ...]) -> None:
         """Fill the upper directories among ``lowers`` that hold only a marker with their
-        layer's files (once, under a lock; the files appear by rename)."""
+        layer's files (once, under a lock; the files appear by rename, so a killed unpack
+        leaves the directory empty and the marker in place)."""
         for lower in lowers:
             marker = lower.parent / PENDING_LAYER
             if not marker.exists():
@@ -121,14 +132,20 @@ class Workspace:
             with locked(lower.parent / ".lock"):
                 if not marker.exists():
                     continue
-                digest = Digest.parse(marker.read_text().strip())
-                tmp = lower.parent / f"unpacking-{os.getpid()}-{threading.get_ident()}"
-                shutil.rmtree(tmp, ignore_errors=True)
-                from cloche.layers.apply import apply_layer
+                for stale in lower.parent.glob("unpacking-*"):  # killed before the rename
+                    shutil.rmtree(stale, ignore_errors=True)
+                with os.scandir(lower) as it:
+                    done = next(it, None) is not None  # killed after the rename
+                if not done:
+                    digest = pending_layer(lower)
+                    if digest is None:
+                        raise StoreError(f"{marker}: not a layer digest")
+                    tmp = lower.parent / f"unpacking-{os.getpid()}-{threading.get_ident()}"
+                    from cloche.layers.apply import apply_layer
 
-                with self.store.blobs.open(digest) as stream:
-                    apply_layer(stream, tmp)
-                os.rename(tmp, lower)  # over the empty upper directory
+                    with self.store.blobs.open(digest) as stream:
+                        apply_layer(stream, tmp)
+                    os.rename(tmp, lower)  # over the empty upper directory
                 marker.unlink()
 
     def cleanup(self) -> None:
