@@ -17,7 +17,6 @@ import hashlib
 import json
 import marshal
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from pathlib import Path
 from cloche.build.workspace import PENDING_LAYER, pending_layer
 from cloche.oci.digest import Digest
 from cloche.oci.image import Layer
-from cloche.store import Store
+from cloche.store import Store, atomic_write
 
 
 @dataclass(frozen=True)
@@ -37,18 +36,9 @@ class CacheRecord:
     created: str | None = None
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, data)
 
 
 class BuildCache:
@@ -91,7 +81,7 @@ class BuildCache:
             doc["layer"] = {"digest": str(layer.digest), "diff_id": str(layer.diff_id),
                             "size": layer.size, "media_type": layer.media_type}
             doc["snapshot"] = str(snapshot.relative_to(self.store.root))
-        _atomic_write(self._path(key), json.dumps(doc, sort_keys=True).encode())
+        _write(self._path(key), json.dumps(doc, sort_keys=True).encode())
 
     def records(self) -> list[Path]:
         return sorted(self.root.glob("*/*.json")) if self.root.is_dir() else []
@@ -160,9 +150,9 @@ class StatCache:
             trees = marshal.dumps((self.VERSION, self._trees)) if self._trees_dirty else None
             self._dirty = self._trees_dirty = False
         if entries is not None:
-            _atomic_write(self.path, entries)
+            _write(self.path, entries)
         if trees is not None:
-            _atomic_write(self.trees_path, trees)
+            _write(self.trees_path, trees)
 
 
 def _load(path: Path, version: int) -> dict | None:

@@ -42,8 +42,8 @@ from cloche.build.chmod import ChmodSpec, parse_chmod
 from cloche.build.dockerignore import PatternMatcher, go_clean
 from cloche.build.extract import extract_tar, is_tar_archive
 from cloche.build.fsutil import (CopyIOError, CopyTargetError, Owner, copy_fd_data, copy_fd_xattrs,
-                                 copy_file_data, copy_xattrs,
-                                 mkdir_all, remove_for_replace, resolve_dest, set_metadata)
+                                 copy_xattrs, mkdir_all, remove_for_replace, resolve_dest,
+                                 set_metadata)
 from cloche.build.sources import MatchedSource, SourceTree, match_sources, walk_source
 from cloche.errors import ClocheError
 from cloche.sandbox.users import resolve_chown
@@ -51,7 +51,8 @@ from cloche.sandbox.users import resolve_chown
 COPY_WORKERS = 4
 COPY_BATCH = 64  # files of one directory per worker task
 
-__all__ = ["CopyDestinationError", "CopyRequest", "CopyResult", "copy_into", "destination_path"]
+__all__ = ["CopyDestinationError", "CopyRequest", "CopyResult", "copied_owner", "copy_into",
+           "destination_path"]
 
 
 class CopyDestinationError(ClocheError, ValueError):
@@ -82,6 +83,14 @@ class CopyResult:
     bytes: int
 
 
+def copied_owner(chown: Owner | None, tree: SourceTree, st: os.stat_result) -> Owner:
+    """The owner a copied entry gets: --chown's, else 0:0 from the build context (sent with
+    owners reset, as BuildKit does), else the source's own (from a stage or an image)."""
+    if chown is not None:
+        return chown
+    return Owner(0, 0) if tree.reset_owner else Owner(st.st_uid, st.st_gid)
+
+
 def destination_path(dest: str, workdir: str) -> tuple[str, bool]:
     """The absolute clean destination, and whether it names a directory (BuildKit's rule)."""
     is_dir = dest in ("", ".") or dest.endswith("/") or dest.endswith("/.")
@@ -109,9 +118,7 @@ class _Copier:
         self.targets: set[str] = set()  # paths of the pending copies
 
     def owner_for(self, st: os.stat_result) -> Owner:
-        if self.owner is not None:
-            return self.owner
-        return Owner(0, 0) if self.tree.reset_owner else Owner(st.st_uid, st.st_gid)
+        return copied_owner(self.owner, self.tree, st)
 
     def display(self, target: Path) -> str:
         return "/" + str(target.relative_to(self.root)) if target != self.root else "/"

@@ -32,13 +32,13 @@ import time
 from pathlib import Path
 
 from cloche.build.chmod import ChmodSpec, parse_chmod
-from cloche.build.copy import CopyRequest, destination_path
+from cloche.build.copy import CopyRequest, copied_owner, destination_path
 from cloche.build.dockerignore import PatternMatcher
 from cloche.build.fsutil import Owner
 from cloche.build.sources import MatchedSource, SourceTree, match_sources, walk_source
 from cloche.errors import ClocheError
 from cloche.layers.entry import EntryType, TarEntry
-from cloche.layers.tree import read_xattrs
+from cloche.layers.tree import TreeScanner, read_xattrs
 from cloche.sandbox.users import resolve_chown
 
 Pair = tuple[TarEntry, "str | None"]
@@ -74,18 +74,17 @@ def direct_entries(request: CopyRequest, tree: SourceTree, merged: Path) -> list
     now = int(time.time())
     pairs: list[Pair] = []
     existing = 0  # how many leading components exist (as real directories)
+    lower = TreeScanner(merged)  # copied up by overlayfs: the entries its diff would hold
     for i in range(len(parts)):
-        host = os.path.join(merged, *parts[:i + 1])
+        rel = "/".join(parts[:i + 1])
+        host = os.path.join(merged, rel)
         try:
             st = os.lstat(host)
         except FileNotFoundError:
             break
         if not stat.S_ISDIR(st.st_mode):
             return None  # a link or a file on the way: the usual copy resolves or refuses it
-        pairs.append((TarEntry(path="/".join(parts[:i + 1]), type=EntryType.DIR,
-                               mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
-                               mtime=st.st_mtime_ns // 1_000_000_000,
-                               xattrs=read_xattrs(host)), None))
+        pairs.append((lower.entry_for(rel, host, st), None))
         existing += 1
     if existing == len(parts) and os.listdir(os.path.join(merged, *parts)):
         return None  # files to merge with or replace: the usual copy
@@ -123,13 +122,8 @@ def _below(tree: SourceTree, src: MatchedSource, excludes: PatternMatcher | None
         mode = st.st_mode
         is_dir = stat.S_ISDIR(mode)
         path = f"{prefix}/{entry.rel}" if prefix else entry.rel
-        if owner is not None:
-            uid, gid = owner.uid, owner.gid
-        elif tree.reset_owner:
-            uid = gid = 0
-        else:
-            uid, gid = st.st_uid, st.st_gid
-        common = dict(path=path, uid=uid, gid=gid, mtime=st.st_mtime_ns // 1_000_000_000,
+        who = copied_owner(owner, tree, st)
+        common = dict(path=path, uid=who.uid, gid=who.gid, mtime=st.st_mtime_ns // 1_000_000_000,
                       xattrs=_xattrs(entry.path))
         if stat.S_ISLNK(mode):
             pairs.append((TarEntry(type=EntryType.SYMLINK, mode=0o777,

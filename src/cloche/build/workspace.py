@@ -22,15 +22,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cloche.errors import StoreError
 from cloche.layers.compress import Compression
 from cloche.layers.diff import upper_is_empty, write_overlay_diff
 from cloche.layers.entry import TarEntry
+from cloche.layers.tarwriter import LayerBlob
 from cloche.layers.tree import write_entries
 from cloche.oci.digest import Digest
 from cloche.oci.image import Image, Layer
 from cloche.sandbox.overlay import mount_overlay
-from cloche.errors import StoreError
-from cloche.store import Store, locked
+from cloche.store import Store, atomic_write, locked
 
 
 PENDING_LAYER = "unpack-layer"  # beside an upper directory whose files are still in a layer
@@ -108,6 +109,9 @@ class Workspace:
             return None
         with self.store.blobs.writer() as sink:
             blob = write_overlay_diff(upper, sink, self.compression)
+        return self._layer(blob)
+
+    def _layer(self, blob: LayerBlob) -> Layer:
         return Layer(blob.digest, blob.diff_id, blob.size, blob.media_type, self.store.blobs)
 
     def commit_entries(self, pairs: list[tuple[TarEntry, str | None]], upper: Path) -> Layer:
@@ -116,10 +120,8 @@ class Workspace:
         the layer when a step is stacked on it."""
         with self.store.blobs.writer() as sink:
             blob = write_entries(iter(pairs), sink, self.compression)
-        marker = upper.parent / PENDING_LAYER
-        marker.with_suffix(".tmp").write_text(str(blob.digest))
-        os.rename(marker.with_suffix(".tmp"), marker)
-        return Layer(blob.digest, blob.diff_id, blob.size, blob.media_type, self.store.blobs)
+        atomic_write(upper.parent / PENDING_LAYER, str(blob.digest).encode())
+        return self._layer(blob)
 
     def unpack(self, lowers: tuple[Path, ...]) -> None:
         """Fill the upper directories among ``lowers`` that hold only a marker with their

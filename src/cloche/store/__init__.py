@@ -9,11 +9,11 @@ layer and archive code that the core does not need.
 """
 
 from cloche.store.blobs import BlobNotFoundError, BlobStore, BlobWriter
-from cloche.store.index import REF_NAME, CorruptIndexError, NameIndex
+from cloche.store.index import REF_NAME, CorruptIndexError, NameIndex, atomic_write
 from cloche.store.lock import LockBusyError, locked
 from cloche.store.root import default_root
 from cloche.store.store import AmbiguousImageError, GcReport, Store, StoredImage, canonical_name
 
 __all__ = ["REF_NAME", "AmbiguousImageError", "GcReport", "Store", "StoredImage", "canonical_name",
            "BlobNotFoundError", "BlobStore", "BlobWriter", "CorruptIndexError", "LockBusyError",
-           "NameIndex", "default_root", "locked"]
+           "NameIndex", "atomic_write", "default_root", "locked"]

@@ -68,7 +68,7 @@ class NameIndex:
         self.lock_path = root / "index.lock"
         layout = root / "oci-layout"
         if not layout.exists():
-            _atomic_write(layout, json.dumps({"imageLayoutVersion": LAYOUT_VERSION}).encode())
+            atomic_write(layout, json.dumps({"imageLayoutVersion": LAYOUT_VERSION}).encode())
         if not self.path.exists():
             with locked(self.lock_path):
                 if not self.path.exists():
@@ -95,7 +95,7 @@ class NameIndex:
 
     def _write(self, entries: list[Entry]) -> None:
         doc = {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": entries}
-        _atomic_write(self.path, json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n")
+        atomic_write(self.path, json.dumps(doc, indent=2, sort_keys=True).encode() + b"\n")
 
     # --- changing ----------------------------------------------------------------------
 
@@ -157,7 +157,7 @@ class NameIndex:
         return removed
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that readers see the old or the new file, whole."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -46,8 +46,8 @@ def copy(instruction: ins.Copy | ins.Add, state: StageState, ctx: StepContext) -
                          tmp_dir=ctx.workspace.root)
             elif direct is None:
                 copy_into(request, tree, merged)
-        # straight to the layer, from the sources (still open here)
-        layer = ctx.workspace.commit_entries(direct, upper) if direct is not None else None
+        if direct is not None:  # straight to the layer, from the sources (still open here)
+            layer = ctx.workspace.commit_entries(direct, upper)
     created_by = hist.copy(keyword, instruction.sources, [h.name for h in instruction.contents],
                            instruction.dest, chown=instruction.chown, chmod=instruction.chmod,
                            parents=getattr(instruction, "parents", False))
