@@ -13,9 +13,9 @@ from __future__ import annotations
 import gzip
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from cloche.layers import Compression, write_tree
 

@@ -46,7 +46,7 @@ def build_rows(results: dict) -> list[list[str]]:
 
 
 BUILD_HEADER = ["case", "build", "cloche s", "BuildKit s", "buildah s", "cloche/BuildKit",
-                "cloche/buildah", "runs (c/bk/bh)"]
+                "cloche/engineah", "runs (c/bk/bh)"]
 EXPORT_HEADER = ["layer export (same tree)", "MB/s", "MB per CPU s", "s", "blob/tar",
                  "vs zlib 6"]
 
@@ -71,7 +71,7 @@ def export_rows(results: dict) -> list[list[str]]:
 
 def text_table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))  # noqa: E731
+    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths))
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 

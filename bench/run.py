@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.workdir)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    started = dt.datetime.now(dt.timezone.utc)
+    started = dt.datetime.now(dt.UTC)
     results: dict = {"started": started.strftime("%Y-%m-%d %H:%M"), "repeat": args.repeat,
                      "machine": machine(), "commit": git_commit(), "versions": {},
                      "args": vars(args), "builds": [], "skipped": {}}
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     results["machine"]["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    results["seconds"] = round((dt.datetime.now(dt.timezone.utc) - started).total_seconds())
+    results["seconds"] = round((dt.datetime.now(dt.UTC) - started).total_seconds())
 
     out_dir = ROOT / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -421,7 +421,7 @@ class _LyingRegistry(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         body = b"" if self.path == "/v2/" else b"<html>not a manifest</html>"
         self.send_response(200 if self.path == "/v2/" or "/manifests/" in self.path else 404)
         self.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
@@ -472,7 +472,7 @@ class _StallingRegistry(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         import hashlib
         import json
 

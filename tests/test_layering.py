@@ -11,25 +11,25 @@ import pytest
 import cloche
 
 PACKAGE = Path(cloche.__file__).parent
-ALL = ("cloche.dockerfile", "cloche.plan", "cloche.build", "cloche.sandbox", "cloche.layers",
+ALL = ("cloche.dockerfile", "cloche.plan", "cloche.engine", "cloche.sandbox", "cloche.layers",
        "cloche.oci", "cloche.store", "cloche.registry", "cloche.cli", "cloche.api")
 # What each package may not import: everything above it in the pipeline, and the CLI.
 FORBIDDEN = {
-    "oci": ("cloche.dockerfile", "cloche.plan", "cloche.build", "cloche.sandbox",
+    "oci": ("cloche.dockerfile", "cloche.plan", "cloche.engine", "cloche.sandbox",
             "cloche.layers", "cloche.store", "cloche.registry", "cloche.cli", "cloche.api"),
-    "layers": ("cloche.dockerfile", "cloche.plan", "cloche.build", "cloche.sandbox",
+    "layers": ("cloche.dockerfile", "cloche.plan", "cloche.engine", "cloche.sandbox",
                "cloche.store", "cloche.registry", "cloche.cli", "cloche.api"),
-    "sandbox": ("cloche.dockerfile", "cloche.plan", "cloche.build", "cloche.layers",
+    "sandbox": ("cloche.dockerfile", "cloche.plan", "cloche.engine", "cloche.layers",
                 "cloche.oci", "cloche.store", "cloche.registry", "cloche.cli", "cloche.api"),
-    "store": ("cloche.dockerfile", "cloche.plan", "cloche.build", "cloche.sandbox",
+    "store": ("cloche.dockerfile", "cloche.plan", "cloche.engine", "cloche.sandbox",
               "cloche.cli", "cloche.api"),
-    "registry": ("cloche.dockerfile", "cloche.plan", "cloche.build", "cloche.sandbox",
+    "registry": ("cloche.dockerfile", "cloche.plan", "cloche.engine", "cloche.sandbox",
                  "cloche.cli", "cloche.api"),
-    "dockerfile": ("cloche.plan", "cloche.build", "cloche.sandbox", "cloche.layers",
+    "dockerfile": ("cloche.plan", "cloche.engine", "cloche.sandbox", "cloche.layers",
                    "cloche.oci", "cloche.store", "cloche.registry", "cloche.cli", "cloche.api"),
-    "plan": ("cloche.build", "cloche.sandbox", "cloche.layers", "cloche.oci", "cloche.store",
+    "plan": ("cloche.engine", "cloche.sandbox", "cloche.layers", "cloche.oci", "cloche.store",
              "cloche.registry", "cloche.cli", "cloche.api"),
-    "build": ("cloche.cli",),
+    "engine": ("cloche.cli", "cloche.api"),
 }
 
 
@@ -80,7 +80,7 @@ def test_the_library_never_exits_the_process() -> None:
 
 def test_every_test_directory_is_collected() -> None:
     """pytest skips directories matching ``norecursedirs`` (by default that includes any
-    "build" directory, which hid tests/build from the suite once): no folder holding tests
+    "build" directory, which hid tests/engine from the suite once): no folder holding tests
     (nor its parents) may match."""
     import fnmatch
     import tomllib
@@ -90,7 +90,7 @@ def test_every_test_directory_is_collected() -> None:
     patterns = config["ini_options"].get("norecursedirs", [  # pytest's default
         "*.egg", ".*", "_darcs", "build", "CVS", "dist", "node_modules", "venv", "{arch}"])
     dirs = sorted({f.parent for f in root.rglob("test_*.py")})  # the folders holding tests
-    assert any(d.name == "build" for d in dirs)
+    assert any(d.name == "engine" for d in dirs)
     hidden = [str(d.relative_to(root)) for d in dirs
               if any(fnmatch.fnmatch(part, p) for part in d.relative_to(root).parts
                      for p in patterns)]

@@ -59,7 +59,7 @@ class DockerfileError(ClocheError, ValueError):
     def with_location(
         self, *, file: str | None = None, line: int | None = None,
         column: int | None = None, source_line: str | None = None,
-    ) -> "DockerfileError":
+    ) -> DockerfileError:
         """Fill in location fields that are still unknown; returns self for chaining."""
         self.file = self.file or file
         self.line = self.line or line

@@ -107,7 +107,7 @@ def normal_config(config: dict) -> dict:
 # follows, added --chown/--chmod/--parents to COPY/ADD history lines and prints HEALTHCHECK with
 # %+v (and a StartInterval field), writes the value an ``ARG X`` takes from a global ARG, and
 # lists a parent stage's ARGs in a child stage's ``RUN |N K=V`` prefix; those spellings are
-# normalised away before comparing (tests/build/test_history.py checks cloche's own).
+# normalised away before comparing (tests/engine/test_history.py checks cloche's own).
 _NEWER_COPY_FLAGS = re.compile(r" --(?:chown|chmod)=\S+| --parents")
 
 

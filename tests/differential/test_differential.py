@@ -5,7 +5,6 @@ See harness.py for what is compared and why umoci does the unpacking for both si
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 

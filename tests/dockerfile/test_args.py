@@ -7,12 +7,31 @@ import textwrap
 import pytest
 
 from cloche.dockerfile.args import (
-    DEFAULT_PATH, PROXY_ARGS, GlobalScope, StageEnv, platform_args, resolve_global_scope,
+    DEFAULT_PATH,
+    PROXY_ARGS,
+    GlobalScope,
+    StageEnv,
+    platform_args,
+    resolve_global_scope,
 )
 from cloche.dockerfile.expand import expand_instruction
 from cloche.dockerfile.instructions import (
-    Add, Arg, Cmd, Copy, Entrypoint, Env, Expose, Healthcheck, Instruction, Label, Onbuild, Run,
-    StopSignal, User, Volume, Workdir,
+    Add,
+    Arg,
+    Cmd,
+    Copy,
+    Entrypoint,
+    Env,
+    Expose,
+    Healthcheck,
+    Instruction,
+    Label,
+    Onbuild,
+    Run,
+    StopSignal,
+    User,
+    Volume,
+    Workdir,
 )
 from cloche.dockerfile.stages import Dockerfile, parse_dockerfile
 from cloche.errors import DockerfileError

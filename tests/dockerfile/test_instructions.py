@@ -7,8 +7,25 @@ import textwrap
 import pytest
 
 from cloche.dockerfile.instructions import (
-    Add, Arg, ArgDef, Cmd, Copy, Entrypoint, Env, Expose, From, Healthcheck, Label, Maintainer,
-    Onbuild, Run, Shell, StopSignal, User, Volume, Workdir,
+    Add,
+    Arg,
+    ArgDef,
+    Cmd,
+    Copy,
+    Entrypoint,
+    Env,
+    Expose,
+    From,
+    Healthcheck,
+    Label,
+    Maintainer,
+    Onbuild,
+    Run,
+    Shell,
+    StopSignal,
+    User,
+    Volume,
+    Workdir,
 )
 from cloche.dockerfile.mounts import Mount
 from cloche.dockerfile.stages import Dockerfile, parse_dockerfile
@@ -19,7 +36,7 @@ def parse(text: str) -> Dockerfile:
     return parse_dockerfile(textwrap.dedent(text).lstrip("\n"), file="Dockerfile.test")
 
 
-def only(text: str):  # noqa: ANN201 - the one instruction under FROM
+def only(text: str):
     return parse("FROM scratch\n" + textwrap.dedent(text).lstrip("\n")).stages[0].commands[0]
 
 

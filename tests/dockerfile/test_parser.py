@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 
 from cloche.dockerfile._parse_errors import (
-    DirectiveError, DockerfileSyntaxError, EmptyDockerfileError, HeredocError, LineTooLongError,
+    DirectiveError,
+    DockerfileSyntaxError,
+    EmptyDockerfileError,
+    HeredocError,
+    LineTooLongError,
 )
 from cloche.dockerfile.dump import dump, dump_node, go_quote
 from cloche.dockerfile.heredoc import heredocs_in_line, parse_heredoc_word

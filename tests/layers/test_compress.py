@@ -13,7 +13,10 @@ import pytest
 
 from cloche.errors import LayerError
 from cloche.layers.compress import (
-    Compression, UnsupportedCompressionError, detect_compression, open_compressed_writer,
+    Compression,
+    UnsupportedCompressionError,
+    detect_compression,
+    open_compressed_writer,
     open_decompressed_reader,
 )
 from tests.fixtures.services import require_tool

@@ -19,7 +19,13 @@ import pytest
 
 from cloche.errors import LayerError
 from cloche.layers import (
-    Compression, EntryType, LayerReader, flatten, upper_is_empty, write_overlay_diff, write_tree,
+    Compression,
+    EntryType,
+    LayerReader,
+    flatten,
+    upper_is_empty,
+    write_overlay_diff,
+    write_tree,
 )
 from tests.fixtures.services import require_root, require_tool
 from tests.layers.helpers import snapshot

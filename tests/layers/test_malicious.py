@@ -17,7 +17,14 @@ from cloche.errors import LayerError, UnsafePathError
 from cloche.layers import apply_layer, flatten
 from tests.fixtures.services import require_root
 from tests.layers.helpers import (
-    apply_as_nobody, directory, file, hardlink, info, make_tar, symlink, tree_files,
+    apply_as_nobody,
+    directory,
+    file,
+    hardlink,
+    info,
+    make_tar,
+    symlink,
+    tree_files,
 )
 
 

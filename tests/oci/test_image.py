@@ -12,9 +12,18 @@ from cloche.oci.config import History, ImageConfig
 from cloche.oci.digest import Digest, DigestMismatchError
 from cloche.oci.errors import BlobNotFoundError, ImageFormatError
 from cloche.oci.image import Image, Layer, MemoryBlobSource
-from cloche.oci.mutate import (add_history, append_layers, canonicalise, empty_image,
-                               replace_layers, rfc3339, set_annotations, set_config,
-                               set_history, with_media_type)
+from cloche.oci.mutate import (
+    add_history,
+    append_layers,
+    canonicalise,
+    empty_image,
+    replace_layers,
+    rfc3339,
+    set_annotations,
+    set_config,
+    set_history,
+    with_media_type,
+)
 from cloche.oci.platform import Platform
 from tests.oci.helpers import small_image, tar_of
 

@@ -16,7 +16,7 @@ NINE = PROJECT_ROOT / "examples" / "nine-stages"
 MULTI = PROJECT_ROOT / "examples" / "multistage"
 
 
-def run(*args: str, stdin: str | None = None):  # noqa: ANN201 - click's Result
+def run(*args: str, stdin: str | None = None):
     return CliRunner().invoke(cli, ["plan", *args], input=stdin)
 
 
@@ -82,7 +82,7 @@ def test_dockerfile_from_stdin() -> None:
     assert "copies / -> / from stage 0 (a)" in result.output
 
 
-def test_errors_render_as_one_block_without_traceback(tmp_path) -> None:  # noqa: ANN001
+def test_errors_render_as_one_block_without_traceback(tmp_path) -> None:
     (tmp_path / "Dockerfile").write_text("FROM alpine\nCOPY --chwon=1 a b\n")
     result = run(str(tmp_path))
     assert result.exit_code == 2

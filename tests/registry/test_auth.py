@@ -10,8 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from cloche.registry.auth import (CredentialHelperError, Credentials, erase_credentials,
-                                  get_credentials, parse_challenge, store_credentials)
+from cloche.registry.auth import (
+    CredentialHelperError,
+    Credentials,
+    erase_credentials,
+    get_credentials,
+    parse_challenge,
+    store_credentials,
+)
 
 
 def test_parse_challenge() -> None:

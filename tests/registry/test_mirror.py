@@ -13,7 +13,7 @@ from cloche.registry.pull import pull_blobs
 from cloche.registry.push import push_manifest
 from cloche.registry.reference import Reference
 from cloche.store.blobs import BlobStore
-from tests.fixtures.services import Registry, free_port, start_registry, _stop
+from tests.fixtures.services import Registry, _stop, free_port, start_registry
 from tests.registry.images import layer_from_files, make_image
 from tests.registry.proxy import Proxy
 

@@ -8,11 +8,11 @@ from collections.abc import Callable
 
 import pytest
 
+from cloche.errors import ClocheError
 from cloche.oci.digest import Digest
 from cloche.oci.platform import Platform
 from cloche.registry.client import RegistryClient
 from cloche.registry.config import RegistryConfig
-from cloche.errors import ClocheError
 from cloche.registry.errors import AuthError, NotFoundError
 from cloche.registry.pull import pull_blobs
 from cloche.registry.push import push_manifest

@@ -92,7 +92,8 @@ def test_loopback(host: str, loop: bool) -> None:
     assert is_loopback(host) is loop
 
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st
 
 _component = st.from_regex(r"\A[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z").filter(lambda c: len(c) < 30)
 _host = st.sampled_from(["", "localhost:5000/", "127.0.0.1:5000/", "gcr.io/", "docker.io/",

@@ -5,6 +5,7 @@ A fault-injecting proxy (tests/registry/proxy.py) stands in front of the real do
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
@@ -20,8 +21,6 @@ from cloche.store.blobs import BlobStore
 from tests.fixtures.services import Registry
 from tests.registry.images import BuiltImage, layer_from_files, make_image
 from tests.registry.proxy import Proxy
-
-import os
 
 pytestmark = pytest.mark.registry
 

@@ -363,53 +363,60 @@ def test_security_insecure_is_privileged(layer: Layer) -> None:
         RunSpec(layer.merged, ("true",), security="privileged")
 
 
-def test_cancel_all_ends_steps_running_in_other_threads(busybox_rootfs: Path,
-                                                        tmp_path: Path) -> None:
-    from cloche.sandbox import StepCancelled, cancel_all
+def test_cancel_ends_its_scopes_steps_in_other_threads_and_no_others(busybox_rootfs: Path,
+                                                                      tmp_path: Path) -> None:
+    """Two builds in one process have two scopes: cancelling one kills its two steps and
+    leaves the other build's step running to its end."""
+    from cloche.sandbox import CancelScope, StepCancelled
     from tests.sandbox.conftest import _mounted
     n = str(random.randint(10**6, 10**7))
-    started = threading.Barrier(3)
-    outcomes: list[BaseException | None] = []
+    started = threading.Barrier(4)
+    ours, theirs = CancelScope(), CancelScope()
+    outcomes: dict[int, object] = {}
 
-    def one(i: int) -> None:
+    def one(i: int, scope: CancelScope, script: str) -> None:
         (tmp_path / str(i)).mkdir()
         for layer in _mounted(busybox_rootfs, tmp_path / str(i)):
             def seen(chunk: bytes) -> None:
                 if b"up" in chunk:
                     started.wait()
             try:
-                run(RunSpec(layer.merged, ("/bin/sh", "-c", f"sleep {n} & echo up; sleep {n}"),
-                            stdout=seen))
-                outcomes.append(None)
+                outcomes[i] = run(RunSpec(layer.merged, ("/bin/sh", "-c", script),
+                                          stdout=seen, cancel=scope)).exit_code
             except BaseException as e:  # noqa: BLE001
-                outcomes.append(e)
+                outcomes[i] = e
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(2)]
+    long = f"sleep {n} & echo up; sleep {n}"
+    threads = [threading.Thread(target=one, args=(0, ours, long)),
+               threading.Thread(target=one, args=(1, ours, long)),
+               threading.Thread(target=one, args=(2, theirs, "echo up; sleep 1; exit 7"))]
     for t in threads:
         t.start()
     started.wait()
-    assert cancel_all() == 2
+    assert ours.cancel() == 2
     for t in threads:
         t.join()
-    assert len(outcomes) == 2 and all(isinstance(e, StepCancelled) for e in outcomes)
+    assert isinstance(outcomes[0], StepCancelled) and isinstance(outcomes[1], StepCancelled)
+    assert outcomes[2] == 7  # the other scope's step ran to its own end
+    assert not theirs.cancelled
     assert _host_processes_with(b"sleep\0" + n.encode()) == []
-    assert cancel_all() == 0
+    assert ours.cancel() == 0
 
 
-def test_a_step_that_starts_after_cancel_all_is_cancelled_too(busybox_rootfs: Path,
-                                                              tmp_path: Path) -> None:
-    """The race behind a hung Ctrl-C: cancel_all ran while a worker thread was between its
-    last check and the start of its step. The build's cancel event, set before cancel_all,
-    stops that step at once instead of letting it run to its end."""
-    from cloche.sandbox import StepCancelled, cancel_all
+def test_a_step_that_starts_after_cancel_is_cancelled_too(busybox_rootfs: Path,
+                                                          tmp_path: Path) -> None:
+    """The race behind a hung Ctrl-C: the scope was cancelled while a worker thread was
+    between its last check and the start of its step. That step stops at once instead of
+    running to its end."""
+    from cloche.sandbox import CancelScope, StepCancelled
     from tests.sandbox.conftest import _mounted
     n = str(random.randint(10**6, 10**7))
-    cancelled = threading.Event()
-    cancelled.set()
-    assert cancel_all() == 0  # nothing running: this cancel cannot reach the step below
+    scope = CancelScope()
+    assert scope.cancel() == 0  # nothing running: this kill cannot reach the step below
     for layer in _mounted(busybox_rootfs, tmp_path):
-        # without the event the step would end by its timeout, a result and not StepCancelled
+        # without the scope's flag the step would end by its timeout, a result and not
+        # StepCancelled
         with pytest.raises(StepCancelled):
-            run(RunSpec(layer.merged, ("/bin/sh", "-c", f"sleep {n}"), cancel=cancelled,
+            run(RunSpec(layer.merged, ("/bin/sh", "-c", f"sleep {n}"), cancel=scope,
                         timeout=20))
     assert _host_processes_with(b"sleep\0" + n.encode()) == []

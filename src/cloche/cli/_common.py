@@ -4,7 +4,7 @@ human forms of sizes and ages that ``docker images`` prints."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,7 +21,7 @@ def root_option(func: F) -> F:
              "else ~/.local/share/cloche).")(func)
 
 
-def open_store(root: Path | None, *, create: bool = True) -> "Store":  # noqa: F821
+def open_store(root: Path | None, *, create: bool = True) -> Store:  # noqa: F821
     """The store at ``root`` (else $CLOCHE_ROOT, else the default).
 
     Commands that only read or change what is stored pass ``create=False``: a mistyped
@@ -66,7 +66,7 @@ _KNOWN_ARCHES = frozenset({
     "riscv", "riscv64", "s390", "s390x", "sparc", "sparc64", "wasm"})
 
 
-def parse_platform(text: str | None, flag: str = "--platform") -> "Platform | None":  # noqa: F821
+def parse_platform(text: str | None, flag: str = "--platform") -> Platform | None:  # noqa: F821
     """``--platform`` as a Platform, refusing an operating system or an architecture that
     does not exist (``not/a/platform``), which would otherwise match nothing much later."""
     if text is None or not text.strip():
@@ -105,7 +105,7 @@ def parse_time(text: str | None) -> datetime | None:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def human_age(text: str | None, now: datetime | None = None) -> str:
@@ -113,7 +113,7 @@ def human_age(text: str | None, now: datetime | None = None) -> str:
     when = parse_time(text)
     if when is None:
         return "N/A"
-    seconds = ((now or datetime.now(timezone.utc)) - when).total_seconds()
+    seconds = ((now or datetime.now(UTC)) - when).total_seconds()
     if seconds < 1:
         return "Less than a second ago"
     for limit, size, word in ((60, 1, "second"), (3600, 60, "minute"), (86400 * 2, 3600, "hour"),

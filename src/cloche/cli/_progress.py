@@ -18,7 +18,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from cloche.build import events as ev
+from cloche.engine import events as ev
 
 
 def _size(n: int | None) -> str:
@@ -101,7 +101,7 @@ class LiveRenderer:
         self._live = Live(console=self.console, refresh_per_second=8, transient=True,
                           get_renderable=self._render)
 
-    def __enter__(self) -> "LiveRenderer":
+    def __enter__(self) -> LiveRenderer:
         self._live.__enter__()
         return self
 
@@ -168,7 +168,7 @@ class LiveRenderer:
                                     f"in {event.seconds:.1f}s{names}", style="bold green"))
 
 
-def make_renderer(mode: str):  # noqa: ANN201 - one of the renderer classes
+def make_renderer(mode: str):
     """The renderer for ``--progress``: auto picks tty when stderr is a terminal."""
     if mode == "auto":
         mode = "tty" if sys.stderr.isatty() else "plain"

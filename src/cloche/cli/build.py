@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from cloche.build import options as opts
 from cloche.cli._common import parse_platform, read_stdin_dockerfile
+from cloche.engine import options as opts
 from cloche.errors import ConfigError
 
 MAX_SECRET_SIZE = 500 * 1024  # BuildKit's limit for a secret file
@@ -53,15 +53,10 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
             iidfile: str | None, metadata_file: str | None, jobs: int,
             root: Path | None) -> None:
     """Build an image from a Dockerfile, as `docker build` does, without a daemon."""
-    prefetch = None
-    try:
-        if context != "-" and Path(context).is_dir():
-            # List the context on a thread now: find's stat calls overlap the imports below.
-            from cloche.build.fastwalk import Prefetch
+    from cloche.engine import prefetch_context
 
-            prefetch = Prefetch(Path(context).resolve())
-    except OSError:
-        pass  # an unreadable context is reported by the build itself, in its place
+    # List the context on a thread now: find's stat calls overlap the imports below.
+    prefetch = prefetch_context(context)
     from cloche import api  # imported late: keeps `cloche --help` fast
 
     parse_platform(platform)  # an unknown os or architecture fails before any work
@@ -71,7 +66,7 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
     for item in ssh:
         _check_ssh(item)
     output_specs = tuple(opts.parse_output(o) for o in outputs)
-    # the checks build/outputs.py makes at export, made before the build rather than after it
+    # the checks engine/outputs.py makes at export, made before the build rather than after it
     if push and not tags:
         raise ConfigError("--push needs a name: add -t NAME:TAG")
     for spec in output_specs:

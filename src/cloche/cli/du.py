@@ -16,7 +16,7 @@ from cloche.cli._common import human_size, open_store, root_option
 @root_option
 def command(fmt: str, root: Path | None) -> None:
     """Show disk usage: images, build cache records, snapshots, cache mounts."""
-    from cloche.build.prune import disk_usage
+    from cloche.engine.prune import disk_usage
 
     usage = disk_usage(open_store(root, create=False))
     if fmt == "json":

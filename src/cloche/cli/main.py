@@ -54,7 +54,7 @@ class _Group(click.Group):
         self._load()
         return super().get_command(ctx, name)
 
-    def invoke(self, ctx: click.Context):  # noqa: ANN201 - click's signature
+    def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except ClocheError as err:
@@ -71,7 +71,7 @@ class _Group(click.Group):
             where = f" {err.filename}" if err.filename else ""
             click.echo(f"error:{where}: {err.strerror or err}", err=True)
             sys.exit(1)
-        except Exception as err:  # noqa: BLE001 - the last guard: never a traceback
+        except Exception as err:
             if os.environ.get("CLOCHE_DEBUG"):
                 raise
             click.echo(f"error: internal error: {type(err).__name__}: {err}\n"

@@ -22,7 +22,7 @@ from cloche.errors import ConfigError
 def command(everything: bool, keep_storage: str | None, filters: tuple[str, ...], force: bool,
             root: Path | None) -> None:
     """Remove build cache: step records, their snapshots, unused layers and cache mounts."""
-    from cloche.build.prune import parse_duration, parse_size, prune
+    from cloche.engine.prune import parse_duration, parse_size, prune
 
     until = None
     for item in filters:

@@ -12,7 +12,11 @@ from collections.abc import Callable
 from cloche.dockerfile._parse_errors import DockerfileSyntaxError
 from cloche.dockerfile._parse_json import NotStringArray, parse_json_array
 from cloche.dockerfile._parse_words import (
-    GO_SPACES, go_quote, parse_words, split_whitespace, trim_left_space,
+    GO_SPACES,
+    go_quote,
+    parse_words,
+    split_whitespace,
+    trim_left_space,
 )
 
 Args = tuple[tuple[str, ...], bool]

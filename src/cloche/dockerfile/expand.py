@@ -17,7 +17,19 @@ from collections.abc import Callable, Mapping
 
 from cloche.dockerfile.flags import error_at
 from cloche.dockerfile.instructions import (
-    Add, Arg, ArgDef, Copy, Env, Expose, From, Instruction, Label, Run, StopSignal, User, Volume,
+    Add,
+    Arg,
+    ArgDef,
+    Copy,
+    Env,
+    Expose,
+    From,
+    Instruction,
+    Label,
+    Run,
+    StopSignal,
+    User,
+    Volume,
     Workdir,
 )
 from cloche.dockerfile.mounts import parse_mount

@@ -11,8 +11,27 @@ import re
 
 from cloche.dockerfile.flags import FlagKind, error_at, parse_duration, parse_flags
 from cloche.dockerfile.instructions import (
-    INSTRUCTIONS, Add, Arg, ArgDef, Cmd, Copy, Entrypoint, Env, Expose, From, Healthcheck,
-    Instruction, Label, Maintainer, Onbuild, Run, Shell, StopSignal, User, Volume, Workdir,
+    INSTRUCTIONS,
+    Add,
+    Arg,
+    ArgDef,
+    Cmd,
+    Copy,
+    Entrypoint,
+    Env,
+    Expose,
+    From,
+    Healthcheck,
+    Instruction,
+    Label,
+    Maintainer,
+    Onbuild,
+    Run,
+    Shell,
+    StopSignal,
+    User,
+    Volume,
+    Workdir,
 )
 from cloche.dockerfile.mounts import parse_mount
 from cloche.dockerfile.node import Heredoc, Node, SyntaxTree
@@ -101,7 +120,7 @@ def _run(node: Node, tree: SyntaxTree | None) -> Run:
                network=network, security=security, heredocs=node.heredocs)
 
 
-def _command(cls: type[Cmd] | type[Entrypoint]):  # noqa: ANN202 - a small factory
+def _command(cls: type[Cmd] | type[Entrypoint]):
     def build(node: Node, tree: SyntaxTree | None) -> Cmd | Entrypoint:
         parse_flags(node, {}, tree)
         if not node.args and not node.json:
@@ -193,7 +212,7 @@ def _volume(node: Node, tree: SyntaxTree | None) -> Volume:
     return Volume(node=node, paths=paths)
 
 
-def _single(cls: type, attr: str):  # noqa: ANN202 - a small factory
+def _single(cls: type, attr: str):
     def build(node: Node, tree: SyntaxTree | None) -> Instruction:
         parse_flags(node, {}, tree)
         return cls(node=node, **{attr: _exactly_one(node, tree)})

@@ -194,7 +194,7 @@ def parse_trigger(text: str, file: str = "ONBUILD trigger") -> Instruction:
     return parse(text, file)
 
 
-def parse_dockerfile(text: str, file: str = "Dockerfile"):  # noqa: ANN201 - see stages.py
+def parse_dockerfile(text: str, file: str = "Dockerfile"):
     """Parse and type a Dockerfile (re-exported from ``cloche.dockerfile.stages``)."""
     from cloche.dockerfile.stages import parse_dockerfile as parse
 

@@ -48,7 +48,7 @@ class Node:
     start_line: int = 0
     end_line: int = 0
     heredocs: tuple[Heredoc, ...] = ()
-    child: "Node | None" = None
+    child: Node | None = None
     comments: tuple[str, ...] = ()
 
 

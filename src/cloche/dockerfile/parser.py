@@ -23,7 +23,10 @@ import re
 
 from cloche.dockerfile import _parse_args
 from cloche.dockerfile._parse_errors import (
-    DockerfileSyntaxError, EmptyDockerfileError, HeredocError, LineTooLongError,
+    DockerfileSyntaxError,
+    EmptyDockerfileError,
+    HeredocError,
+    LineTooLongError,
 )
 from cloche.dockerfile._parse_words import split_command, trim_left_space, trim_space
 from cloche.dockerfile.directives import DirectiveScanner, directives_for

@@ -7,7 +7,10 @@ with ``flatten``; both stream, with bounded memory, and compute digests as the b
 
 from cloche.layers.apply import ApplyResult, LayerApplier, apply_layer, flatten
 from cloche.layers.compress import (
-    Compression, UnsupportedCompressionError, detect_compression, open_compressed_writer,
+    Compression,
+    UnsupportedCompressionError,
+    detect_compression,
+    open_compressed_writer,
     open_decompressed_reader,
 )
 from cloche.layers.diff import upper_is_empty, write_overlay_diff

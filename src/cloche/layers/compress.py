@@ -48,7 +48,7 @@ class Compression(enum.Enum):
     XZ = "xz"
 
     @classmethod
-    def parse(cls, name: str) -> "Compression":
+    def parse(cls, name: str) -> Compression:
         """``none|uncompressed|gzip|zstd`` (as ``--output compression=`` takes them)."""
         key = name.strip().lower()
         if key in ("uncompressed", ""):
@@ -78,7 +78,7 @@ class Compression(enum.Enum):
                 f"no Docker layer media type for {self.value} compression") from None
 
     @classmethod
-    def from_media_type(cls, media_type: str) -> "Compression":
+    def from_media_type(cls, media_type: str) -> Compression:
         """The compression a layer media type announces (OCI or Docker names)."""
         base = media_type.strip().lower()
         if base.endswith(("+gzip", ".gzip")):

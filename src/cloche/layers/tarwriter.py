@@ -10,10 +10,9 @@ computes the diff_id (sha256 of the tar) and the blob's digest and size (after c
 
 from __future__ import annotations
 
+import posixpath
 import queue
 import threading
-
-import posixpath
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -249,7 +248,7 @@ class TarWriter:
                                     compression=self._compression, entries=self._entries)
         return self.result
 
-    def __enter__(self) -> "TarWriter":
+    def __enter__(self) -> TarWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

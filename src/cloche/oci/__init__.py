@@ -11,8 +11,7 @@ from cloche.oci.config import Healthcheck, History, ImageConfig
 from cloche.oci.descriptor import Descriptor
 from cloche.oci.digest import Digest, Digester, DigestMismatchError, verify
 from cloche.oci.docker_archive import DockerArchive, read_docker_archive, write_docker_archive
-from cloche.oci.errors import (BlobNotFoundError, ImageFormatError, PlatformNotFoundError,
-                               RefNotFoundError)
+from cloche.oci.errors import BlobNotFoundError, ImageFormatError, PlatformNotFoundError, RefNotFoundError
 from cloche.oci.image import BlobSource, DirBlobSource, Image, Layer, MemoryBlobSource
 from cloche.oci.layout import Layout, read_layout, write_layout
 from cloche.oci.manifest import Index, Manifest, parse

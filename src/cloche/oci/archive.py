@@ -11,14 +11,19 @@ from pathlib import Path
 from typing import BinaryIO
 
 from cloche.oci import mediatypes as mt
-from cloche.oci._tario import (MemberNotFoundError, TarIndex, TarWriter, finish_destination,
-                              open_destination)
+from cloche.oci._tario import MemberNotFoundError, TarIndex, TarWriter, finish_destination, open_destination
 from cloche.oci.descriptor import ANNOTATION_REF_NAME
 from cloche.oci.digest import Digest
 from cloche.oci.errors import BlobNotFoundError, ImageFormatError
 from cloche.oci.image import Image
-from cloche.oci.layout import (INDEX_FILE, LAYOUT_FILE, check_ref_name, image_blobs,
-                               layout_marker, resolve_image)
+from cloche.oci.layout import (
+    INDEX_FILE,
+    LAYOUT_FILE,
+    check_ref_name,
+    image_blobs,
+    layout_marker,
+    resolve_image,
+)
 from cloche.oci.manifest import Index
 from cloche.oci.platform import Platform
 

@@ -40,7 +40,7 @@ class History:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str | None = None) -> "History":
+    def from_dict(cls, data: Mapping[str, Any], source: str | None = None) -> History:
         if not isinstance(data, Mapping):
             raise ImageFormatError("history entry is not an object", source=source)
         return cls(created=_opt_str(data, "created", source),
@@ -73,7 +73,7 @@ class Healthcheck:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str | None = None) -> "Healthcheck":
+    def from_dict(cls, data: Mapping[str, Any], source: str | None = None) -> Healthcheck:
         if not isinstance(data, Mapping):
             raise ImageFormatError("Healthcheck is not an object", source=source)
         values = {attr: data.get(key) or 0 for attr, key in cls._KEYS}
@@ -148,7 +148,7 @@ class ImageConfig:
             out[key] = value
         return out
 
-    def with_env(self, **values: str) -> "ImageConfig":
+    def with_env(self, **values: str) -> ImageConfig:
         """Set variables, replacing an existing entry in place and appending new ones."""
         env = list(self.env)
         for key, value in values.items():
@@ -161,12 +161,12 @@ class ImageConfig:
                 env.append(entry)
         return replace(self, env=tuple(env))
 
-    def with_platform(self, platform: Platform) -> "ImageConfig":
+    def with_platform(self, platform: Platform) -> ImageConfig:
         return replace(self, os=platform.os, architecture=platform.architecture,
                        variant=platform.variant, os_version=platform.os_version,
                        os_features=platform.os_features)
 
-    def replace(self, **changes: Any) -> "ImageConfig":
+    def replace(self, **changes: Any) -> ImageConfig:
         return replace(self, **changes)
 
     # --- serialisation ----------------------------------------------------------------
@@ -214,12 +214,12 @@ class ImageConfig:
         return _json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_json(cls, data: bytes, *, source: str | None = None) -> "ImageConfig":
+    def from_json(cls, data: bytes, *, source: str | None = None) -> ImageConfig:
         doc = _json.loads(data, what="image config", source=source)
         return cls.from_dict(doc, source=source)
 
     @classmethod
-    def from_dict(cls, doc: Any, *, source: str | None = None) -> "ImageConfig":
+    def from_dict(cls, doc: Any, *, source: str | None = None) -> ImageConfig:
         if not isinstance(doc, Mapping):
             raise ImageFormatError("image config is not a JSON object", source=source)
         run = doc.get("config") or doc.get("Config") or {}

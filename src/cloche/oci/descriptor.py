@@ -42,12 +42,12 @@ class Descriptor:
         if not isinstance(self.size, int) or isinstance(self.size, bool) or self.size < 0:
             raise ImageFormatError(f"descriptor {self.digest} has an invalid size {self.size!r}")
 
-    def with_annotations(self, **annotations: str) -> "Descriptor":
+    def with_annotations(self, **annotations: str) -> Descriptor:
         merged = dict(self.annotations)
         merged.update(annotations)
         return replace(self, annotations=FrozenMap(merged))
 
-    def with_media_type(self, media_type: str) -> "Descriptor":
+    def with_media_type(self, media_type: str) -> Descriptor:
         return replace(self, media_type=media_type)
 
     @property
@@ -70,7 +70,7 @@ class Descriptor:
         return out
 
     @classmethod
-    def from_dict(cls, data: Any, *, source: str | None = None) -> "Descriptor":
+    def from_dict(cls, data: Any, *, source: str | None = None) -> Descriptor:
         """Parse a descriptor object; raises ImageFormatError naming ``source`` when it is bad."""
         if not isinstance(data, Mapping):
             raise ImageFormatError(f"descriptor is not an object: {data!r}", source=source)

@@ -34,7 +34,7 @@ class Digest:
                               f"want {expected} lower-case hex characters")
 
     @classmethod
-    def parse(cls, text: str) -> "Digest":
+    def parse(cls, text: str) -> Digest:
         """Parse ``sha256:...``; raises DigestError for anything else."""
         if not isinstance(text, str) or ":" not in text:
             raise DigestError(f"invalid digest {text!r}: want algorithm:hex")
@@ -42,12 +42,12 @@ class Digest:
         return cls(algorithm, hexpart)
 
     @classmethod
-    def from_bytes(cls, data: bytes, algorithm: str = "sha256") -> "Digest":
+    def from_bytes(cls, data: bytes, algorithm: str = "sha256") -> Digest:
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
 
     @classmethod
     def from_stream(cls, stream: BinaryIO, algorithm: str = "sha256",
-                    chunk_size: int = 1 << 20) -> tuple["Digest", int]:
+                    chunk_size: int = 1 << 20) -> tuple[Digest, int]:
         """Digest and size of everything left in ``stream``."""
         digester = Digester(algorithm)
         while chunk := stream.read(chunk_size):

@@ -146,7 +146,7 @@ class Layer:
 
     @classmethod
     def from_tar_bytes(cls, tar: bytes, compression: str = "gzip",
-                       source: MemoryBlobSource | None = None) -> "Layer":
+                       source: MemoryBlobSource | None = None) -> Layer:
         """A layer held in memory, made from an uncompressed tar (tests, tiny layers);
         gzip output is deterministic (mtime 0)."""
         if compression == "gzip":
@@ -183,7 +183,7 @@ class Image:
     @classmethod
     def from_config(cls, config: ImageConfig, layers: Iterable[Layer] = (), *,
                     media_type: str = mt.OCI_MANIFEST,
-                    annotations: Mapping[str, str] | None = None) -> "Image":
+                    annotations: Mapping[str, str] | None = None) -> Image:
         """An image from a config value and layers whose diff ids the config must list."""
         layers = tuple(layers)
         if tuple(layer.diff_id for layer in layers) != config.diff_ids:
@@ -192,7 +192,7 @@ class Image:
 
     @classmethod
     def from_manifest(cls, manifest_bytes: bytes, source: BlobSource, *,
-                      media_type: str | None = None, name: str | None = None) -> "Image":
+                      media_type: str | None = None, name: str | None = None) -> Image:
         """The image a manifest describes, its config read (and verified) from ``source``,
         its layers left in ``source``. ``name`` is used in error messages."""
         manifest = parse(manifest_bytes, media_type=media_type, source=name)

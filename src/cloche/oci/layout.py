@@ -90,7 +90,7 @@ class Layout:
         self.blobs = DirBlobSource(self.root / "blobs")
 
     @classmethod
-    def create(cls, root: str | Path) -> "Layout":
+    def create(cls, root: str | Path) -> Layout:
         """Open the layout at ``root``, making an empty one when nothing is there."""
         layout = cls(root)
         layout.root.mkdir(parents=True, exist_ok=True)
@@ -101,7 +101,7 @@ class Layout:
         return layout
 
     @classmethod
-    def open(cls, root: str | Path) -> "Layout":
+    def open(cls, root: str | Path) -> Layout:
         """An existing layout; ImageFormatError when ``root`` is not one."""
         layout = cls(root)
         marker = layout.root / LAYOUT_FILE

@@ -41,7 +41,7 @@ class Manifest:
     def is_docker(self) -> bool:
         return self.media_type == mt.DOCKER_MANIFEST
 
-    def converted(self, *, docker: bool) -> "Manifest":
+    def converted(self, *, docker: bool) -> Manifest:
         """The same manifest with every media type of the other family."""
         conv = mt.to_docker if docker else mt.to_oci
         return replace(
@@ -79,7 +79,7 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, media_type: str | None = None,
-                  source: str | None = None) -> "Manifest":
+                  source: str | None = None) -> Manifest:
         _check_schema(data, source)
         kind = data.get("mediaType") or media_type or mt.OCI_MANIFEST
         if kind not in mt.MANIFEST_TYPES:
@@ -98,7 +98,7 @@ class Manifest:
 
     @classmethod
     def from_json(cls, data: bytes, *, media_type: str | None = None,
-                  source: str | None = None) -> "Manifest":
+                  source: str | None = None) -> Manifest:
         value = parse(data, media_type=media_type, source=source)
         if not isinstance(value, Manifest):
             raise ImageFormatError("expected an image manifest, found an index", source=source)
@@ -125,7 +125,7 @@ class Index:
     def is_docker(self) -> bool:
         return self.media_type == mt.DOCKER_MANIFEST_LIST
 
-    def converted(self, *, docker: bool) -> "Index":
+    def converted(self, *, docker: bool) -> Index:
         conv = mt.to_docker if docker else mt.to_oci
         return replace(self, media_type=mt.DOCKER_MANIFEST_LIST if docker else mt.OCI_INDEX,
                        manifests=tuple(d.with_media_type(conv(d.media_type))
@@ -166,12 +166,12 @@ class Index:
                 available=tuple(str(p) for p in self.platforms() if p.os != "unknown"))
         return found
 
-    def with_manifests(self, manifests: Iterable[Descriptor]) -> "Index":
+    def with_manifests(self, manifests: Iterable[Descriptor]) -> Index:
         return replace(self, manifests=tuple(manifests))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, media_type: str | None = None,
-                  source: str | None = None) -> "Index":
+                  source: str | None = None) -> Index:
         _check_schema(data, source)
         kind = data.get("mediaType") or media_type or mt.OCI_INDEX
         if kind not in mt.INDEX_TYPES:
@@ -187,7 +187,7 @@ class Index:
 
     @classmethod
     def from_json(cls, data: bytes, *, media_type: str | None = None,
-                  source: str | None = None) -> "Index":
+                  source: str | None = None) -> Index:
         value = parse(data, media_type=media_type, source=source)
         if not isinstance(value, Index):
             raise ImageFormatError("expected an image index, found a manifest", source=source)

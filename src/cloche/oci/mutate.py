@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cloche.oci import mediatypes as mt
 from cloche.oci._frozen import FrozenMap
@@ -32,7 +32,7 @@ def rfc3339(moment: int | float | datetime) -> str:
 
 
 def now() -> str:
-    return rfc3339(datetime.now(timezone.utc))
+    return rfc3339(datetime.now(UTC))
 
 
 def empty_image(platform: Platform | None = None, *, docker: bool = False) -> Image:

@@ -61,7 +61,7 @@ class Platform:
     os_features: tuple[str, ...] = ()
 
     @classmethod
-    def parse(cls, text: str) -> "Platform":
+    def parse(cls, text: str) -> Platform:
         """Parse ``os/arch[/variant]`` as ``docker --platform`` does (``linux`` alone, or an
         architecture alone such as ``arm64``, fill the rest from the host or with linux)."""
         parts = text.strip().split("/") if isinstance(text, str) else []
@@ -81,7 +81,7 @@ class Platform:
         return cls(os_name, parts[1].lower(), parts[2].lower() if len(parts) == 3 else "")
 
     @classmethod
-    def host(cls) -> "Platform":
+    def host(cls) -> Platform:
         """The platform this machine runs natively."""
         machine = _host_platform.machine().lower()
         os_name = "darwin" if sys.platform == "darwin" else sys.platform.rstrip("0123456789")
@@ -91,7 +91,7 @@ class Platform:
         return cls(os_name, arch, "" if arch == "arm64" else variant)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Platform":
+    def from_dict(cls, data: Mapping[str, Any]) -> Platform:
         if not isinstance(data, Mapping):
             raise InvalidPlatformError(f"platform is not an object: {data!r}")
         return cls(os=str(data.get("os", "")), architecture=str(data.get("architecture", "")),
@@ -109,14 +109,14 @@ class Platform:
             out["variant"] = self.variant
         return out
 
-    def normalized(self) -> "Platform":
+    def normalized(self) -> Platform:
         """The canonical spelling: amd64, arm64 (variant v8), arm (variant v7 by default)."""
         arch, variant = _normalize_arch(self.architecture, self.variant)
         os_name = self.os.lower()
         return replace(self, os="darwin" if os_name == "macos" else os_name,
                        architecture=arch, variant=variant)
 
-    def matches(self, other: "Platform") -> bool:
+    def matches(self, other: Platform) -> bool:
         """Whether both name the same platform once normalised (os.version only when both
         give one)."""
         a, b = self.normalized(), other.normalized()
@@ -124,7 +124,7 @@ class Platform:
             return False
         return (a.os, a.architecture, a.variant) == (b.os, b.architecture, b.variant)
 
-    def runs(self, candidate: "Platform") -> int | None:
+    def runs(self, candidate: Platform) -> int | None:
         """How well a machine of this platform runs ``candidate``: 0 for an exact match, a
         larger number for an older compatible variant (arm/v6 on arm/v7, amd64 on amd64/v3),
         None when it cannot."""
@@ -141,7 +141,7 @@ class Platform:
                 return wanted - got
         return None
 
-    def with_default_variant(self) -> "Platform":
+    def with_default_variant(self) -> Platform:
         return replace(self, variant=self.normalized().variant)
 
     def __str__(self) -> str:
@@ -156,11 +156,11 @@ def _variant_number(variant: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def best_match(want: Platform, candidates: Iterable["Descriptor"]) -> "Descriptor | None":
+def best_match(want: Platform, candidates: Iterable[Descriptor]) -> Descriptor | None:
     """The index entry a machine of platform ``want`` should use: an exact match first, then
     the newest compatible variant; entries without a platform (attestations are marked
     unknown/unknown) never match. Ties keep the index's order, as containerd does."""
-    best: tuple[int, int, "Descriptor"] | None = None
+    best: tuple[int, int, Descriptor] | None = None
     for position, desc in enumerate(candidates):
         if desc.platform is None:
             continue

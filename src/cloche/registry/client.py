@@ -26,10 +26,15 @@ from cloche.oci import mediatypes as mt
 from cloche.oci.digest import Digest, Digester
 from cloche.registry.auth import Credentials, get_credentials, parse_challenge
 from cloche.registry.config import Endpoint, RegistryConfig
+from cloche.registry.errors import (
+    BlobVerificationError,
+    NotFoundError,
+    connection_error,
+    error_from_response,
+    is_retryable_status,
+)
 from cloche.registry.tokens import Authorizer
 from cloche.registry.wire import backoff_delay, digest_or_none, file_chunks, range_start
-from cloche.registry.errors import (BlobVerificationError, NotFoundError,
-                                    connection_error, error_from_response, is_retryable_status)
 
 MANIFEST_ACCEPT = ", ".join(mt.MANIFEST_ACCEPT)
 MAX_MANIFEST_SIZE = 4 << 20     # the spec's suggested limit; refuse bigger "manifests"
@@ -102,7 +107,7 @@ class RegistryClient:
                 client.close()
             self._clients.clear()
 
-    def __enter__(self) -> "RegistryClient":
+    def __enter__(self) -> RegistryClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -61,7 +61,7 @@ class RegistryConfig:
     source: Path | None = None
 
     @classmethod
-    def load(cls, path: Path | None = None) -> "RegistryConfig":
+    def load(cls, path: Path | None = None) -> RegistryConfig:
         """Read the configuration file (``default_path()`` unless given); missing means empty."""
         path = path if path is not None else default_path()
         if not path.exists():
@@ -76,7 +76,7 @@ class RegistryConfig:
         return cls.from_dict(data, source=path)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, object], source: Path | None = None) -> "RegistryConfig":
+    def from_dict(cls, data: Mapping[str, object], source: Path | None = None) -> RegistryConfig:
         where = str(source) if source else "configuration"
         section = data.get("registry", {})
         if not isinstance(section, dict):

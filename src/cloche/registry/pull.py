@@ -9,7 +9,6 @@ first for reads; when one fails or lacks the image, the registry itself is asked
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -131,7 +130,7 @@ def _pull_from(client: RegistryClient, ep: Endpoint, ref: Reference, blobs: Blob
     return PullResult(ref, descriptor, manifest, index_digest, ep.reference, len(todo))
 
 
-def _in_parallel(fn: "Callable[[Descriptor], None]", items: list[Descriptor], workers: int) -> None:
+def _in_parallel(fn: Callable[[Descriptor], None], items: list[Descriptor], workers: int) -> None:
     """Run ``fn`` over ``items`` on daemon threads; the first error is raised.
 
     Daemon threads and a waiting loop with a timeout keep Ctrl-C prompt: the main thread is
@@ -171,7 +170,7 @@ def _store_bytes(blobs: BlobSink, data: bytes, digest: Digest) -> None:
         w.write(data)
 
 
-def pull_image(ref: Reference | str, store: "Store", platform: Platform | str | None = None, *,
+def pull_image(ref: Reference | str, store: Store, platform: Platform | str | None = None, *,
                client: RegistryClient | None = None, config: RegistryConfig | None = None,
                progress: Progress | None = None) -> Image:
     """Pull ``ref`` into ``store`` and return the stored Image.

@@ -84,7 +84,7 @@ def push_image(image: Image, ref: Reference | str, *, client: RegistryClient | N
                          client=client, config=config, mount_from=mount_from, progress=progress)
 
 
-def push_stored(store: "Store", name: str, ref: Reference | str | None = None, *,
+def push_stored(store: Store, name: str, ref: Reference | str | None = None, *,
                 client: RegistryClient | None = None, config: RegistryConfig | None = None,
                 progress: Progress | None = None) -> PushResult:
     """Push what ``name`` names in the store (an image, or an index with its images) to

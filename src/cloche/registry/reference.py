@@ -50,7 +50,7 @@ class Reference:
     digest: Digest | None = None
 
     @classmethod
-    def parse(cls, text: str, *, default_tag: str | None = DEFAULT_TAG) -> "Reference":
+    def parse(cls, text: str, *, default_tag: str | None = DEFAULT_TAG) -> Reference:
         """Parse a reference as ``docker pull`` does; a bare name gets ``default_tag``.
 
         Pass ``default_tag=None`` to keep a reference without tag or digest as it is (a
@@ -128,15 +128,15 @@ class Reference:
         """The host that serves the registry API (Docker Hub answers elsewhere than docker.io)."""
         return DOCKER_HUB_API if self.registry == DEFAULT_REGISTRY else self.registry
 
-    def with_tag(self, tag: str) -> "Reference":
+    def with_tag(self, tag: str) -> Reference:
         if not _TAG_RE.match(tag):
             raise _invalid(tag, f"invalid tag {tag!r}")
         return replace(self, tag=tag, digest=None)
 
-    def with_digest(self, digest: Digest) -> "Reference":
+    def with_digest(self, digest: Digest) -> Reference:
         return replace(self, digest=digest)
 
-    def in_registry(self, registry: str) -> "Reference":
+    def in_registry(self, registry: str) -> Reference:
         """The same repository path served by another registry (a mirror)."""
         if not _DOMAIN_RE.match(registry):
             raise _invalid(registry, f"invalid registry host {registry!r}")

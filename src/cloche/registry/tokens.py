@@ -17,8 +17,7 @@ import httpx
 
 from cloche.registry.auth import Challenge, Credentials
 from cloche.registry.config import Endpoint
-from cloche.registry.errors import (AuthError, connection_error, error_from_response,
-                                    is_retryable_status)
+from cloche.registry.errors import AuthError, connection_error, error_from_response, is_retryable_status
 
 
 class Authorizer:

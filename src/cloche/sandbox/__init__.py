@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "OverlayError": "overlay", "mount_overlay": "overlay", "prune_copied_up": "overlay",
     "resolve_in_root": "paths",
-    "SandboxSetupError": "runner", "StepCancelled": "runner", "cancel_all": "runner",
+    "SandboxSetupError": "runner", "StepCancelled": "cancel", "CancelScope": "cancel",
     "hosts_file": "runner", "require_root": "runner", "run": "runner",
     "DEFAULT_HOSTNAME": "spec", "DEFAULT_PATH": "spec", "Mount": "spec", "RunResult": "spec",
     "RunSpec": "spec", "Sink": "spec",
@@ -42,11 +42,15 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from cloche.sandbox.cancel import CancelScope, StepCancelled
     from cloche.sandbox.overlay import OverlayError, mount_overlay, prune_copied_up
     from cloche.sandbox.paths import resolve_in_root
-    from cloche.sandbox.runner import (SandboxSetupError, StepCancelled, cancel_all, hosts_file,
-                                       require_root, run)
-    from cloche.sandbox.spec import (DEFAULT_HOSTNAME, DEFAULT_PATH, Mount, RunResult, RunSpec,
-                                     Sink)
-    from cloche.sandbox.users import (InvalidUserSpecError, ResolvedUser, UnknownUserError,
-                                      resolve_chown, resolve_user)
+    from cloche.sandbox.runner import SandboxSetupError, hosts_file, require_root, run
+    from cloche.sandbox.spec import DEFAULT_HOSTNAME, DEFAULT_PATH, Mount, RunResult, RunSpec, Sink
+    from cloche.sandbox.users import (
+        InvalidUserSpecError,
+        ResolvedUser,
+        UnknownUserError,
+        resolve_chown,
+        resolve_user,
+    )

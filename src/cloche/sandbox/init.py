@@ -36,8 +36,16 @@ from fcntl import ioctl
 from typing import Any
 
 from cloche.sandbox import linux
-from cloche.sandbox.linux import (MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY,
-                                  MS_REC, MS_REMOUNT)
+from cloche.sandbox.linux import (
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+)
 
 # Docker's default capability set (moby's oci/caps/defaults.go): the bounding set of RUN.
 DEFAULT_CAPS = frozenset({0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31})

@@ -14,7 +14,6 @@ import dataclasses
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from typing import IO, Any
 
 import cloche
 from cloche.errors import SandboxError
+from cloche.sandbox.cancel import CancelScope, StepCancelled, kill_step
 from cloche.sandbox.paths import resolve_in_root
 from cloche.sandbox.spec import RunResult, RunSpec, Sink
 from cloche.sandbox.stubs import Stubs
@@ -36,40 +36,6 @@ _SRC_DIR = str(Path(cloche.__file__).resolve().parent.parent)
 
 class SandboxSetupError(SandboxError):
     """The sandbox failed before the command could start (mounts, namespaces)."""
-
-
-class StepCancelled(SandboxError):
-    """The step was killed by ``cancel_all`` (the build was interrupted)."""
-
-
-class _Active:
-    """The steps running now, so that an interrupted build can end them all.
-
-    Ctrl-C raises KeyboardInterrupt in the main thread only; steps run by worker threads
-    would go on (their processes are in their own sessions, out of the terminal's reach).
-    The caller's interrupt handler calls ``cancel_all`` to end them.
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.steps: dict[int, tuple[subprocess.Popen[bytes], list[int]]] = {}
-        self.cancelled: set[int] = set()
-
-
-_ACTIVE = _Active()
-
-
-def cancel_all() -> int:
-    """Kill every step running in this process; their ``run`` raises StepCancelled.
-
-    Returns how many steps were running.
-    """
-    with _ACTIVE.lock:  # held while killing: run() closes the pidfd only after leaving
-        steps = list(_ACTIVE.steps.items())
-        _ACTIVE.cancelled.update(key for key, _ in steps)
-        for _, (proc, pid1) in steps:
-            _kill(proc, pid1[0], wait=False)
-    return len(steps)
 
 
 def require_root() -> None:
@@ -186,7 +152,8 @@ def run(spec: RunSpec) -> RunResult:
     failures: list[BaseException] = []
     status_r, status_w = os.pipe()
     pid1 = -1
-    pid1_box = [-1]  # shared with cancel_all
+    pid1_box = [-1]  # shared with the scope's cancel()
+    scope = spec.cancel or CancelScope()  # a step run on its own has a scope of its own
     key = 0
     try:
         files = [(str(_write(scratch / "hosts", hosts_file(spec.hostname, spec.extra_hosts))),
@@ -214,15 +181,8 @@ def run(spec: RunSpec) -> RunResult:
         except BrokenPipeError:
             pass  # the helper died first: its status (or its absence) says why
         key = id(proc)
-        with _ACTIVE.lock:
-            _ACTIVE.steps[key] = (proc, pid1_box)
-            # cancel_all sets the build's event before it takes the lock: either it saw this
-            # step registered and killed it, or this check sees the event
-            if spec.cancel is not None and spec.cancel.is_set():
-                _ACTIVE.cancelled.add(key)
-            cancelled = key in _ACTIVE.cancelled
-        if cancelled:
-            _kill(proc, -1)
+        if scope._enter(key, proc, pid1_box):
+            kill_step(proc, -1)
         first = _read_line(status_r)
         if first.startswith("pid1 "):
             pid1 = pid1_box[0] = _pidfd(int(first.split()[1]))
@@ -231,21 +191,18 @@ def run(spec: RunSpec) -> RunResult:
             proc.wait(spec.timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-            _kill(proc, pid1)
+            kill_step(proc, pid1)
         for t in pumps:
             t.join()
         status = first if not first.startswith("pid1 ") else _read_status(status_r)
     except BaseException:
         if proc is not None:
-            _kill(proc, pid1)
+            kill_step(proc, pid1)
         for t in pumps:
             t.join()
         raise
     finally:
-        with _ACTIVE.lock:
-            _ACTIVE.steps.pop(key, None)
-            was_cancelled = key in _ACTIVE.cancelled
-            _ACTIVE.cancelled.discard(key)
+        was_cancelled = scope._leave(key)
         os.close(status_r)
         if status_w >= 0:
             os.close(status_w)
@@ -275,22 +232,6 @@ def _pidfd(pid: int) -> int:
         return os.pidfd_open(pid)
     except OSError:
         return -1
-
-
-def _kill(proc: subprocess.Popen[bytes], pid1: int, *, wait: bool = True) -> None:
-    """End the step: the namespace's PID 1 (all its processes die with it) and the helper.
-
-    The helper's death alone would do (PID 1 has PDEATHSIG), this is the second guard.
-    """
-    if pid1 >= 0:
-        try:
-            signal.pidfd_send_signal(pid1, signal.SIGKILL)
-        except OSError:
-            pass
-    if proc.poll() is None:
-        proc.kill()
-    if wait:
-        proc.wait()
 
 
 def _read_line(fd: int) -> str:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Union
 
 from cloche.errors import SandboxError
+from cloche.sandbox.cancel import CancelScope
 from cloche.sandbox.users import ROOT, ResolvedUser
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -71,9 +71,9 @@ class RunSpec:
     # "insecure" (RUN --security=insecure): all capabilities, the host's device nodes,
     # writable /sys and /proc/sys, nothing masked; BuildKit's privileged spec.
     security: str = "sandbox"
-    # set when the build is cancelled: a step that starts after ``cancel_all`` ran (and so
-    # escaped it) sees the event and is killed at once instead of running to its end
-    cancel: threading.Event | None = field(default=None, compare=False)
+    # the build's cancel scope: its cancel() ends this step, and a
+    # step that starts after it is killed at once; None: the step has a scope of its own
+    cancel: CancelScope | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.argv:

@@ -55,7 +55,7 @@ class BlobWriter:
     After a clean exit from the ``with`` block, ``digest``, ``size`` and ``path`` are set.
     """
 
-    def __init__(self, store: "BlobStore", expected: Digest | None, expected_size: int | None) -> None:
+    def __init__(self, store: BlobStore, expected: Digest | None, expected_size: int | None) -> None:
         self._store = store
         self._expected = expected
         self._expected_size = expected_size
@@ -66,7 +66,7 @@ class BlobWriter:
         self.size: int | None = None
         self.path: Path | None = None
 
-    def __enter__(self) -> "BlobWriter":
+    def __enter__(self) -> BlobWriter:
         fd, name = tempfile.mkstemp(dir=self._store.tmp_dir, prefix=f"blob-{os.getpid()}-")
         self._tmp = Path(name)
         self._file = os.fdopen(fd, "wb")

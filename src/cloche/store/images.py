@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from cloche.store.store import Store
 
 
-def load_image(store: "Store", descriptor: Descriptor, platform: Platform | None = None) -> Image:
+def load_image(store: Store, descriptor: Descriptor, platform: Platform | None = None) -> Image:
     """The image ``descriptor`` names; for an index, the entry for ``platform`` (or the host)."""
     name = f"local store {store.root}"
     seen = 0
@@ -38,7 +38,7 @@ def load_image(store: "Store", descriptor: Descriptor, platform: Platform | None
         descriptor = value.select(platform or Platform.host())
 
 
-def store_image(store: "Store", image: Image, names: list[str]) -> Descriptor:
+def store_image(store: Store, image: Image, names: list[str]) -> Descriptor:
     """Copy every blob of ``image`` into the store, then name it; returns its descriptor."""
     for layer in image.layers:
         if store.blobs.has(layer.digest):  # refreshed: protected from a concurrent gc

@@ -13,11 +13,10 @@ entry whose comment says where the layer came from, and the ``--change`` instruc
 
 from __future__ import annotations
 
-import os
-
 import io
+import os
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -83,10 +82,10 @@ def _import(store: Store, source: Path | BinaryIO, label: str, names: Iterable[s
             result = _retar(source, sink, compression, label)
     assert blob.digest is not None and blob.digest == result.digest, "layer digest disagreement"
     plat = platform or Platform.host()
-    moment = datetime.now(timezone.utc)
+    moment = datetime.now(UTC)
     epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
     if epoch.isdigit():  # reproducible imports: the same files give the same image digest
-        moment = datetime.fromtimestamp(int(epoch), timezone.utc)
+        moment = datetime.fromtimestamp(int(epoch), UTC)
     created = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     comment = message if message is not None else f"Imported from {label}"
     run_config = apply_changes({}, changes)

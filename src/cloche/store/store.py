@@ -68,7 +68,7 @@ class GcReport:
     bytes_freed: int
 
 
-def parse_name(text: str) -> "Reference":
+def parse_name(text: str) -> Reference:
     """A reference normalised as Docker does (imported late: registry code imports the store)."""
     from cloche.registry.reference import Reference
 
@@ -98,7 +98,7 @@ class Store:
                              hint="pass --root DIR or set CLOCHE_ROOT to a writable directory") from e
 
     @classmethod
-    def open(cls, root: Path | str | None = None) -> "Store":
+    def open(cls, root: Path | str | None = None) -> Store:
         """The store at ``root``, else ``$CLOCHE_ROOT``, else the per-user or system default."""
         return cls(Path(root) if root is not None else default_root())
 
@@ -219,13 +219,13 @@ class Store:
 
     # --- images ----------------------------------------------------------------------------
 
-    def image(self, name_or_digest: str, platform: "Platform | None" = None) -> "Image":
+    def image(self, name_or_digest: str, platform: Platform | None = None) -> Image:
         """The image an entry names, its bytes read from this store's blobs."""
         from cloche.store.images import load_image
 
         return load_image(self, self.resolve(name_or_digest), platform)
 
-    def put_image(self, image: "Image", names: Iterable[str] = ()) -> Descriptor:
+    def put_image(self, image: Image, names: Iterable[str] = ()) -> Descriptor:
         """Store every blob of ``image`` (verified) and give it ``names`` (or keep it unnamed)."""
         from cloche.store.images import store_image
 

@@ -154,10 +154,10 @@ def _load_oci(store: Store, path: Path, platform: Platform | None,
     return out
 
 
-def _names_for(annotations: "dict[str, str] | object") -> list[str]:
+def _names_for(annotations: dict[str, str] | object) -> list[str]:
     from cloche.oci.descriptor import ANNOTATION_REF_NAME
 
-    get = getattr(annotations, "get")
+    get = annotations.get
     for key, need_repo in ((CONTAINERD_NAME, False), (ANNOTATION_REF_NAME, True)):
         value = get(key)
         if not value or (need_repo and "/" not in value and ":" not in value):
@@ -188,7 +188,7 @@ def _load_docker(store: Store, path: Path) -> list[LoadedImage]:
     return out
 
 
-def _same_image(store: Store, image: Image) -> "StoredImage | None":
+def _same_image(store: Store, image: Image) -> StoredImage | None:
     """A stored image with the same ID (config digest, which lists the diff ids).
 
     A docker-archive has no manifest, only a config and uncompressed layers; as in Docker, an

@@ -1,0 +1,118 @@
+"""The build context: a directory, or a tar on stdin, with its .dockerignore rules.
+
+``docker build DIR`` sends DIR minus what .dockerignore (or ``<Dockerfile>.dockerignore``)
+excludes; ``docker build - < ctx.tar[.gz]`` sends a tar, and ``docker build - < Dockerfile``
+sends a Dockerfile with an empty context. cloche reads the directory in place (nothing is
+copied up front: only the paths a COPY/ADD names are read), and extracts a stdin tar into a
+private temporary directory with the same confinement as ADD (no entry escapes it).
+
+The ignore rules belong to the main context only: ``SourceTree.stage`` gives the view of
+another stage, without them.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from cloche.engine.dockerignore import PatternMatcher, load_matcher
+from cloche.engine.extract import Prefixed, detect_compression, extract_tar
+from cloche.engine.sources import SourceTree
+from cloche.errors import ConfigError
+
+__all__ = ["BuildContext", "ContextError", "context_from_directory", "context_from_stream",
+           "open_context"]
+
+_TAR_MAGIC_OFFSET = 257
+
+
+class ContextError(ConfigError):
+    """A build context that cannot be used (missing, not a directory, unreadable tar)."""
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """A build context ready to be read by COPY/ADD.
+
+    ``root`` is the context directory; ``ignore`` its rules; ``dockerfile`` the Dockerfile
+    found in a stdin stream (None for a directory context: the engine locates it from -f);
+    ``temporary`` the private directory (holding ``root``) that ``cleanup`` removes.
+    """
+
+    root: Path
+    ignore: PatternMatcher
+    dockerfile: Path | None = None
+    temporary: Path | None = None
+
+    @property
+    def tree(self) -> SourceTree:
+        """The context as a source tree: ignore rules applied, owners reset to 0:0."""
+        return SourceTree(self.root, self.ignore, reset_owner=True, label="build context")
+
+    def cleanup(self) -> None:
+        if self.temporary is not None:
+            shutil.rmtree(self.temporary, ignore_errors=True)
+
+
+def context_from_directory(path: Path, dockerfile: Path | None = None) -> BuildContext:
+    """A context read in place from ``path``; ``dockerfile`` selects its specific ignore file."""
+    if not path.exists():
+        raise ContextError(f"build context {path} does not exist")
+    if not path.is_dir():
+        raise ContextError(f"build context {path} is not a directory",
+                           hint="pass a directory, or - to read a tar from stdin")
+    root = path.resolve()
+    return BuildContext(root, load_matcher(root, dockerfile))
+
+
+def _looks_like_tar(head: bytes) -> bool:
+    return head[_TAR_MAGIC_OFFSET:_TAR_MAGIC_OFFSET + 5] == b"ustar"
+
+
+def context_from_stream(stream: BinaryIO, *, dockerfile_name: str = "Dockerfile",
+                        workdir: Path | None = None) -> BuildContext:
+    """A context from stdin: a tar (plain or compressed), or else a lone Dockerfile.
+
+    The tar is extracted into a new temporary directory; owners in it are not kept (the
+    context is owned by 0:0 for COPY anyway). The caller removes it with ``cleanup()``.
+    """
+    head = stream.read(512)
+    rest: BinaryIO = io.BufferedReader(Prefixed(head, stream))  # type: ignore[arg-type]
+    base = Path(tempfile.mkdtemp(prefix="cloche-context-", dir=workdir))
+    root = base / "context"
+    root.mkdir(mode=0o755)
+    try:
+        if detect_compression(head) is not None or _looks_like_tar(head):
+            extract_tar(rest, root, label="context tar from stdin", keep_owner=False)
+            candidate = root / dockerfile_name
+            found = candidate if candidate.is_file() else None
+        else:
+            found = base / "Dockerfile"
+            with open(found, "wb") as out:
+                shutil.copyfileobj(rest, out)
+        return BuildContext(root, load_matcher(root, found), found, temporary=base)
+    except BaseException:
+        shutil.rmtree(base, ignore_errors=True)
+        raise
+
+
+@contextmanager
+def open_context(spec: str | Path, *, dockerfile: Path | None = None,
+                 stdin: BinaryIO | None = None) -> Iterator[BuildContext]:
+    """``CONTEXT`` as the command line gives it (a directory, or ``-`` for stdin), cleaned up after."""
+    if str(spec) == "-":
+        if stdin is None:
+            raise ContextError("context '-' needs a stream to read from")
+        ctx = context_from_stream(stdin, dockerfile_name=dockerfile.name if dockerfile else "Dockerfile")
+    else:
+        ctx = context_from_directory(Path(spec), dockerfile)
+    try:
+        yield ctx
+    finally:
+        ctx.cleanup()

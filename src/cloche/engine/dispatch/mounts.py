@@ -1,0 +1,248 @@
+"""RUN --mount: bind, cache, tmpfs and secret mounts turned into sandbox mounts.
+
+Mounts exist only while the step runs: nothing of them reaches the layer (the sandbox removes
+the mount points it had to create). Cache mounts persist in the store under
+``cache/mounts/<id>``; ``sharing=locked`` holds an exclusive file lock while the step runs,
+``shared`` (the default) a reader lock, so concurrent steps use the directory together, and
+``private`` gives a step its own throw-away directory only when another step holds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import shutil
+import stat
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cloche.dockerfile import instructions as ins
+from cloche.dockerfile.mounts import Mount as MountSpec
+from cloche.engine.copy import CopyRequest, copy_into
+from cloche.engine.dispatch.context import StepContext
+from cloche.engine.fsutil import resolve_dest
+from cloche.engine.state import StageState
+from cloche.errors import BuildError
+from cloche.sandbox.spec import Mount
+from cloche.store import locked
+from cloche.store.lock import LockBusyError
+
+SECRETS_DIR = "/run/secrets"
+
+
+def _target(spec: MountSpec, state: StageState) -> str:
+    target = spec.target
+    if spec.type == "secret" and not target:
+        target = posixpath.join(SECRETS_DIR, spec.id or "")
+    if not target:
+        raise BuildError(f"mount {spec.spec!r} needs a target")
+    if not target.startswith("/"):
+        target = posixpath.join(state.config.working_dir or "/", target)
+    return posixpath.normpath(target)
+
+
+@dataclass
+class StepMounts:
+    """What RUN --mount adds to a step: mounts, and environment variables (secret env=,
+    SSH_AUTH_SOCK)."""
+
+    mounts: list[Mount] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    secrets: list[bytes] = field(default_factory=list)  # values to mask in the step's output
+
+
+@contextmanager
+def prepare_mounts(instruction: ins.Run, state: StageState, ctx: StepContext,
+                   rootfs: Path) -> Iterator[StepMounts]:
+    """The sandbox mounts for the instruction's ``--mount`` specs, released afterwards."""
+    result = StepMounts()
+    mounts = result.mounts
+    ssh_count = 0
+    with ExitStack() as stack:
+        for spec in instruction.mounts:
+            if spec.type == "secret":
+                mount = _secret(spec, state, ctx, stack, result)
+                if mount is not None:
+                    mounts.append(mount)
+                continue
+            if spec.type == "ssh":
+                mount = _ssh(spec, ctx, ssh_count, result.env)
+                ssh_count += 1
+                if mount is not None:
+                    mounts.append(mount)
+                continue
+            target = _target(spec, state)
+            if spec.type == "tmpfs":
+                mounts.append(Mount(target=target, kind="tmpfs", size=spec.size))
+            elif spec.type == "bind":
+                mounts.append(_bind(spec, target, ctx, stack))
+            elif spec.type == "cache":
+                mounts.append(_cache(spec, target, ctx, stack))
+            else:
+                raise BuildError(f"--mount=type={spec.type} is not supported",
+                                 stage=ctx.stage_name, file=ctx.file, line=instruction.line)
+        yield result
+
+
+def _bind(spec: MountSpec, target: str, ctx: StepContext, stack: ExitStack) -> Mount:
+    """A directory or file of the context, a stage or an image; writes are thrown away."""
+    private = False
+    if spec.from_:
+        tree = stack.enter_context(ctx.open_source(spec.from_))
+        root = tree.root
+    elif ctx.build_context.ignore.patterns:
+        root, private = _filtered_context(ctx, stack), True
+    else:
+        root = ctx.build_context.root
+    source = resolve_dest(root, spec.source or "/")
+    if not source.exists():
+        raise BuildError(f"--mount source {spec.source!r} not found in "
+                         f"{spec.from_ or 'the build context'}", stage=ctx.stage_name,
+                         file=ctx.file, line=ctx.step.line)
+    if not spec.readonly and not private:
+        scratch = Path(tempfile.mkdtemp(prefix="cloche-bind-rw-", dir=ctx.workspace.root))
+        stack.callback(shutil.rmtree, scratch, True)
+        copy = scratch / "copy"
+        if source.is_dir():
+            shutil.copytree(source, copy, symlinks=True)
+        else:
+            shutil.copy2(source, copy)
+        source = copy
+    return Mount(target=target, source=source, readonly=spec.readonly)
+
+
+def _filtered_context(ctx: StepContext, stack: ExitStack) -> Path:
+    """The context as BuildKit would have received it: .dockerignore applied, owners 0:0.
+
+    A bind of the context directory itself would show ignored files (secrets, .git) to the
+    step; this private copy is made only when there are ignore rules, and dropped after.
+    """
+    scratch = Path(tempfile.mkdtemp(prefix="cloche-bind-ctx-", dir=ctx.workspace.root))
+    stack.callback(shutil.rmtree, scratch, True)
+    copy_into(CopyRequest((".",), "/"), ctx.build_context.tree, scratch)
+    os.chmod(scratch, stat.S_IMODE(os.stat(ctx.build_context.root).st_mode))  # not mkdtemp's 0700
+    return scratch
+
+
+def _cache(spec: MountSpec, target: str, ctx: StepContext, stack: ExitStack) -> Mount:
+    """The persistent directory of a cache id, used as its ``sharing`` mode says.
+
+    Every user holds a lock on ``<key>.lock`` while its step runs: ``shared`` a reader lock
+    (shared users run together), ``locked`` an exclusive one (waits for every other user),
+    ``private`` tries an exclusive one and, when another step holds the directory, gets a
+    fresh directory of its own for this step (BuildKit: a new mount when there are several
+    writers); otherwise it uses, and keeps, the persistent one.
+    """
+    cache_id = spec.id or target
+    key = hashlib.sha256(cache_id.encode()).hexdigest()[:32]
+    base = ctx.workspace.store.cache_dir / "mounts"
+    base.mkdir(parents=True, exist_ok=True)
+    directory = base / key
+    lock = base / f"{key}.lock"
+    if spec.sharing == "locked":
+        stack.enter_context(locked(lock))
+    elif spec.sharing == "private":
+        try:
+            stack.enter_context(locked(lock, wait=False))
+        except LockBusyError:
+            directory = base / f"{key}-private-{uuid.uuid4().hex}"
+            stack.callback(shutil.rmtree, directory, True)
+    else:
+        stack.enter_context(locked(lock, shared=True))
+    if not directory.exists():
+        seed = base / f".seed-{uuid.uuid4().hex}"
+        if spec.from_:  # an empty cache starts as a copy of from=STAGE's source=PATH
+            tree = stack.enter_context(ctx.open_source(spec.from_))
+            origin = resolve_dest(tree.root, spec.source or "/")
+            if origin.is_dir():
+                shutil.copytree(origin, seed, symlinks=True)
+        if not seed.exists():
+            seed.mkdir()
+        os.chmod(seed, spec.mode if spec.mode is not None else 0o755)
+        os.chown(seed, spec.uid or 0, spec.gid or 0)
+        try:
+            os.rename(seed, directory)  # a concurrent step may have made it first
+        except OSError:
+            shutil.rmtree(seed, ignore_errors=True)
+    return Mount(target=target, source=directory, readonly=spec.readonly)
+
+
+def _secret(spec: MountSpec, state: StageState, ctx: StepContext,
+            stack: ExitStack, result: StepMounts) -> Mount | None:
+    """A secret as a file on a memory-backed tmpfs (mode 0400 by default), or an env var.
+
+    The value is read only here and written only to /dev/shm; it never reaches a layer, the
+    config, the history or any message.
+    """
+    secret_id = spec.id or (posixpath.basename(spec.target) if spec.target else None)
+    given = {s.id: s for s in ctx.options.secrets}
+    found = given.get(secret_id or "")
+    value: bytes | None = None
+    if found is not None:
+        if found.src:
+            try:
+                value = Path(found.src).expanduser().read_bytes()
+            except OSError as err:
+                raise BuildError(f"secret {secret_id}: cannot read its file: {err.strerror}",
+                                 stage=ctx.stage_name, file=ctx.file, line=ctx.step.line) from None
+        elif found.env and found.env in os.environ:
+            value = os.environ[found.env].encode()
+    if value is None:
+        if spec.required:
+            raise BuildError(f"secret {secret_id} is required but was not given",
+                             stage=ctx.stage_name, file=ctx.file, line=ctx.step.line,
+                             hint=f"pass it with --secret id={secret_id},src=PATH")
+        return None
+    result.secrets.append(value)
+    if spec.env:
+        # BuildKit: env= exposes the value as a variable of this step only; with no target
+        # given, no file is mounted.
+        result.env[spec.env] = value.decode("utf-8", "replace")
+        if not spec.target:
+            return None
+    holder = Path(tempfile.mkdtemp(prefix="cloche-secret-", dir="/dev/shm"))
+    stack.callback(shutil.rmtree, holder, True)
+    path = holder / "secret"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, value)
+    finally:
+        os.close(fd)
+    os.chown(path, spec.uid or 0, spec.gid or 0)
+    os.chmod(path, spec.mode if spec.mode is not None else 0o400)
+    return Mount(target=_target(spec, state), source=path, readonly=True)
+
+
+SSH_SOCKET_DIR = "/run/buildkit"
+
+
+def _ssh(spec: MountSpec, ctx: StepContext, index: int, env: dict[str, str]) -> Mount | None:
+    """Forward an ssh agent socket given with ``--ssh ID=SOCKET`` (``default``: $SSH_AUTH_SOCK).
+
+    The socket is bind-mounted at the target (default /run/buildkit/ssh_agent.N) and
+    SSH_AUTH_SOCK points at it for the step, as BuildKit does.
+    """
+    wanted = spec.id or "default"
+    sockets = {}
+    for item in ctx.options.ssh:
+        name, _, path = item.partition("=")
+        sockets[name] = path or os.environ.get("SSH_AUTH_SOCK", "")
+    path = sockets.get(wanted)
+    if not path:
+        if spec.required:
+            raise BuildError(f"no ssh agent socket for id {wanted!r}", stage=ctx.stage_name,
+                             file=ctx.file, line=ctx.step.line,
+                             hint=f"pass --ssh {wanted}=SOCKET (or --ssh default with "
+                                  "SSH_AUTH_SOCK set)")
+        return None
+    if not Path(path).exists():
+        raise BuildError(f"ssh agent socket {path} for id {wanted!r} does not exist",
+                         stage=ctx.stage_name, file=ctx.file, line=ctx.step.line)
+    target = spec.target or f"{SSH_SOCKET_DIR}/ssh_agent.{index}"
+    env["SSH_AUTH_SOCK"] = target
+    return Mount(target=target, source=Path(path), readonly=False)

@@ -1,0 +1,117 @@
+"""RUN: the command in the sandbox over the stage's root filesystem; its changes, a layer."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from cloche.dockerfile import instructions as ins
+from cloche.dockerfile.heredoc import parse_heredoc_word
+from cloche.engine.dispatch import history as hist
+from cloche.engine.dispatch.config import shell_of
+from cloche.engine.dispatch.context import LineSink, StepContext
+from cloche.engine.dispatch.mounts import prepare_mounts
+from cloche.engine.dockerignore import go_clean
+from cloche.engine.state import StageState
+from cloche.errors import BuildError
+from cloche.sandbox import runner
+from cloche.sandbox.overlay import prune_copied_up
+from cloche.sandbox.spec import Mount, RunSpec
+from cloche.sandbox.users import resolve_user
+
+PIPES = "/dev/pipes"  # where BuildKit mounts a heredoc script with a #! line
+
+
+def run_args(instruction: ins.Run, state: StageState, scripts: Path) -> tuple[tuple[str, ...], list[Mount]]:
+    """The argv of a RUN (BuildKit's rules for heredocs), and mounts the argv needs."""
+    command, mounts = instruction.command, []
+    if instruction.heredocs and instruction.shell_form:
+        first = instruction.heredocs[0]
+        marker = parse_heredoc_word(command[0].strip()) if len(command) == 1 else None
+        if marker is not None and len(instruction.heredocs) == 1:
+            if first.content.startswith("#!"):
+                script = scripts / first.name
+                script.write_text(first.content)
+                script.chmod(0o755)
+                mounts.append(Mount(target=PIPES, source=scripts, readonly=True))
+                return (f"{PIPES}/{first.name}",), mounts
+            command = (first.content,)
+        else:
+            text = command[0] + "".join(f"\n{h.content}{h.name}" for h in instruction.heredocs)
+            command = (text,)
+    if instruction.shell_form:
+        return shell_of(state) + (" ".join(command),), mounts
+    return command, mounts
+
+
+def run(instruction: ins.Run, state: StageState, ctx: StepContext) -> StageState:
+    """Carry out one (expanded) RUN and return the stage after it."""
+    scripts = Path(tempfile.mkdtemp(prefix="cloche-heredoc-"))
+    try:
+        argv, mounts = run_args(instruction, state, scripts)
+        env = state.env
+        build_args = [(name, env.environment.get(name, "")) for name in env.declared_args]
+        with ctx.workspace.step(state.lowers) as (merged, upper):
+            with prepare_mounts(instruction, state, ctx, merged) as extra:
+                user = resolve_user(merged, state.config.user)  # "" = root, no extra groups
+                out = LineSink(ctx, extra.secrets)
+                variables = env.run_environment()
+                variables.update(_proxy_env(env.scope.build_args))
+                variables.update(extra.env)
+                spec = RunSpec(
+                    rootfs=merged, argv=argv,
+                    env=tuple(f"{k}={v}" for k, v in variables.items()),
+                    # WORKDIR keeps an absolute path as written ("/app/"); the step runs
+                    # in the cleaned path
+                    cwd=go_clean(state.config.working_dir or "/"), user=user,
+                    network=instruction.network or ctx.options.network,
+                    security=instruction.security or "sandbox",
+                    mounts=tuple(mounts) + tuple(extra.mounts), stdout=out, stderr=out,
+                    cancel=ctx.cancel)
+                result = runner.run(spec)
+                out.flush()
+        prune_copied_up(upper, state.lowers, result.stub_parents)
+    finally:
+        shutil.rmtree(scripts, ignore_errors=True)
+    if not result.ok:
+        shutil.rmtree(upper.parent, ignore_errors=True)
+        what = (f"killed by signal {result.signal}" if result.signal
+                else f"exit code {result.exit_code}")
+        raise BuildError(
+            f"process {hist.go_q_list(argv)} did not complete successfully: {what}",
+            stage=ctx.stage_name, file=ctx.file, line=instruction.line,
+            output_tail=_tail(ctx.output_tail), exit_status=result.exit_code)
+    created_by = hist.run(argv, build_args)
+    layer = ctx.workspace.commit(upper)
+    if layer is None:
+        return state.record(created_by, empty_layer=True)
+    return state.with_layer(layer, upper, created_by)
+
+
+def _tail(lines: object, limit: int = 2000) -> str:
+    """The last output lines for an error message, at most ``limit`` characters."""
+    text = "\n".join(lines)  # type: ignore[call-overload]
+    return text if len(text) <= limit else "..." + text[-limit:]
+
+
+__all__ = ["run", "run_args"]
+
+
+_PROXY_KINDS = ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
+
+
+def _proxy_env(build_args: dict[str, str]) -> dict[str, str]:
+    """BuildKit's proxy environment for every RUN: a proxy build arg, named in any case and
+    declared or not, is set in both spellings (``HTTP_PROXY`` and ``http_proxy``), over the
+    step's own variables (dockerfile2llb proxyEnvFromBuildArgs, then the exec op's
+    proxyEnvList). When both spellings are given BuildKit picks one at random (a Go map
+    walk); the lower-case one wins here."""
+    out: dict[str, str] = {}
+    for upper in _PROXY_KINDS:
+        lower = upper.lower()
+        named = sorted((k != lower, k != upper, k) for k in build_args if k.lower() == lower)
+        value = build_args[named[0][2]] if named else ""
+        if value:
+            out[upper] = out[lower] = value
+    return out

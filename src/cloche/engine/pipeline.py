@@ -1,0 +1,103 @@
+"""The engine's one entry point: options in, a built and exported image out.
+
+``build(options, store=..., listener=...)`` opens the context, reads the Dockerfile, plans,
+executes the plan and sends the image to its outputs. The library's face (``cloche.api``)
+and the CLI turn their strings and flags into ``BuildOptions`` and call this; neither reaches
+into the modules behind it.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloche.engine import events as ev
+from cloche.engine.context import open_context
+from cloche.engine.executor import Executor, StageReport
+from cloche.engine.fastwalk import Prefetch, prefetch_context
+from cloche.engine.options import BuildOptions
+from cloche.engine.outputs import export
+from cloche.errors import ConfigError, SandboxError
+from cloche.oci.digest import Digest
+from cloche.oci.image import Image
+from cloche.store import Store
+
+__all__ = ["BuildResult", "Prefetch", "build", "prefetch_context"]
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """The built image, its digests, the names it got, and what each stage did."""
+
+    image: Image
+    names: tuple[str, ...]
+    pushed: tuple[str, ...]
+    stages: tuple[StageReport, ...]
+    seconds: float
+
+    @property
+    def digest(self) -> Digest:
+        """The manifest digest (what a registry and ``docker push`` show)."""
+        return self.image.digest
+
+    @property
+    def image_id(self) -> Digest:
+        """The config digest (what ``docker images`` shows as IMAGE ID)."""
+        return self.image.config_digest
+
+
+def build(options: BuildOptions, *, store: Store, listener: ev.Listener = ev.ignore,
+          prefetch: Prefetch | None = None) -> BuildResult:
+    """Build the image ``options`` describe into ``store`` and send it to its outputs.
+
+    ``listener`` receives typed progress events (``cloche.engine.events``), from worker
+    threads. Raises a ``ClocheError`` that names the file, line and stage of what failed.
+    """
+    from cloche.dockerfile.stages import parse_dockerfile
+    from cloche.oci.platform import Platform
+    from cloche.plan.graph import build_plan
+    from cloche.sandbox.runner import require_root
+
+    try:
+        require_root()
+    except SandboxError as err:
+        raise SandboxError("cloche build needs root for its sandbox (namespaces and overlayfs)",
+                           hint="run it as root, e.g. with sudo; a rootless mode is planned") \
+            from err
+    stdin = sys.stdin.buffer if options.context == "-" else None
+    hint_file = Path(options.dockerfile) if options.dockerfile and options.dockerfile != "-" \
+        else None
+    with store.lease(), open_context(options.context, dockerfile=hint_file,
+                                     stdin=stdin) as context:
+        text, name = _read_dockerfile(options, context.dockerfile)
+        dockerfile = parse_dockerfile(text, file=name)
+        platform = Platform.parse(options.platform) if options.platform else Platform.host()
+        plan = build_plan(dockerfile, options.target, options.build_args,
+                          platform=str(platform) if options.platform else None)
+        outcome = Executor(plan, options, store, context, listener, platform,
+                           prefetch=prefetch).run()
+        exported = export(outcome.image, options, store)
+    listener(ev.BuildFinished(str(outcome.image.digest), outcome.seconds, outcome.image.size,
+                              exported.names))
+    return BuildResult(outcome.image, exported.names, exported.pushed, outcome.stages,
+                       outcome.seconds)
+
+
+def _read_dockerfile(options: BuildOptions, context_dockerfile: Path | None) -> tuple[str, str]:
+    """The Dockerfile's text and the name errors use for it."""
+    if options.dockerfile_text is not None:
+        return options.dockerfile_text, "Dockerfile"
+    if options.dockerfile and options.dockerfile != "-":
+        path = Path(options.dockerfile)
+    elif context_dockerfile is not None:
+        path = context_dockerfile
+    else:
+        path = Path(options.context) / "Dockerfile"
+    try:
+        return path.read_text(), str(path) if options.dockerfile else "Dockerfile"
+    except FileNotFoundError:
+        raise ConfigError(f"no Dockerfile at {path}",
+                          hint="pass -f PATH, or put a Dockerfile in the context") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file") from None

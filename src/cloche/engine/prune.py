@@ -1,0 +1,214 @@
+"""What the build cache holds (``cloche du``) and giving the space back (``cloche prune``).
+
+The cache is: step records (``cache/steps``), the overlay directories of the steps they
+point at (``snapshots/steps``), flattened base images (``snapshots/images``), RUN cache mounts
+(``cache/mounts``) and layer blobs that only records reference. Pruning deletes records
+(by default those whose layer is in no stored image, with ``all`` every one; ``until`` keeps
+those used more recently; ``keep_storage`` deletes the least recently used first until the
+cache fits), then whatever no remaining record or image needs, then unreferenced blobs.
+Running builds hold a store lease; pruning waits for them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloche.oci.digest import Digest
+from cloche.store import Store, locked
+
+
+def tree_size(path: Path) -> int:
+    """Bytes used under ``path`` (allocated blocks; links not followed)."""
+    total = 0
+    stack = [path]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as it:
+                for entry in it:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    total += st.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(Path(entry.path))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+    return total
+
+
+@dataclass(frozen=True)
+class CacheEntry:
+    path: Path
+    last_used: float
+    layer: Digest | None
+    size: int
+    snapshot: Path | None
+
+
+@dataclass(frozen=True)
+class DiskUsage:
+    images: int
+    image_bytes: int
+    records: int
+    cache_layer_bytes: int  # layer blobs only the cache references
+    step_snapshot_bytes: int
+    base_snapshot_bytes: int
+    cache_mount_bytes: int
+
+    @property
+    def cache_bytes(self) -> int:
+        return (self.cache_layer_bytes + self.step_snapshot_bytes + self.base_snapshot_bytes
+                + self.cache_mount_bytes)
+
+    def to_dict(self) -> dict[str, int]:
+        out = dict(self.__dict__)
+        out["cache_bytes"] = self.cache_bytes
+        return out
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    records_removed: int
+    bytes_freed: int
+
+
+def _entries(store: Store) -> list[CacheEntry]:
+    root = store.cache_dir / "steps"
+    out = []
+    for path in sorted(root.glob("*/*.json")) if root.is_dir() else []:
+        try:
+            doc = json.loads(path.read_bytes())
+            layer = doc.get("layer")
+            snapshot = store.root / doc["snapshot"] if layer else None
+            out.append(CacheEntry(path, path.stat().st_mtime,
+                                  Digest.parse(layer["digest"]) if layer else None,
+                                  int(layer["size"]) if layer else 0, snapshot))
+        except (OSError, ValueError, KeyError, TypeError):
+            out.append(CacheEntry(path, 0.0, None, 0, None))  # corrupt: prunable
+    return out
+
+
+def _image_blobs(store: Store) -> set[Digest]:
+    """Every blob a named or stored image reaches."""
+    live: set[Digest] = set()
+    pending = [d.digest for _, d in store.names()]
+    pending += [img.descriptor.digest for img in store.list_images()]
+    while pending:
+        digest = pending.pop()
+        if digest in live:
+            continue
+        live.add(digest)
+        pending.extend(store._children(digest))
+    return live
+
+
+def disk_usage(store: Store) -> DiskUsage:
+    image_blobs = _image_blobs(store)
+    image_bytes = sum(store.blobs.size(d) for d in image_blobs if store.blobs.exists(d))
+    entries = _entries(store)
+    cache_only = {e.layer for e in entries if e.layer and e.layer not in image_blobs}
+    return DiskUsage(
+        images=len(store.list_images()), image_bytes=image_bytes, records=len(entries),
+        cache_layer_bytes=sum(store.blobs.size(d) for d in cache_only if store.blobs.exists(d)),
+        step_snapshot_bytes=tree_size(store.snapshots_dir / "steps"),
+        base_snapshot_bytes=tree_size(store.snapshots_dir / "images"),
+        cache_mount_bytes=tree_size(store.cache_dir / "mounts"))
+
+
+def prune(store: Store, *, everything: bool = False, until: float | None = None,
+          keep_storage: int | None = None) -> PruneReport:
+    """Delete build cache as described in the module docstring; returns what it freed."""
+    before = disk_usage(store).cache_bytes
+    removed = 0
+    with locked(store.root / "gc.lock"):  # waits for running builds (they hold leases)
+        image_blobs = _image_blobs(store)
+        entries = sorted(_entries(store), key=lambda e: e.last_used)
+        now = time.time()
+        doomed = []
+        for entry in entries:
+            if until is not None and now - entry.last_used < until:
+                continue
+            if everything or entry.layer is None or entry.layer not in image_blobs:
+                doomed.append(entry)
+        if keep_storage is not None:
+            kept = [e for e in entries if e not in doomed]
+            total = sum(e.size for e in kept)
+            for entry in kept:  # least recently used first
+                if total <= keep_storage:
+                    break
+                doomed.append(entry)
+                total -= entry.size
+        for entry in doomed:
+            entry.path.unlink(missing_ok=True)
+            removed += 1
+        remaining = _entries(store)
+        wanted = {e.snapshot.parent for e in remaining if e.snapshot is not None}
+        steps = store.snapshots_dir / "steps"
+        for step in steps.iterdir() if steps.is_dir() else []:
+            if step not in wanted:
+                shutil.rmtree(step, ignore_errors=True)
+        stored = {img.descriptor.digest.hex for img in store.list_images()}
+        images = store.snapshots_dir / "images"
+        for snap in images.iterdir() if images.is_dir() else []:
+            if everything or snap.name not in stored:
+                shutil.rmtree(snap, ignore_errors=True)
+        if everything:
+            shutil.rmtree(store.cache_dir / "mounts", ignore_errors=True)
+        _remove_stale_builds(store)
+        roots = [e.layer for e in remaining if e.layer is not None]
+    store.gc(grace_seconds=0, extra_roots=roots)
+    after = disk_usage(store).cache_bytes
+    return PruneReport(removed, max(0, before - after))
+
+
+def _remove_stale_builds(store: Store) -> None:
+    """Scratch folders of builds that were killed (their lock file is free)."""
+    builds = store.root / "builds"
+    for lock in builds.glob("*.lock") if builds.is_dir() else []:
+        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        try:
+            shutil.rmtree(lock.with_suffix(""), ignore_errors=True)
+            lock.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+
+def parse_size(text: str) -> int:
+    """``10GB``, ``512MB``, ``1.5g``, ``1024`` as bytes (Docker's units: decimal)."""
+    units = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6,
+             "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
+             "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+    value = text.strip().lower()
+    number = value.rstrip("kmgtib")
+    unit = value[len(number):]
+    try:
+        amount = float(number) if unit in units and number else -1.0
+    except ValueError:
+        amount = -1.0
+    if not 0 <= amount < float("inf"):  # also refuses nan and inf
+        raise ValueError(f"invalid size {text!r}: want e.g. 512MB, 10GB")
+    return int(amount * units[unit])
+
+
+def parse_duration(text: str) -> float:
+    """``24h``, ``30m``, ``90s``, ``2h30m``, ``7d`` as seconds (Go durations plus days)."""
+    import re
+
+    parts = re.findall(r"(\d+(?:\.\d+)?)(d|h|m|s|ms)", text.strip())
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        raise ValueError(f"invalid duration {text!r}: want e.g. 24h, 30m, 7d")
+    scale = {"d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    return sum(float(n) * scale[u] for n, u in parts)

@@ -1,0 +1,180 @@
+"""Where a build keeps its files: step directories, base image root filesystems, new layers.
+
+Every step that can change files (RUN, COPY, ADD, WORKDIR) gets a fresh overlayfs upper
+directory stacked on the stage's lowers; after the step the upper directory *is* the change:
+it becomes a layer blob in the store (whiteouts and opaque directories translated to OCI's
+``.wh.`` entries) and, unchanged, the top lower directory of the next step, because overlayfs
+reads its own whiteout format in lower layers too.
+
+Base images are flattened once into ``<root>/snapshots/images/<digest>/rootfs`` and shared by
+every build that uses them (a lock file serialises the first extraction; the result appears by
+rename, so a killed extraction leaves only a temporary directory behind).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cloche.errors import StoreError
+from cloche.layers.compress import Compression
+from cloche.layers.diff import upper_is_empty, write_overlay_diff
+from cloche.layers.entry import TarEntry
+from cloche.layers.tarwriter import LayerBlob
+from cloche.layers.tree import write_entries
+from cloche.oci.digest import Digest
+from cloche.oci.image import Image, Layer
+from cloche.sandbox.overlay import mount_overlay
+from cloche.store import Store, atomic_write, locked
+
+PENDING_LAYER = "unpack-layer"  # beside an upper directory whose files are still in a layer
+
+
+def pending_layer(upper: Path) -> Digest | None:
+    """The layer an upper directory still has to be unpacked from (see ``Workspace.unpack``);
+    None when it has no marker or an unreadable one."""
+    try:
+        return Digest.parse((upper.parent / PENDING_LAYER).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+class Workspace:
+    """The scratch space of one build, under the store root (same filesystem as snapshots)."""
+
+    def __init__(self, store: Store, compression: Compression = Compression.GZIP) -> None:
+        self.store = store
+        self.compression = compression
+        self.root = store.root / "builds" / f"build-{uuid.uuid4().hex[:12]}"
+        self.root.mkdir(parents=True, exist_ok=False)
+        # Held while the build runs: `cloche prune` removes the folders of dead builds only.
+        self._lock_fd = os.open(self.root.with_suffix(".lock"),
+                                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self._counter = 0
+        self._lock = threading.Lock()
+
+    def _new_dir(self, prefix: str) -> Path:
+        with self._lock:
+            self._counter += 1
+            path = self.root / f"{prefix}{self._counter}"
+        path.mkdir()
+        return path
+
+    @contextmanager
+    def step(self, lowers: tuple[Path, ...]) -> Iterator[tuple[Path, Path]]:
+        """Mount a new upper directory over ``lowers`` (top first); yields (merged, upper).
+
+        The overlay is unmounted when the block ends, so the caller may read ``upper`` after
+        it; ``upper`` stays (it is the step's change) unless the caller drops it.
+        """
+        self.unpack(lowers)
+        base = self.store.snapshots_dir / "steps" / uuid.uuid4().hex
+        base.mkdir(parents=True)
+        upper, work, merged = base / "upper", base / "work", base / "merged"
+        for d in (upper, work, merged):
+            d.mkdir()
+        try:
+            with mount_overlay(list(lowers), upper, work, merged):
+                yield merged, upper
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            try:
+                merged.rmdir()
+            except OSError:
+                pass
+
+    @contextmanager
+    def readonly_view(self, lowers: tuple[Path, ...]) -> Iterator[Path]:
+        """A mounted view of a finished stage's root filesystem, for COPY --from."""
+        if len(lowers) == 1:
+            self.unpack(lowers)
+            yield lowers[0]
+            return
+        with self.step(lowers) as (merged, upper):
+            yield merged
+        shutil.rmtree(upper.parent, ignore_errors=True)
+
+    def commit(self, upper: Path) -> Layer | None:
+        """The layer for a step's upper directory, stored as a blob; None when nothing changed."""
+        if upper_is_empty(upper):
+            shutil.rmtree(upper.parent, ignore_errors=True)
+            return None
+        with self.store.blobs.writer() as sink:
+            blob = write_overlay_diff(upper, sink, self.compression)
+        return self._layer(blob)
+
+    def _layer(self, blob: LayerBlob) -> Layer:
+        return Layer(blob.digest, blob.diff_id, blob.size, blob.media_type, self.store.blobs)
+
+    def commit_entries(self, pairs: list[tuple[TarEntry, str | None]], upper: Path) -> Layer:
+        """The layer of a step written from entries (a COPY straight to its layer, see
+        build/direct_copy.py). ``upper`` stays empty and is marked: ``unpack`` fills it from
+        the layer when a step is stacked on it."""
+        with self.store.blobs.writer() as sink:
+            blob = write_entries(iter(pairs), sink, self.compression)
+        atomic_write(upper.parent / PENDING_LAYER, str(blob.digest).encode())
+        return self._layer(blob)
+
+    def unpack(self, lowers: tuple[Path, ...]) -> None:
+        """Fill the upper directories among ``lowers`` that hold only a marker with their
+        layer's files (once, under a lock; the files appear by rename, so a killed unpack
+        leaves the directory empty and the marker in place)."""
+        for lower in lowers:
+            marker = lower.parent / PENDING_LAYER
+            if not marker.exists():
+                continue
+            with locked(lower.parent / ".lock"):
+                if not marker.exists():
+                    continue
+                for stale in lower.parent.glob("unpacking-*"):  # killed before the rename
+                    shutil.rmtree(stale, ignore_errors=True)
+                with os.scandir(lower) as it:
+                    done = next(it, None) is not None  # killed after the rename
+                if not done:
+                    digest = pending_layer(lower)
+                    if digest is None:
+                        raise StoreError(f"{marker}: not a layer digest")
+                    tmp = lower.parent / f"unpacking-{os.getpid()}-{threading.get_ident()}"
+                    from cloche.layers.apply import apply_layer
+
+                    with self.store.blobs.open(digest) as stream:
+                        apply_layer(stream, tmp)
+                    os.rename(tmp, lower)  # over the empty upper directory
+                marker.unlink()
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.with_suffix(".lock").unlink(missing_ok=True)
+        os.close(self._lock_fd)
+
+    # -- base images -----------------------------------------------------------------------
+
+    def image_rootfs(self, image: Image) -> Path:
+        """The flattened root filesystem of ``image``, extracted once per store."""
+        from cloche.layers.apply import flatten
+
+        if not image.layers:
+            empty = self.store.snapshots_dir / "empty"
+            empty.mkdir(parents=True, exist_ok=True)
+            return empty
+        base = self.store.snapshots_dir / "images" / image.digest.hex
+        rootfs = base / "rootfs"
+        if rootfs.is_dir():
+            return rootfs
+        base.mkdir(parents=True, exist_ok=True)
+        with locked(base / ".lock"):
+            if rootfs.is_dir():
+                return rootfs
+            tmp = base / f"extracting-{os.getpid()}-{threading.get_ident()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            streams = (layer.open() for layer in image.layers)
+            flatten(streams, tmp)
+            os.rename(tmp, rootfs)
+        return rootfs

@@ -1,0 +1,163 @@
+"""RUN through the engine: its forms, the stage's SHELL/USER/WORKDIR/ENV/ARG, the network
+switch, heredocs, and the layer a RUN makes (whiteouts for deletions, none for no change)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.engine.conftest import BASE, Builder, layer_members, rootfs
+
+
+def test_shell_and_exec_forms(builder: Builder, tmp_path: Path) -> None:
+    dockerfile = (f"FROM {BASE}\n"
+                  "RUN echo shell $((1 + 2)) > /shell\n"
+                  'RUN ["/bin/sh", "-c", "echo exec $HOME > /exec"]\n'
+                  'RUN ["/bin/touch", "/$NOT_EXPANDED"]\n')
+    result = builder.build(dockerfile)
+    root = rootfs(result.image, tmp_path / "out")
+    assert (root / "shell").read_text() == "shell 3\n"
+    assert (root / "exec").read_text() == "exec /root\n"
+    assert (root / "$NOT_EXPANDED").exists()  # exec form: no shell, no expansion
+    created = [h.created_by for h in result.image.config.history[1:]]
+    assert created[0] == "RUN /bin/sh -c echo shell $((1 + 2)) > /shell # buildkit"
+    assert created[1] == "RUN /bin/sh -c echo exec $HOME > /exec # buildkit"
+
+
+def test_shell_instruction_changes_the_shell(builder: Builder, tmp_path: Path) -> None:
+    dockerfile = (f"FROM {BASE}\n"
+                  "RUN printf '#!/bin/sh\\necho \"wrapped $*\" > /wrapped\\n' > /bin/mysh "
+                  "&& chmod 755 /bin/mysh\n"
+                  'SHELL ["/bin/mysh", "-c"]\n'
+                  "RUN hello world\n"
+                  "CMD run me\n")
+    result = builder.build(dockerfile)
+    root = rootfs(result.image, tmp_path / "out")
+    assert (root / "wrapped").read_text() == "wrapped -c hello world\n"
+    config = result.image.config
+    assert config.shell == ("/bin/mysh", "-c")
+    assert config.cmd == ("/bin/mysh", "-c", "run me")
+
+
+def test_user_by_name_and_workdir_owned_by_user(builder: Builder, tmp_path: Path) -> None:
+    dockerfile = (f"FROM {BASE}\n"
+                  "USER app\n"
+                  "WORKDIR /srv/app\n"
+                  "RUN id -u > /tmp/uid && id -g > /tmp/gid && pwd > /tmp/pwd "
+                  "&& stat -c %u:%g:%a /srv/app > /tmp/owner\n"
+                  "USER app:staff\n"
+                  "RUN id -g > /tmp/gid2\n")
+    result = builder.build(dockerfile)
+    root = rootfs(result.image, tmp_path / "out")
+    assert (root / "tmp/uid").read_text() == "1000\n"
+    assert (root / "tmp/gid").read_text() == "1000\n"
+    assert (root / "tmp/pwd").read_text() == "/srv/app\n"
+    assert (root / "tmp/owner").read_text() == "1000:1000:755\n"
+    assert (root / "tmp/gid2").read_text() == "50\n"
+    st = os.lstat(root / "srv/app")
+    assert (st.st_uid, st.st_gid) == (1000, 1000)
+    assert result.image.config.user == "app:staff"
+    assert result.image.config.working_dir == "/srv/app"
+
+
+def test_env_and_arg_are_visible_to_run(builder: Builder, tmp_path: Path) -> None:
+    dockerfile = (f"FROM {BASE}\n"
+                  "ARG GREETING=hello\n"
+                  "ARG WHO\n"
+                  "ENV PLACE=world MIXED=${GREETING}-env\n"
+                  'RUN echo "$GREETING $WHO $PLACE $MIXED" > /seen\n')
+    result = builder.build(dockerfile, build_args={"WHO": "tester"})
+    root = rootfs(result.image, tmp_path / "out")
+    assert (root / "seen").read_text() == "hello tester world hello-env\n"
+    env = dict(e.split("=", 1) for e in result.image.config.env)
+    assert env["PLACE"] == "world" and env["MIXED"] == "hello-env"
+    assert "GREETING" not in env and "WHO" not in env  # ARGs stay out of the config
+    run_line = result.image.config.history[-1].created_by
+    assert run_line.startswith("RUN |2 GREETING=hello WHO=tester /bin/sh -c ")
+
+
+def test_network_none_leaves_only_loopback(builder: Builder, tmp_path: Path) -> None:
+    dockerfile = (f"FROM {BASE}\n"
+                  "RUN --network=none ls /sys/class/net > /none\n"
+                  "RUN ls /sys/class/net > /default\n")
+    result = builder.build(dockerfile)
+    root = rootfs(result.image, tmp_path / "out")
+    assert (root / "none").read_text().split() == ["lo"]
+    assert len((root / "default").read_text().split()) > 1  # the host's interfaces
+
+
+def test_network_none_for_the_whole_build(builder: Builder, tmp_path: Path) -> None:
+    result = builder.build(f"FROM {BASE}\nRUN ls /sys/class/net > /n\n", network="none")
+    assert (rootfs(result.image, tmp_path / "out") / "n").read_text().split() == ["lo"]
+
+
+def test_heredoc_run_plain(builder: Builder, tmp_path: Path) -> None:
+    dockerfile = (f"FROM {BASE}\n"
+                  "RUN <<EOF\n"
+                  "echo one > /plain\n"
+                  "echo two >> /plain\n"
+                  "EOF\n"
+                  "RUN cat <<A > /catted\n"
+                  "from cat\n"
+                  "A\n")
+    result = builder.build(dockerfile)
+    root = rootfs(result.image, tmp_path / "out")
+    assert (root / "plain").read_text() == "one\ntwo\n"
+    assert (root / "catted").read_text() == "from cat\n"
+
+
+def test_heredoc_run_script(builder: Builder, tmp_path: Path) -> None:
+    dockerfile = (f"FROM {BASE}\n"
+                  "RUN <<EOT\n"
+                  "#!/bin/sh -e\n"
+                  "echo \"script $0\" > /script\n"
+                  "EOT\n")
+    result = builder.build(dockerfile)
+    root = rootfs(result.image, tmp_path / "out")
+    assert (root / "script").read_text() == "script /dev/pipes/EOT\n"
+    assert not (root / "dev/pipes").exists()  # the script's mount leaves nothing behind
+
+
+def test_deleting_a_base_file_makes_a_whiteout(builder: Builder, tmp_path: Path) -> None:
+    dockerfile = f"FROM {BASE}\nRUN rm /etc/group && rm -r /home/app\n"
+    result = builder.build(dockerfile)
+    names = {m.name.rstrip("/") for m in layer_members(result.image.layers[-1])}
+    assert "etc/.wh.group" in names and "home/.wh.app" in names
+    assert not any(n.startswith("etc/") and ".wh." not in n for n in names - {"etc"})
+    root = rootfs(result.image, tmp_path / "out")
+    assert not (root / "etc/group").exists() and (root / "etc/passwd").exists()
+    assert not (root / "home/app").exists()
+
+
+def test_replacing_a_directory_makes_it_opaque(builder: Builder, tmp_path: Path) -> None:
+    dockerfile = f"FROM {BASE}\nRUN rm -r /home && mkdir /home && echo new > /home/only\n"
+    result = builder.build(dockerfile)
+    names = {m.name.rstrip("/") for m in layer_members(result.image.layers[-1])}
+    assert "home/.wh..wh..opq" in names
+    root = rootfs(result.image, tmp_path / "out")
+    assert sorted(p.name for p in (root / "home").iterdir()) == ["only"]
+
+
+def test_run_that_changes_nothing_makes_no_layer(builder: Builder, tmp_path: Path) -> None:
+    dockerfile = f"FROM {BASE}\nRUN true\nRUN cat /etc/passwd > /dev/null && ls /tmp\n"
+    result = builder.build(dockerfile)
+    assert len(result.image.layers) == 1
+    history = result.image.config.history
+    assert [h.empty_layer for h in history[1:]] == [True, True]
+    assert len(result.image.config.diff_ids) == 1
+
+
+def test_sandbox_basics_as_buildkit_provides_them(builder: Builder, tmp_path: Path) -> None:
+    dockerfile = (f"FROM {BASE}\n"
+                  "RUN echo $$ > /pid && hostname > /host && ls /dev > /devs "
+                  "&& grep -c localhost /etc/hosts > /hosts\n")
+    result = builder.build(dockerfile)
+    root = rootfs(result.image, tmp_path / "out")
+    assert (root / "pid").read_text() == "1\n"  # a new PID namespace, the command is PID 1
+    assert (root / "host").read_text() == "buildkitsandbox\n"
+    devs = set((root / "devs").read_text().split())
+    assert {"null", "zero", "random", "urandom", "tty", "shm", "pts"} <= devs
+    assert int((root / "hosts").read_text()) >= 1
+    # the generated files and device nodes are not part of the layer
+    names = {m.name.rstrip("/") for m in layer_members(result.image.layers[-1])}
+    assert not any(n.startswith("dev/") or n == "etc/hosts" for n in names), names
