@@ -11,10 +11,15 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-.PHONY: venv test demo clean
+.PHONY: venv test lint demo clean
 venv: $(BIN)/.installed
 
-test: $(BIN)/.installed
+# the static checks first: a type error fails in seconds, not after the suite
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy --strict src/cloche
+
+test: lint
 	$(BIN)/pytest -q -ra $(PYTEST_ARGS)
 
 demo: $(BIN)/.installed

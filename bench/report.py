@@ -46,7 +46,7 @@ def build_rows(results: dict) -> list[list[str]]:
 
 
 BUILD_HEADER = ["case", "build", "cloche s", "BuildKit s", "buildah s", "cloche/BuildKit",
-                "cloche/engineah", "runs (c/bk/bh)"]
+                "cloche/buildah", "runs (c/bk/bh)"]
 EXPORT_HEADER = ["layer export (same tree)", "MB/s", "MB per CPU s", "s", "blob/tar",
                  "vs zlib 6"]
 

@@ -2,8 +2,10 @@
 
     sudo .venv/bin/python bench/run.py [--quick] [--write-docs]
 
-Cases: a multi-stage build (busybox "compile" stage, scratch release stage) and a big context
-(40,000 files, ``COPY . /ctx``). For each case and tool, in this order: a cold build (the
+Cases: a multi-stage build (busybox "compile" stage, scratch release stage), a big context
+(40,000 files, ``COPY . /ctx``), a fan-in (four independent stages that each sleep 3 s, a
+final stage copying from all) and a big layer (a first stage writing ~305 MB no output ships,
+a final stage exporting a ~610 MB layer). For each case and tool, in this order: a cold build (the
 tool's build cache emptied, base image present), a no-op rebuild, a rebuild after one file's
 content changed, a rebuild after one other file's mtime alone changed. The whole sequence is
 repeated (``--repeat``), the tools taking turns within each repetition, and the median shown.
@@ -49,8 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "seconds is not repeated for that case (default 90)")
     p.add_argument("--tools", default="cloche,buildkit,buildah",
                    help="comma-separated subset of cloche,buildkit,buildah")
-    p.add_argument("--cases", default="multistage,context,export",
-                   help="comma-separated subset of multistage,context,export")
+    p.add_argument("--cases", default="multistage,context,fanin,biglayer,export",
+                   help="comma-separated subset of multistage,context,fanin,biglayer,export")
     p.add_argument("--cloche", default=str(ROOT / ".venv" / "bin" / "cloche"),
                    help="the cloche executable")
     p.add_argument("--workdir", default="/var/tmp/cloche-bench", help="scratch directory")
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                      "args": vars(args), "builds": [], "skipped": {}}
     tools: list[Tool] = []
     try:
-        if cases & {"multistage", "context"}:
+        if cases & {"multistage", "context", "fanin", "biglayer"}:
             base = workload.make_base_rootfs(work / "base" / "rootfs")
             base_tar = work / "base" / "rootfs.tar"
             subprocess.run(["tar", "-C", str(base), "-cf", str(base_tar), "."], check=True)
@@ -202,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
             if "context" in cases:
                 log(f"generating a {args.files}-file context")
                 projects.append(workload.make_big_context(work / "context", files=args.files))
+            if "fanin" in cases:
+                projects.append(workload.make_fanin(work / "fanin"))
+            if "biglayer" in cases:
+                projects.append(workload.make_biglayer(work / "biglayer"))
             for project in projects:
                 log(f"{project.name}: {project.files} files, {project.size / 1e6:.0f} MB")
                 results["builds"].append(bench_project(project, tools, args.repeat, args.slow))

@@ -155,7 +155,7 @@ class BuildKit(Tool):
         return timing
 
     def cleanup(self) -> None:
-        tags = [f"cloche-bench/{n}:buildkit" for n in ("multistage",)]
+        tags = [f"cloche-bench/{n}:buildkit" for n in ("multistage", "fan-in", "big-layer")]
         out = _run([DOCKER, "images", "-q", "--filter", "reference=cloche-bench/*"], check=False)
         ids = set(out.stdout.split()) | self.images
         _run([DOCKER, "rmi", "-f", *tags, *sorted(ids)], check=False)

@@ -158,6 +158,56 @@ def make_big_context(root: Path, *, files: int = 40_000, seed: int = 40) -> Proj
                    change_target=last, touch_target=first)
 
 
+FANIN_DOCKERFILE = "ARG BASE\n" + "".join(
+    f"FROM ${{BASE}} AS {name}\nRUN sleep 3 && echo {name} > /{name}\n"
+    for name in ("one", "two", "three", "four")
+) + "FROM ${BASE}\n" + "".join(f"COPY --from={name} /{name} /{name}\n"
+                               for name in ("one", "two", "three", "four")) + \
+    "COPY note.txt /note.txt\n"
+
+BIGLAYER_DOCKERFILE = """\
+ARG BASE
+FROM ${BASE} AS scratchpad
+COPY data.txt /data.txt
+RUN for i in $(seq 1 19); do cat /data.txt; done > /work.bin && md5sum /work.bin > /work.md5
+
+FROM ${BASE}
+COPY data.txt /data.txt
+COPY --from=scratchpad /work.md5 /work.md5
+RUN for i in $(seq 1 38); do cat /data.txt; done > /big.bin && rm /data.txt
+COPY note.txt /note.txt
+"""
+
+
+def make_fanin(root: Path) -> Project:
+    """Four independent stages that each wait 3 s (``sleep``), one final stage copying a file
+    from each: what the scheduler does with stages that wait rather than compute."""
+    ctx = root / "context"
+    ctx.mkdir(parents=True)
+    (ctx / "note.txt").write_text("fan-in\n")
+    (ctx / "other.txt").write_text("not used\n")
+    dockerfile = root / "Dockerfile"
+    dockerfile.write_text(FANIN_DOCKERFILE)
+    return Project("fan-in", ctx, dockerfile, 2, 16, change_target=ctx / "note.txt",
+                   touch_target=ctx / "other.txt")
+
+
+def make_biglayer(root: Path, *, seed: int = 8) -> Project:
+    """A 16 MB text file; a first stage writes 19 copies (~305 MB) that no output ships and
+    the final stage writes 38 (~610 MB) into the layer the image exports: what compressing
+    layers nobody asks for costs."""
+    rng = random.Random(seed)
+    ctx = root / "context"
+    ctx.mkdir(parents=True)
+    (ctx / "data.txt").write_bytes(_text(rng, 16 << 20))
+    (ctx / "note.txt").write_text("big layer\n")
+    (ctx / "other.txt").write_text("not used\n")
+    dockerfile = root / "Dockerfile"
+    dockerfile.write_text(BIGLAYER_DOCKERFILE)
+    return Project("big-layer", ctx, dockerfile, 3, (16 << 20) + 19,
+                   change_target=ctx / "note.txt", touch_target=ctx / "other.txt")
+
+
 def make_export_tree(root: Path, target_bytes: int, *, seed: int = 200) -> tuple[int, int]:
     """A tree of about ``target_bytes`` for the layer export test: real files of this machine
     (/usr/lib, /usr/share: binaries, libraries, text) copied in, topped up with generated text.

@@ -194,11 +194,11 @@ CASES = [
          ("Dockerfile:1:1: unknown instruction: HELLO",),
          stdin=b"hello, this is not a tar\n", needs_root=True),
     Case("build-stdin-tar-dotdot", ("build", "--root", "{root}", "-"), 1,
-         ("context tar from stdin", f"'../{ESCAPE}' is outside"),
+         ("context tar from stdin", f"'../{ESCAPE}' climbs out of the root"),
          stdin=TAR_DOTDOT, needs_root=True,
          absent=(f"/tmp/{ESCAPE}", f"{{tmp}}/../{ESCAPE}")),
     Case("build-stdin-tar-hardlink-out", ("build", "--root", "{root}", "-"), 1,
-         ("context tar from stdin", "'../../../../etc/passwd' is outside"),
+         ("context tar from stdin", "'../../../../etc/passwd' climbs out of the root"),
          stdin=TAR_HARDLINK_OUT, needs_root=True),
     Case("build-stdin-tar-truncated", ("build", "--root", "{root}", "-"), 1,
          ("context tar from stdin", "cannot read the tar"),
@@ -294,8 +294,8 @@ CASES = [
 
 @pytest.fixture(scope="session")
 def cli_template_store(busybox_rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from cloche.ops.importer import import_rootfs
     from cloche.store import Store
-    from cloche.store.importer import import_rootfs
 
     root = tmp_path_factory.mktemp("cli-errors-template") / "store"
     import_rootfs(Store.open(root), busybox_rootfs, names=[BASE])

@@ -14,6 +14,14 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "build": "cloche.api", "BuildResult": "cloche.api",
+    "pull": "cloche.api", "push": "cloche.api", "save": "cloche.api", "load": "cloche.api",
+    "inspect": "cloche.api", "images": "cloche.api", "import_image": "cloche.api",
+    "disk_usage": "cloche.api", "prune": "cloche.api",
+    "Image": "cloche.oci.image", "Platform": "cloche.oci.platform",
+    "Reference": "cloche.oci.reference", "PushResult": "cloche.registry.push",
+    "LoadedImage": "cloche.ops.transfer", "ImageSummary": "cloche.ops.describe",
+    "ChangeError": "cloche.ops.changes",
+    "Event": "cloche.events", "Listener": "cloche.events",
     "BuildOptions": "cloche.engine.options", "OutputSpec": "cloche.engine.options",
     "SecretSpec": "cloche.engine.options",
     "ClocheError": "cloche.errors", "DockerfileError": "cloche.errors",
@@ -24,7 +32,14 @@ _EXPORTS = {
     "LayerError": "cloche.errors", "UnsafePathError": "cloche.errors",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [  # a literal: type checkers read it (a test keeps it equal to _EXPORTS)
+    "BuildError", "BuildOptions", "BuildResult", "ChangeError", "ClocheError", "ConfigError",
+    "DigestError", "DockerfileError", "Event", "Image", "ImageNotFoundError", "ImageSummary",
+    "InvalidReferenceError", "LayerError", "Listener", "LoadedImage", "OutputSpec", "Platform",
+    "PushResult", "Reference", "RegistryError", "SandboxError", "SecretSpec", "StoreError",
+    "UnsafePathError", "__version__", "build", "disk_usage", "images", "import_image", "inspect",
+    "load", "prune", "pull", "push", "save",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -37,7 +52,19 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from cloche.api import BuildResult, build
+    from cloche.api import (
+        BuildResult,
+        build,
+        disk_usage,
+        images,
+        import_image,
+        inspect,
+        load,
+        prune,
+        pull,
+        push,
+        save,
+    )
     from cloche.engine.options import BuildOptions, OutputSpec, SecretSpec
     from cloche.errors import (
         BuildError,
@@ -53,3 +80,11 @@ if TYPE_CHECKING:
         StoreError,
         UnsafePathError,
     )
+    from cloche.events import Event, Listener
+    from cloche.oci.image import Image
+    from cloche.oci.platform import Platform
+    from cloche.oci.reference import Reference
+    from cloche.ops.changes import ChangeError
+    from cloche.ops.describe import ImageSummary
+    from cloche.ops.transfer import LoadedImage
+    from cloche.registry.push import PushResult

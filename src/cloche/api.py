@@ -12,12 +12,21 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from cloche.engine import events as ev
 from cloche.engine.options import BuildOptions, OutputSpec, SecretSpec, parse_output, parse_secret
-from cloche.engine.pipeline import BuildResult, Prefetch, prefetch_context
 from cloche.store import Store
+
+if TYPE_CHECKING:  # the engine loads when a build runs: `cloche pull` never imports it
+    from cloche.engine.pipeline import BuildResult, DiskUsage, Prefetch, PruneReport
+    from cloche.events import Listener
+    from cloche.oci.image import Image
+    from cloche.oci.platform import Platform
+    from cloche.oci.reference import Reference
+    from cloche.ops.describe import ImageSummary
+    from cloche.ops.transfer import LoadedImage
+    from cloche.registry.push import PushResult
 
 
 def build(options: BuildOptions | str = ".", *, listener: ev.Listener | None = None,
@@ -39,9 +48,11 @@ def build(options: BuildOptions | str = ".", *, listener: ev.Listener | None = N
             outputs=tuple(o if isinstance(o, OutputSpec) else parse_output(o) for o in outputs),
             secrets=tuple(s if isinstance(s, SecretSpec) else parse_secret(s) for s in secrets),
             **more)
+    from cloche import engine
+
     if prefetch is None:
-        prefetch = prefetch_context(options.context)
-    from cloche.engine.pipeline import build as run_build
+        prefetch = engine.prefetch_context(options.context)
+    run_build = engine.build
 
     return run_build(options, store=Store.open(options.root), listener=listener or ev.ignore,
                      prefetch=prefetch)
@@ -51,4 +62,133 @@ def _root(root: str | Path | None) -> Path | None:
     return Path(root) if root is not None else None
 
 
-__all__ = ["BuildResult", "build"]
+def disk_usage(*, root: str | Path | None = None) -> DiskUsage:
+    """What images and the build cache take in the store (``cloche du``)."""
+    from cloche.engine.pipeline import disk_usage as usage
+
+    return usage(_store(root, create=False))
+
+
+def prune(*, root: str | Path | None = None, everything: bool = False,
+          until: float | None = None, keep_storage: int | None = None) -> PruneReport:
+    """Remove build cache as ``docker builder prune`` does: records no stored image uses
+    (all with ``everything``), only those unused for ``until`` seconds, or the least recently
+    used until ``keep_storage`` bytes remain."""
+    from cloche.engine.pipeline import prune as run_prune
+
+    return run_prune(_store(root, create=False), everything=everything,
+                     until=until, keep_storage=keep_storage)
+
+
+# --- images between the store, registries and files ----------------------------------------
+# Each opens the store at ``root`` (None: $CLOCHE_ROOT or the default). The functions that only
+# read refuse a given ``root`` that holds no store rather than making an empty one there.
+
+
+def _store(root: str | Path | None, *, create: bool = True) -> Store:
+    if not create and root is not None and not (Path(root) / "oci-layout").is_file():
+        from cloche.errors import StoreError
+
+        why = "does not exist" if not Path(root).exists() else "is not a cloche store"
+        raise StoreError(f"the store {str(root)!r} {why}",
+                         hint="check the path; build, pull, load and import create a store")
+    return Store.open(_root(root))
+
+
+def _platform(platform: str | Platform | None) -> Platform | None:
+    from cloche.oci.platform import Platform
+
+    return Platform.parse(platform) if isinstance(platform, str) else platform
+
+
+def pull(reference: str | Reference, *, platform: str | Platform | None = None,
+         root: str | Path | None = None, listener: Listener | None = None) -> Image:
+    """Pull an image as ``docker pull`` does (mirrors first) and name it in the store.
+
+    ``listener`` gets ``cloche.events`` LayerExists, LayerPulling and LayerPulled events."""
+    from cloche.events import ignore
+    from cloche.registry.pull import pull_image
+
+    return pull_image(reference, _store(root), _platform(platform), listener=listener or ignore)
+
+
+def push(reference: str, destination: str | Reference | None = None, *,
+         root: str | Path | None = None, listener: Listener | None = None) -> PushResult:
+    """Push the stored image ``reference`` (name, digest or ID) to its registry, or to
+    ``destination``; blobs already in the registry are skipped or mounted, not sent.
+
+    ``listener`` gets ``cloche.events`` LayerPushed and ManifestPushed events."""
+    from cloche.events import ignore
+    from cloche.registry.push import push_stored
+
+    return push_stored(_store(root, create=False), reference, destination,
+                       listener=listener or ignore)
+
+
+def save(references: str | Sequence[str], dest: str | Path | BinaryIO, *, format: str = "oci",
+         platform: str | Platform | None = None, root: str | Path | None = None) -> list[Image]:
+    """Write stored images to one archive (``format`` oci, or docker for ``docker load``)."""
+    from cloche.ops.transfer import save as save_images
+
+    refs = [references] if isinstance(references, str) else list(references)
+    return save_images(_store(root, create=False), refs, dest, format=format,
+                       platform=_platform(platform))
+
+
+def load(source: str | Path | BinaryIO, *, platform: str | Platform | None = None,
+         root: str | Path | None = None) -> list[LoadedImage]:
+    """Store every image of an OCI archive or docker-archive (plain or compressed)."""
+    from cloche.ops.transfer import load as load_images
+
+    return load_images(_store(root), source, platform=_platform(platform))
+
+
+def inspect(reference: str, *, root: str | Path | None = None) -> dict[str, Any]:
+    """What ``docker image inspect`` shows of a stored image (plus its manifest and blobs)."""
+    from cloche.ops.describe import inspect as describe
+
+    return describe(_store(root, create=False), reference)
+
+
+def images(*, root: str | Path | None = None) -> list[ImageSummary]:
+    """The rows of ``docker images``: every stored image, named ones first."""
+    from cloche.ops.describe import summaries
+
+    return summaries(_store(root, create=False))
+
+
+def import_image(source: str | Path | BinaryIO, name: str | None = None, *,
+                 changes: Sequence[str] = (), message: str | None = None,
+                 platform: str | Platform | None = None,
+                 root: str | Path | None = None) -> Image:
+    """A root filesystem (directory, tar, compressed tar, or a binary stream of a tar) as a
+    one-layer image, as ``docker import`` makes one; ``changes`` are Dockerfile lines (CMD,
+    ENV, EXPOSE, WORKDIR...) with their build meaning."""
+    from cloche.ops.importer import ImportSourceError, import_rootfs
+    from cloche.store import canonical_name
+
+    names = [canonical_name(name)] if name else []  # a bad name fails before any work
+    changes = list(changes)
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise ImportSourceError(f"{source}: no such file or directory")
+        _, image = import_rootfs(_store(root), path, names=names, changes=changes,
+                                 platform=_platform(platform), message=message)
+    else:
+        _, image = import_rootfs(_store(root), source, names=names, changes=changes,
+                                 platform=_platform(platform), message=message,
+                                 source_label="-")
+    return image
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BuildResult":  # loaded with the engine, on first use
+        from cloche.engine.pipeline import BuildResult
+
+        return BuildResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["BuildResult", "build", "disk_usage", "images", "import_image", "inspect", "load",
+           "prune", "pull", "push", "save"]

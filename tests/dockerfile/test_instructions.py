@@ -245,7 +245,7 @@ def test_instructions_are_frozen_values() -> None:
 
 
 def test_parse_trigger_from_an_image_config() -> None:
-    from cloche.dockerfile.instructions import parse_trigger
+    from cloche.dockerfile.from_nodes import parse_trigger
 
     trigger = parse_trigger("COPY --chown=app . /src")
     assert isinstance(trigger, Copy) and trigger.chown == "app" and trigger.dest == "/src"
@@ -253,6 +253,13 @@ def test_parse_trigger_from_an_image_config() -> None:
         parse_trigger("FROM alpine")
     with pytest.raises(DockerfileError, match="single expression"):
         parse_trigger("RUN a\nRUN b")
+    # located at the FROM line that runs it: the trigger has no line in the Dockerfile
+    located = parse_trigger("RUN make", "Dockerfile", 7, "FROM base")
+    assert located.line == 7
+    with pytest.raises(DockerfileError, match="ONBUILD isn't allowed") as info:
+        parse_trigger("ONBUILD RUN x", "Dockerfile", 7, "FROM base")
+    assert (info.value.file, info.value.line, info.value.source_line) == (
+        "Dockerfile", 7, "FROM base")
 
 
 def test_mount_size_and_durations() -> None:

@@ -36,7 +36,7 @@ if not os.access(CLOCHE[0], os.X_OK):  # CI may install cloche elsewhere
 @pytest.fixture(scope="session")
 def template_store(busybox_rootfs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store with the busybox-static rootfs imported as ``busybox-test:1``."""
-    from cloche.store.importer import import_rootfs
+    from cloche.ops.importer import import_rootfs
 
     root = tmp_path_factory.mktemp("engine-template") / "store"
     import_rootfs(Store.open(root), busybox_rootfs, names=[BASE])

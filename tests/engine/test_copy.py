@@ -13,7 +13,7 @@ from cloche.engine.copy import CopyDestinationError, CopyRequest, copy_into
 from cloche.engine.fsutil import CopyTargetError
 from cloche.engine.sources import SourceNotFoundError, SourceTree
 from cloche.errors import UnsafePathError
-from cloche.sandbox.users import UnknownUserError
+from cloche.fs.users import UnknownUserError
 from tests.fixtures.services import require_root
 
 MTIME = 1_600_000_000 * 1_000_000_000

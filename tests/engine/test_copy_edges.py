@@ -10,7 +10,7 @@ import pytest
 from cloche.engine.context import context_from_directory
 from cloche.engine.copy import CopyRequest, copy_into
 from cloche.engine.sources import SourceNotFoundError
-from cloche.sandbox.users import resolve_chown
+from cloche.fs.users import resolve_chown
 
 
 def test_a_wildcard_matching_a_dangling_link_fails(tmp_path: Path) -> None:

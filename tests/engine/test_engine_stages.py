@@ -44,6 +44,17 @@ def test_four_stages_all_overlap_with_four_jobs(builder: Builder, tmp_path: Path
         f"not all four stages ran at the same time: {spans}"
 
 
+def test_waiting_stages_hold_no_job_slot(builder: Builder, tmp_path: Path) -> None:
+    """``--jobs`` bounds CPU work, not waiting: with one slot, four stages whose RUN sleeps
+    still sleep at the same time (BuildKit runs them all at once too)."""
+    dockerfile = PARALLEL.replace("sleep 3", "sleep 2")
+    result = builder.build(dockerfile, jobs=1)
+    spans = intervals(rootfs(result.image, tmp_path / "out"))
+    assert all(end - start >= 1.9 for start, end in spans.values()), spans
+    assert max(s for s, _ in spans.values()) < min(e for _, e in spans.values()), \
+        f"with --jobs 1 the RUN steps did not all run at once: {spans}"
+
+
 def test_default_jobs_run_at_least_two_at_once(builder: Builder, tmp_path: Path) -> None:
     ctx = builder.context(PARALLEL)
     started = time.monotonic()

@@ -56,7 +56,8 @@ def make_tar(members: list[tuple[tarfile.TarInfo, bytes | None]], *, fmt: int = 
     return buf.getvalue()
 
 
-def info(name: str, kind: bytes = tarfile.REGTYPE, *, linkname: str = "", mode: int = 0o644) -> tarfile.TarInfo:
+def info(name: str, kind: bytes = tarfile.REGTYPE, *, linkname: str = "",
+         mode: int = 0o644) -> tarfile.TarInfo:
     ti = tarfile.TarInfo(name)
     ti.type = kind
     ti.linkname = linkname

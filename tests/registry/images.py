@@ -48,20 +48,20 @@ def layer_from_dir(root: Path) -> bytes:
 def make_image(blobs: BlobStore, layers: list[bytes], *, docker: bool = False,
                arch: str = "amd64", label: str = "x") -> BuiltImage:
     import hashlib
-    diff_ids = [f"sha256:{hashlib.sha256(gzip.decompress(l)).hexdigest()}" for l in layers]
+    diff_ids = [f"sha256:{hashlib.sha256(gzip.decompress(layer)).hexdigest()}" for layer in layers]
     config = {"architecture": arch, "os": "linux",
               "config": {"Cmd": ["/bin/sh"], "Labels": {"t": label}},
               "rootfs": {"type": "layers", "diff_ids": diff_ids}, "history": []}
     config_bytes = json.dumps(config, sort_keys=True).encode()
     config_digest = blobs.put_bytes(config_bytes)
-    layer_digests = tuple(blobs.put_bytes(l) for l in layers)
+    layer_digests = tuple(blobs.put_bytes(layer) for layer in layers)
     manifest = {
         "schemaVersion": 2,
         "mediaType": mt.DOCKER_MANIFEST if docker else mt.OCI_MANIFEST,
         "config": {"mediaType": mt.DOCKER_CONFIG if docker else mt.OCI_CONFIG,
                    "digest": str(config_digest), "size": len(config_bytes)},
         "layers": [{"mediaType": mt.DOCKER_LAYER_GZIP if docker else mt.OCI_LAYER_GZIP,
-                    "digest": str(d), "size": len(l)} for d, l in zip(layer_digests, layers)],
+                    "digest": str(d), "size": len(layer)} for d, layer in zip(layer_digests, layers)],
     }
     data = json.dumps(manifest).encode()
     digest = blobs.put_bytes(data)

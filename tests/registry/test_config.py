@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from cloche.errors import ConfigError
+from cloche.oci.reference import Reference
 from cloche.registry.config import RegistryConfig, default_path
-from cloche.registry.reference import Reference
 
 TOML = """
 [registry."docker.io"]

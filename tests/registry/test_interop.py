@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cloche.layers.apply import flatten
-from cloche.registry.reference import Reference
+from cloche.oci.reference import Reference
 from cloche.store import Store
 from tests.fixtures.services import Registry, require_tool
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from cloche.oci.reference import Reference
 from cloche.registry.client import RegistryClient
 from cloche.registry.config import RegistryConfig
 from cloche.registry.pull import pull_blobs
 from cloche.registry.push import push_manifest
-from cloche.registry.reference import Reference
 from cloche.store.blobs import BlobStore
 from tests.fixtures.services import Registry, _stop, free_port, start_registry
 from tests.registry.images import layer_from_files, make_image

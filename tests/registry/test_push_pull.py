@@ -9,14 +9,14 @@ from collections.abc import Callable
 import pytest
 
 from cloche.errors import ClocheError
-from cloche.oci.digest import Digest
+from cloche.events import Event, LayerExists, LayerPulled, LayerPulling, LayerPushed, ManifestPushed
 from cloche.oci.platform import Platform
+from cloche.oci.reference import Reference
 from cloche.registry.client import RegistryClient
 from cloche.registry.config import RegistryConfig
 from cloche.registry.errors import AuthError, NotFoundError
 from cloche.registry.pull import pull_blobs
 from cloche.registry.push import push_manifest
-from cloche.registry.reference import Reference
 from cloche.store.blobs import BlobStore
 from tests.fixtures.services import Registry
 from tests.registry.images import layer_from_files, make_image, make_index
@@ -25,9 +25,9 @@ from tests.registry.proxy import Proxy
 pytestmark = pytest.mark.registry
 
 
-def _events() -> tuple[list[tuple[str, Digest]], Callable[..., None]]:
-    seen: list[tuple[str, Digest]] = []
-    return seen, lambda event, desc: seen.append((event, desc.digest))
+def _events() -> tuple[list[Event], Callable[[Event], None]]:
+    seen: list[Event] = []
+    return seen, seen.append
 
 
 def test_push_then_pull_round_trip(registry: Registry, client: RegistryClient,
@@ -38,17 +38,27 @@ def test_push_then_pull_round_trip(registry: Registry, client: RegistryClient,
     pushed = push_manifest(ref, img.manifest_bytes, img.media_type, src_blobs, client=client)
     assert pushed.digest == img.digest and pushed.uploaded == 3
     # a second push finds every blob in place and uploads nothing
-    again = push_manifest(ref, img.manifest_bytes, img.media_type, src_blobs, client=client)
+    seen, listener = _events()
+    again = push_manifest(ref, img.manifest_bytes, img.media_type, src_blobs, client=client,
+                          listener=listener)
     assert (again.uploaded, again.skipped) == (0, 3)
+    assert sorted(e.how for e in seen if isinstance(e, LayerPushed)) == ["exists"] * 3
+    assert [e.descriptor.digest for e in seen if isinstance(e, ManifestPushed)] == [img.digest]
 
-    seen, progress = _events()
-    result = pull_blobs(ref, dst_blobs, client=client, progress=progress)
+    seen, listener = _events()
+    result = pull_blobs(ref, dst_blobs, client=client, listener=listener)
     assert result.descriptor.digest == img.digest and result.downloaded == 3
     for d in (img.digest, img.config_digest, *img.layer_digests):
         assert dst_blobs.read_bytes(d) == src_blobs.read_bytes(d)
-    assert {d for e, d in seen if e == "done"} == {img.config_digest, *img.layer_digests}
-    # pulling again downloads nothing: blobs already present are skipped
-    assert pull_blobs(ref, dst_blobs, client=client).downloaded == 0
+    blobs = {img.config_digest, *img.layer_digests}
+    assert {e.descriptor.digest for e in seen if isinstance(e, LayerPulled)} == blobs
+    assert {e.descriptor.digest for e in seen if isinstance(e, LayerPulling)} == blobs
+    assert all(e.reference == str(ref) for e in seen if isinstance(e, LayerPulled))
+    # pulling again downloads nothing: blobs already present are skipped, and said so
+    seen.clear()
+    assert pull_blobs(ref, dst_blobs, client=client, listener=listener).downloaded == 0
+    assert {type(e) for e in seen} == {LayerExists}
+    assert {e.descriptor.digest for e in seen if isinstance(e, LayerExists)} == blobs
     # by digest too
     by_digest = pull_blobs(Reference.parse(f"{registry.host}/rt/app@{img.digest}"), dst_blobs,
                            client=client)
@@ -69,10 +79,12 @@ def test_chunked_upload_and_cross_repo_mount(registry: Registry, make_client: Ca
     assert len(patches) == -(-len(big) // 32_768)   # the big layer went in 32 KiB chunks
     puts = [p for m, p, s in proxy.log if m == "PUT" and "digest=" in p]
     assert len(puts) == 2                           # config: one monolithic PUT; layer: closing PUT
+    seen, listener = _events()
     mounted = push_manifest(f"{proxy.host}/chunk/two:latest", img.manifest_bytes,
                             img.media_type, src_blobs, client=client,
-                            mount_from=[f"{proxy.host}/chunk/one"])
+                            mount_from=[f"{proxy.host}/chunk/one"], listener=listener)
     assert (mounted.mounted, mounted.uploaded) == (2, 0)
+    assert sorted(e.how for e in seen if isinstance(e, LayerPushed)) == ["mounted"] * 2
     assert any("mount=" in p and s == 201 for m, p, s in proxy.log if m == "POST")
     got = pull_blobs(Reference.parse(f"{registry.host}/chunk/two"), dst_blobs, client=client)
     assert dst_blobs.read_bytes(img.layer_digests[0]) == big

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cloche.errors import InvalidReferenceError
-from cloche.registry.reference import Reference, is_loopback
+from cloche.oci.reference import Reference, is_loopback
 
 D = "sha256:" + "ab" * 32
 
@@ -93,7 +93,7 @@ def test_loopback(host: str, loop: bool) -> None:
 
 
 from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st
+from hypothesis import strategies as st  # noqa: E402
 
 _component = st.from_regex(r"\A[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z").filter(lambda c: len(c) < 30)
 _host = st.sampled_from(["", "localhost:5000/", "127.0.0.1:5000/", "gcr.io/", "docker.io/",

@@ -13,10 +13,10 @@ from cloche.errors import ImageNotFoundError
 from cloche.oci.config import ImageConfig
 from cloche.oci.image import Image, Layer
 from cloche.oci.platform import Platform
+from cloche.oci.reference import Reference
 from cloche.registry.client import RegistryClient
 from cloche.registry.pull import pull_image
 from cloche.registry.push import push_image, push_manifest, push_stored
-from cloche.registry.reference import Reference
 from cloche.store import Store
 from tests.fixtures.services import Registry
 from tests.registry.images import layer_from_files, make_image, make_index

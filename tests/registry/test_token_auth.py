@@ -6,12 +6,12 @@ from collections.abc import Callable
 
 import pytest
 
+from cloche.oci.reference import Reference
 from cloche.registry.auth import Credentials
 from cloche.registry.client import RegistryClient
 from cloche.registry.errors import AuthError
 from cloche.registry.pull import pull_blobs
 from cloche.registry.push import push_manifest
-from cloche.registry.reference import Reference
 from cloche.store.blobs import BlobStore
 from tests.fixtures.services import Registry
 from tests.registry.images import layer_from_files, make_image

@@ -12,11 +12,11 @@ import pytest
 
 from cloche.errors import RegistryError
 from cloche.oci.digest import DigestMismatchError
+from cloche.oci.reference import Reference
 from cloche.registry.client import RegistryClient
 from cloche.registry.errors import BlobVerificationError
 from cloche.registry.pull import pull_blobs
 from cloche.registry.push import push_manifest
-from cloche.registry.reference import Reference
 from cloche.store.blobs import BlobStore
 from tests.fixtures.services import Registry
 from tests.registry.images import BuiltImage, layer_from_files, make_image

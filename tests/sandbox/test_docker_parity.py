@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from cloche.sandbox import RunSpec, mount_overlay, resolve_user, run
+from cloche.fs.users import resolve_user
+from cloche.sandbox import RunSpec, mount_overlay, run
 from tests.fixtures.services import require_root
 
 MOUNTS = r"^/(proc|dev|dev/shm|dev/pts|dev/mqueue|sys|etc/hosts|etc/resolv\.conf)$"
@@ -105,7 +106,7 @@ CHOWNS = ("4242", "app", "1000:staff", ":staff", "app:4", "app:", "ghost", "ghos
 
 def test_chown_resolution_matches_buildkits_copy(docker: str, docker_image: str,
                                                  parity_rootfs: Path, tmp_path: Path) -> None:
-    from cloche.sandbox import resolve_chown
+    from cloche.fs.users import resolve_chown
     (tmp_path / "f").write_text("data")
     lines = [f"FROM {docker_image} AS s"]
     lines += [f"COPY --chown={spec} f /c{i}" for i, spec in enumerate(CHOWNS)]

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from cloche.errors import SandboxError
-from cloche.sandbox import DEFAULT_PATH, Mount, RunSpec, resolve_user, run
+from cloche.fs.users import resolve_user
+from cloche.sandbox import DEFAULT_PATH, Mount, RunSpec, run
 from tests.sandbox.conftest import Layer
 
 

@@ -44,7 +44,9 @@ def test_import_directory(root: Path, imported: str) -> None:
     doc = json.loads(run(root, "inspect", "bb:1", "--format", "json").output)[0]
     assert doc["Id"] == imported
     assert doc["RepoTags"] == ["bb:1"]
-    assert doc["Config"] == {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"], "WorkingDir": "/home/app"}
+    # the changes mean what they mean in a Dockerfile: CMD sets ArgsEscaped as BuildKit does
+    assert doc["Config"] == {"Cmd": ["/bin/sh"], "Env": ["PATH=/bin"], "WorkingDir": "/home/app",
+                             "ArgsEscaped": True}
     assert doc["Os"] == "linux" and doc["Architecture"]
     assert len(doc["Layers"]) == 1 and doc["Layers"][0]["Size"] > 100_000
     assert doc["History"][0]["comment"].startswith("Imported from ")

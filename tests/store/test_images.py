@@ -17,8 +17,8 @@ from cloche.oci.errors import PlatformNotFoundError
 from cloche.oci.image import Image, Layer
 from cloche.oci.manifest import Index
 from cloche.oci.platform import Platform
+from cloche.ops.describe import inspect, summaries
 from cloche.store import Store
-from cloche.store.describe import inspect, summaries
 
 
 def _tar(content: bytes) -> bytes:

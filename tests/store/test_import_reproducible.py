@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cloche.ops.importer import import_rootfs
 from cloche.store import Store
-from cloche.store.importer import import_rootfs
 
 
 def test_source_date_epoch_makes_imports_reproducible(tmp_path: Path, monkeypatch) -> None:

@@ -6,9 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+
+if TYPE_CHECKING:  # loaded by the commands that use them, not by every command's start
+    from cloche.oci.platform import Platform
+    from cloche.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -21,26 +25,31 @@ def root_option(func: F) -> F:
              "else ~/.local/share/cloche).")(func)
 
 
-def open_store(root: Path | None, *, create: bool = True) -> Store:  # noqa: F821
-    """The store at ``root`` (else $CLOCHE_ROOT, else the default).
+def open_store(root: Path | None, *, create: bool = True) -> Store:
+    """The store at ``root`` (else $CLOCHE_ROOT, else the default); see ``check_root``."""
+    from cloche.store import Store
 
-    Commands that only read or change what is stored pass ``create=False``: a mistyped
+    if not create:
+        check_root(root)
+    return Store.open(root)
+
+
+def check_root(root: Path | None) -> None:
+    """Commands that only read or change what is stored call this first: a mistyped
     ``--root`` (or $CLOCHE_ROOT) then fails with its path instead of quietly making a new,
     empty store there (and ``cloche du --root /typo`` would print zeros as if all was well).
     """
     import os
 
     from cloche.errors import StoreError
-    from cloche.store import Store
 
     explicit = root if root is not None else (
         Path(os.environ["CLOCHE_ROOT"]).expanduser() if os.environ.get("CLOCHE_ROOT") else None)
-    if not create and explicit is not None and not (explicit / "oci-layout").is_file():
+    if explicit is not None and not (explicit / "oci-layout").is_file():
         why = "does not exist" if not explicit.exists() else "is not a cloche store (no oci-layout)"
         flag = "--root" if root is not None else "$CLOCHE_ROOT"
         raise StoreError(f"the store {str(explicit)!r} given by {flag} {why}",
                          hint="check the path; build, pull, load and import create a store")
-    return Store.open(root)
 
 
 def read_stdin_dockerfile() -> str:
@@ -66,7 +75,7 @@ _KNOWN_ARCHES = frozenset({
     "riscv", "riscv64", "s390", "s390x", "sparc", "sparc64", "wasm"})
 
 
-def parse_platform(text: str | None, flag: str = "--platform") -> Platform | None:  # noqa: F821
+def parse_platform(text: str | None, flag: str = "--platform") -> Platform | None:
     """``--platform`` as a Platform, refusing an operating system or an architecture that
     does not exist (``not/a/platform``), which would otherwise match nothing much later."""
     if text is None or not text.strip():
@@ -125,3 +134,31 @@ def human_age(text: str | None, now: datetime | None = None) -> str:
                 return "About an hour ago"
             return f"{count} {word}{'s' if count != 1 else ''} ago"
     return f"{int(seconds // (86400 * 365))} years ago"
+
+
+def parse_size(text: str) -> int:
+    """``10GB``, ``512MB``, ``1.5g``, ``1024`` as bytes (Docker's units: decimal)."""
+    units = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6,
+             "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
+             "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+    value = text.strip().lower()
+    number = value.rstrip("kmgtib")
+    unit = value[len(number):]
+    try:
+        amount = float(number) if unit in units and number else -1.0
+    except ValueError:
+        amount = -1.0
+    if not 0 <= amount < float("inf"):  # also refuses nan and inf
+        raise ValueError(f"invalid size {text!r}: want e.g. 512MB, 10GB")
+    return int(amount * units[unit])
+
+
+def parse_duration(text: str) -> float:
+    """``24h``, ``30m``, ``90s``, ``2h30m``, ``7d`` as seconds (Go durations plus days)."""
+    import re
+
+    parts = re.findall(r"(\d+(?:\.\d+)?)(d|h|m|s|ms)", text.strip())
+    if not parts or "".join(n + u for n, u in parts) != text.strip():
+        raise ValueError(f"invalid duration {text!r}: want e.g. 24h, 30m, 7d")
+    scale = {"d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    return sum(float(n) * scale[u] for n, u in parts)

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections import deque
+from types import TracebackType
 from typing import TextIO
 
 from rich.console import Console, Group
@@ -105,8 +106,9 @@ class LiveRenderer:
         self._live.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._live.__exit__(*exc)
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self._live.__exit__(kind, value, traceback)
 
     def _render(self) -> Group:
         with self._lock:
@@ -168,7 +170,7 @@ class LiveRenderer:
                                     f"in {event.seconds:.1f}s{names}", style="bold green"))
 
 
-def make_renderer(mode: str):
+def make_renderer(mode: str) -> ev.Listener:
     """The renderer for ``--progress``: auto picks tty when stderr is a terminal."""
     if mode == "auto":
         mode = "tty" if sys.stderr.isatty() else "plain"

@@ -69,8 +69,8 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
     # the checks engine/outputs.py makes at export, made before the build rather than after it
     if push and not tags:
         raise ConfigError("--push needs a name: add -t NAME:TAG")
-    for spec in output_specs:
-        if spec.type == "image" and not (spec.names or tags):
+    for output in output_specs:
+        if output.type == "image" and not (output.names or tags):
             raise ConfigError("--output type=image needs name= (or -t)")
     dockerfile_text = None
     if dockerfile == "-":

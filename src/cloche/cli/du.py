@@ -16,9 +16,10 @@ from cloche.cli._common import human_size, open_store, root_option
 @root_option
 def command(fmt: str, root: Path | None) -> None:
     """Show disk usage: images, build cache records, snapshots, cache mounts."""
-    from cloche.engine.prune import disk_usage
+    from cloche import api
 
-    usage = disk_usage(open_store(root, create=False))
+    open_store(root, create=False)  # a mistyped --root fails with its path
+    usage = api.disk_usage(root=root)
     if fmt == "json":
         click.echo(json.dumps(usage.to_dict(), indent=2))
         return

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cloche.cli._common import human_age, human_size, open_store, root_option
+from cloche.cli._common import check_root, human_age, human_size, root_option
 
 
 @click.command("images")
@@ -20,15 +20,16 @@ from cloche.cli._common import human_age, human_size, open_store, root_option
 def command(repository: str | None, quiet: bool, no_trunc: bool, fmt: str,
             root: Path | None) -> None:
     """List images in the local store: name, tag, image ID, created, size."""
-    from cloche.store.describe import summaries
-    from cloche.store.store import parse_name
+    from cloche import api
+    from cloche.oci.reference import Reference
 
-    rows = summaries(open_store(root, create=False))
+    check_root(root)
+    rows = api.images(root=root)
     if repository:
-        wanted = parse_name(repository)
+        wanted = Reference.parse(repository)
         has_tag = ":" in repository.rsplit("/", 1)[-1]
         rows = [r for r in rows if r.repository != "<none>"
-                and parse_name(r.repository).name == wanted.name
+                and Reference.parse(r.repository).name == wanted.name
                 and (not has_tag or r.tag == wanted.tag)]
     if quiet:
         seen: list[str] = []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from cloche.cli._common import open_store, parse_platform, root_option
+from cloche.cli._common import parse_platform, root_option
 
 
 @click.command("import")
@@ -23,19 +23,9 @@ from cloche.cli._common import open_store, parse_platform, root_option
 def command(source: str, name: str | None, changes: tuple[str, ...], message: str | None,
             platform: str | None, root: Path | None) -> None:
     """Import a root filesystem (directory, tar, tar.gz/zst/xz/bz2, or - for stdin)."""
-    from cloche.store.importer import ImportSourceError, import_rootfs
-    from cloche.store.store import canonical_name
+    from cloche import api
 
-    names = [canonical_name(name)] if name else []  # a bad name fails before any work
     plat = parse_platform(platform)
-    store = open_store(root)
-    if source == "-":
-        _, image = import_rootfs(store, sys.stdin.buffer, names=names, changes=changes,
-                                 platform=plat, message=message, source_label="-")
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise ImportSourceError(f"{source}: no such file or directory")
-        _, image = import_rootfs(store, path, names=names, changes=changes, platform=plat,
-                                 message=message)
+    image = api.import_image(sys.stdin.buffer if source == "-" else Path(source), name,
+                             changes=changes, message=message, platform=plat, root=root)
     click.echo(str(image.config_digest))

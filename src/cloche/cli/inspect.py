@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from cloche.cli._common import human_size, open_store, root_option
+from cloche.cli._common import check_root, human_size, root_option
 
 
 @click.command("inspect")
@@ -18,10 +18,10 @@ from cloche.cli._common import human_size, open_store, root_option
 @root_option
 def command(refs: tuple[str, ...], fmt: str, root: Path | None) -> None:
     """Show what the store knows about images (by name, digest or ID)."""
-    from cloche.store.describe import inspect
+    from cloche import api
 
-    store = open_store(root, create=False)
-    docs = [inspect(store, ref) for ref in refs]
+    check_root(root)
+    docs = [api.inspect(ref, root=root) for ref in refs]
     if fmt == "json":
         click.echo(json.dumps(docs, indent=4))
         return
@@ -59,5 +59,6 @@ def _text(doc: dict[str, Any]) -> str:
     lines.append("History:")
     for h in doc["History"]:
         mark = "" if h.get("empty_layer") else " [layer]"
-        lines.append(f"  {(h.get('created') or '')[:19]}  {h.get('created_by') or h.get('comment') or ''}{mark}")
+        what = h.get("created_by") or h.get("comment") or ""
+        lines.append(f"  {(h.get('created') or '')[:19]}  {what}{mark}")
     return "\n".join(lines)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from cloche.cli._common import open_store, parse_platform, root_option
+from cloche.cli._common import parse_platform, root_option
 
 
 @click.command("load")
@@ -19,17 +19,17 @@ from cloche.cli._common import open_store, parse_platform, root_option
 @root_option
 def command(source: Path | None, quiet: bool, platform: str | None, root: Path | None) -> None:
     """Load images from a tar archive."""
-    from cloche.store.store import parse_name
-    from cloche.store.transfer import load
+    from cloche import api
+    from cloche.oci.reference import Reference
 
     plat = parse_platform(platform)
-    store = open_store(root)
-    loaded = load(store, source if source is not None else sys.stdin.buffer, platform=plat)
+    loaded = api.load(source if source is not None else sys.stdin.buffer, platform=plat,
+                      root=root)
     if quiet:
         return
     for item in loaded:
         if item.names:
             for name in item.names:
-                click.echo(f"Loaded image: {parse_name(name).familiar}")
+                click.echo(f"Loaded image: {Reference.parse(name).familiar}")
         else:
             click.echo(f"Loaded image ID: {item.image.config_digest}")

@@ -7,6 +7,7 @@ import os
 import pkgutil
 import signal
 import sys
+from typing import Any
 
 import click
 
@@ -54,7 +55,7 @@ class _Group(click.Group):
         self._load()
         return super().get_command(ctx, name)
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except ClocheError as err:

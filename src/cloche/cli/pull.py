@@ -7,7 +7,30 @@ from pathlib import Path
 
 import click
 
-from cloche.cli._common import open_store, parse_platform, root_option
+from cloche.cli._common import parse_platform, root_option
+from cloche.events import Event, LayerExists, LayerPulled, LayerPulling
+
+
+class PullRenderer:
+    """Docker's pull lines for the typed transfer events (called from download threads)."""
+
+    WORDS = {LayerExists: "Already exists", LayerPulling: "Pulling fs layer",
+             LayerPulled: "Pull complete"}
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.downloaded = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        if not isinstance(event, (LayerExists, LayerPulling, LayerPulled)):
+            return
+        with self._lock:
+            if isinstance(event, LayerPulled):
+                self.downloaded += 1
+            if not self.quiet:
+                click.echo(f"{event.descriptor.digest.short}: {self.WORDS[type(event)]}",
+                           err=True)
 
 
 @click.command("pull")
@@ -18,31 +41,17 @@ from cloche.cli._common import open_store, parse_platform, root_option
 @root_option
 def command(reference: str, platform: str | None, quiet: bool, root: Path | None) -> None:
     """Pull an image (NAME[:TAG] or NAME@DIGEST) from its registry or a configured mirror."""
-    from cloche.registry.pull import pull_image
-    from cloche.registry.reference import Reference
+    from cloche import api
+    from cloche.oci.reference import Reference
 
     ref = Reference.parse(reference)
     plat = parse_platform(platform)
-    lock = threading.Lock()
-
-    fetched: list[str] = []
-
-    def progress(event: str, desc: object) -> None:
-        if event == "start":
-            fetched.append(event)
-        if quiet:
-            return
-        short = desc.digest.short  # type: ignore[attr-defined]
-        text = {"exists": "Already exists", "start": "Pulling fs layer",
-                "done": "Pull complete"}.get(event, event)
-        with lock:
-            click.echo(f"{short}: {text}", err=True)
-
+    renderer = PullRenderer(quiet)
     if not quiet:
         click.echo(f"{ref.tag or ref.digest}: Pulling from {ref.familiar_name}", err=True)
-    image = pull_image(ref, open_store(root), plat, progress=progress)
+    image = api.pull(ref, platform=plat, root=root, listener=renderer)
     if not quiet:
         click.echo(f"Digest: {image.digest}", err=True)
-        status = "Downloaded newer image for" if fetched else "Image is up to date for"
+        status = "Downloaded newer image for" if renderer.downloaded else "Image is up to date for"
         click.echo(f"Status: {status} {ref.familiar}", err=True)
     click.echo(str(ref))

@@ -7,7 +7,23 @@ from pathlib import Path
 
 import click
 
-from cloche.cli._common import open_store, root_option
+from cloche.cli._common import check_root, root_option
+from cloche.events import Event, LayerPushed
+
+
+class PushRenderer:
+    """Docker's push lines for the typed transfer events (called from upload threads)."""
+
+    WORDS = {"exists": "Layer already exists", "mounted": "Mounted", "uploaded": "Pushed"}
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, LayerPushed):  # manifests: the digest line at the end says it
+            with self._lock:
+                click.echo(f"{event.descriptor.digest.short}: "
+                           f"{self.WORDS.get(event.how, event.how)}", err=True)
 
 
 @click.command("push")
@@ -18,22 +34,16 @@ from cloche.cli._common import open_store, root_option
 def command(reference: str, destination: str | None, quiet: bool, root: Path | None) -> None:
     """Push the stored image REFERENCE to its registry, or to DESTINATION when given
     (a registry reference such as 127.0.0.1:5000/app:1)."""
-    from cloche.registry.push import push_stored
-    from cloche.registry.reference import Reference
+    from cloche import api
+    from cloche.events import ignore
+    from cloche.oci.reference import Reference
 
     target = Reference.parse(destination or reference)
-    lock = threading.Lock()
-    words = {"exists": "Layer already exists", "mounted": "Mounted", "uploaded": "Pushed"}
-
-    def progress(event: str, desc: object) -> None:
-        if quiet or event == "manifest":
-            return
-        with lock:
-            click.echo(f"{desc.digest.short}: {words.get(event, event)}", err=True)  # type: ignore[attr-defined]
-
+    check_root(root)
     if not quiet:
         click.echo(f"The push refers to repository [{target.name}]", err=True)
-    result = push_stored(open_store(root, create=False), reference, target, progress=progress)
+    result = api.push(reference, target, root=root,
+                      listener=ignore if quiet else PushRenderer())
     if quiet:
         click.echo(str(result.digest))
     else:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from cloche.cli._common import open_store, parse_platform, root_option
+from cloche.cli._common import check_root, parse_platform, root_option
 
 
 @click.command("save")
@@ -22,13 +22,11 @@ from cloche.cli._common import open_store, parse_platform, root_option
 def command(images: tuple[str, ...], output: Path | None, fmt: str, platform: str | None,
             root: Path | None) -> None:
     """Save one or more images to a tar archive."""
-    from cloche.store.transfer import save
+    from cloche import api
 
     plat = parse_platform(platform)
-    store = open_store(root, create=False)
-    if output is None:
-        if sys.stdout.isatty():
-            raise click.UsageError("refusing to write an archive to a terminal; use -o FILE")
-        save(store, images, sys.stdout.buffer, format=fmt, platform=plat)
-        return
-    save(store, images, output, format=fmt, platform=plat)
+    check_root(root)
+    if output is None and sys.stdout.isatty():
+        raise click.UsageError("refusing to write an archive to a terminal; use -o FILE")
+    api.save(images, output if output is not None else sys.stdout.buffer, format=fmt,
+             platform=plat, root=root)

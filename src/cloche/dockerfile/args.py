@@ -190,14 +190,15 @@ class StageEnv:
             variables, declared = self.variables, self.declared_args
             for definition in expanded.args:
                 name = definition.name
+                chosen: str | None
                 if name in self.scope.build_args:
-                    value: str | None = self.scope.build_args[name]
+                    chosen = self.scope.build_args[name]
                 elif definition.default is not None:
-                    value = definition.default
+                    chosen = definition.default
                 else:
-                    value = self.scope.values.get(name)
-                if value is not None:
-                    variables = _set(variables, name, value)
+                    chosen = self.scope.values.get(name)
+                if chosen is not None:
+                    variables = _set(variables, name, chosen)
                 if name not in declared:
                     declared = declared + (name,)
             return expanded, StageEnv(self.scope, variables, self.config_env, declared)

@@ -84,8 +84,9 @@ def read_directive(key: str, text: str, *, any_format: bool = False) -> str | No
             doc = json.loads(text)
         except (ValueError, RecursionError):
             return None
-        if isinstance(doc, dict) and isinstance(doc.get(key), str):
-            return doc[key]
+        value = doc.get(key) if isinstance(doc, dict) else None
+        if isinstance(value, str):
+            return value
     return None
 
 

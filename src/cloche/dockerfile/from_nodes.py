@@ -8,6 +8,7 @@ network and security modes, stage names), and raises a located DockerfileError o
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from cloche.dockerfile.flags import FlagKind, error_at, parse_duration, parse_flags
 from cloche.dockerfile.instructions import (
@@ -39,6 +40,7 @@ from cloche.errors import DockerfileError, did_you_mean
 
 __all__ = ["FLAGS", "build_instruction", "parse_trigger"]
 
+_Builder = Callable[[Node, SyntaxTree | None], Instruction]
 S, SS, B = FlagKind.STRING, FlagKind.STRINGS, FlagKind.BOOL
 FLAGS: dict[str, dict[str, FlagKind]] = {
     "from": {"platform": S},
@@ -120,7 +122,7 @@ def _run(node: Node, tree: SyntaxTree | None) -> Run:
                network=network, security=security, heredocs=node.heredocs)
 
 
-def _command(cls: type[Cmd] | type[Entrypoint]):
+def _command(cls: type[Cmd] | type[Entrypoint]) -> _Builder:
     def build(node: Node, tree: SyntaxTree | None) -> Cmd | Entrypoint:
         parse_flags(node, {}, tree)
         if not node.args and not node.json:
@@ -212,7 +214,7 @@ def _volume(node: Node, tree: SyntaxTree | None) -> Volume:
     return Volume(node=node, paths=paths)
 
 
-def _single(cls: type, attr: str):
+def _single(cls: type[Instruction], attr: str) -> _Builder:
     def build(node: Node, tree: SyntaxTree | None) -> Instruction:
         parse_flags(node, {}, tree)
         return cls(node=node, **{attr: _exactly_one(node, tree)})
@@ -291,7 +293,7 @@ def _onbuild(node: Node, tree: SyntaxTree | None) -> Onbuild:
     return Onbuild(node=node, trigger=trigger, expression=expression)
 
 
-_BUILDERS = {
+_BUILDERS: dict[str, _Builder] = {
     "from": _from, "run": _run, "cmd": _command(Cmd), "entrypoint": _command(Entrypoint),
     "copy": _copy, "add": _add, "env": _env, "arg": _arg, "label": _label, "expose": _expose,
     "volume": _volume, "user": _single(User, "user"), "workdir": _single(Workdir, "path"),
@@ -310,19 +312,34 @@ def build_instruction(node: Node, tree: SyntaxTree | None = None) -> Instruction
     return builder(node, tree)
 
 
-def parse_trigger(text: str, file: str = "ONBUILD trigger") -> Instruction:
+def parse_trigger(text: str, file: str = "ONBUILD trigger", line: int | None = None,
+                  source_line: str | None = None) -> Instruction:
     """One ONBUILD trigger from an image config (``"RUN make"``) as a typed instruction.
 
-    BuildKit parses each stored trigger as a one-line Dockerfile; triggers that could never
-    have been stored (ONBUILD, FROM, MAINTAINER) are rejected here too.
+    A base image's config is input like any other: BuildKit parses each stored trigger as a
+    one-line Dockerfile, and the checks of the Dockerfile's own ONBUILD apply (no ONBUILD,
+    FROM or MAINTAINER as a trigger; every instruction's own checks). A trigger has no line
+    of its own in the Dockerfile being built, so ``line`` (the FROM line that runs it) and
+    ``source_line`` locate both the instruction and any error about it.
     """
+    from dataclasses import replace
+
     from cloche.dockerfile.parser import parse
 
-    tree = parse(text, file=file)
-    if len(tree.nodes) != 1:
-        raise DockerfileError(f"onbuild trigger should be a single expression: {text!r}",
-                              file=file)
-    node = tree.nodes[0]
-    if node.keyword in ("onbuild", "maintainer", "from"):
-        raise _fail(node, tree, f"{node.keyword.upper()} isn't allowed as an ONBUILD trigger")
-    return build_instruction(node, tree)
+    try:
+        tree = parse(text, file=file)
+        if len(tree.nodes) != 1:
+            raise DockerfileError(f"onbuild trigger should be a single expression: {text!r}",
+                                  file=file)
+        node = tree.nodes[0]
+        if node.keyword in ("onbuild", "maintainer", "from"):
+            raise _fail(node, tree, f"{node.keyword.upper()} isn't allowed as an ONBUILD trigger")
+        if line is None:
+            return build_instruction(node, tree)
+        return build_instruction(replace(node, start_line=line, end_line=line), None)
+    except DockerfileError as err:
+        if line is None:
+            raise
+        raise DockerfileError(f"ONBUILD trigger {text[:200]!r} of the base image: {err.message}",
+                              file=file, line=line, source_line=source_line,
+                              hint=err.hint) from None

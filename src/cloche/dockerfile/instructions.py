@@ -13,13 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cloche.dockerfile.mounts import Mount
-from cloche.dockerfile.node import Heredoc, Node, SyntaxTree
+from cloche.dockerfile.node import Heredoc, Node
 
 __all__ = [
     "Instruction", "From", "Run", "Cmd", "Entrypoint", "Copy", "Add", "Env", "ArgDef", "Arg",
     "Label", "Expose", "Volume", "User", "Workdir", "Shell", "StopSignal", "Healthcheck",
-    "Onbuild", "Maintainer", "INSTRUCTIONS", "build_instruction", "parse_dockerfile",
-    "parse_trigger",
+    "Onbuild", "Maintainer", "INSTRUCTIONS",
 ]
 
 INSTRUCTIONS = ("FROM", "RUN", "CMD", "ENTRYPOINT", "COPY", "ADD", "ENV", "ARG", "LABEL",
@@ -178,25 +177,3 @@ class Onbuild(Instruction):
 @dataclass(frozen=True, kw_only=True)
 class Maintainer(Instruction):
     maintainer: str
-
-
-def build_instruction(node: Node, tree: SyntaxTree | None = None) -> Instruction:
-    """The typed instruction for ``node`` (see ``cloche.dockerfile.from_nodes``)."""
-    from cloche.dockerfile.from_nodes import build_instruction as build
-
-    return build(node, tree)
-
-
-def parse_trigger(text: str, file: str = "ONBUILD trigger") -> Instruction:
-    """One ONBUILD trigger stored in an image config, typed (see ``from_nodes``)."""
-    from cloche.dockerfile.from_nodes import parse_trigger as parse
-
-    return parse(text, file)
-
-
-def parse_dockerfile(text: str, file: str = "Dockerfile"):
-    """Parse and type a Dockerfile (re-exported from ``cloche.dockerfile.stages``)."""
-    from cloche.dockerfile.stages import parse_dockerfile as parse
-
-    return parse(text, file)
-

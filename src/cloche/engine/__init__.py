@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {"build": "pipeline", "BuildResult": "pipeline", "prefetch_context": "fastwalk",
             "BuildOptions": "options", "OutputSpec": "options", "SecretSpec": "options"}
 
-__all__ = sorted(_EXPORTS)
+__all__ = ["BuildOptions", "BuildResult", "OutputSpec", "SecretSpec", "build", "prefetch_context"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,10 +1,13 @@
 """The build cache: one record per step key, and a stat cache that spares re-reading files.
 
-A record says what a step produced: its history line, its layer (a blob in the store) and the
-overlay directory holding the same change, or that it produced no layer. Records are small
-JSON files written under a temporary name and renamed, so a killed build leaves either the
-whole record or none; a record whose blob or directory is gone is a miss, never a wrong
-result.
+A record says what a step produced: its history line, its layer and the overlay directory
+holding the same change (the snapshot), or that it produced no layer. The layer is its diff id
+and, once something needed it, its blob in the store: a layer whose blob was never written
+(a stage no output shipped, see workspace.py) comes back as a ``LazyLayer`` of the snapshot,
+and the record gains the blob's digest when that layer is first written, so the blob is
+written once for every later build. Records are small JSON files written under a temporary
+name and renamed, so a killed build leaves either the whole record or none; a record whose
+blob or directory is gone is a miss, never a wrong result.
 
 The stat cache maps a context file's path to (device, inode, size, mtime, ctime) and the hash
 of its content: an unchanged file is never read again, a touched file is re-read (and, its
@@ -21,10 +24,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from cloche.engine.workspace import PENDING_LAYER, pending_layer
+from cloche.compression import Compression
+from cloche.engine.workspace import PENDING_LAYER, lazy_layer, pending_layer
 from cloche.oci.digest import Digest
-from cloche.oci.image import Layer
+from cloche.oci.image import Layer, LazyLayer
 from cloche.store import Store, atomic_write
 
 
@@ -44,8 +49,9 @@ def _write(path: Path, data: bytes) -> None:
 class BuildCache:
     """Step records under ``<store>/cache/steps``."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, compression: Compression = Compression.GZIP) -> None:
         self.store = store
+        self.compression = compression  # of the blobs written for lazy layers
         self.root = store.cache_dir / "steps"
 
     def _path(self, key: str) -> Path:
@@ -59,15 +65,27 @@ class BuildCache:
             if doc.get("layer") is None:
                 return CacheRecord(created_by, None, None, None)
             meta = doc["layer"]
-            digest = Digest.parse(meta["digest"])
             snapshot = self.store.root / doc["snapshot"]
-            if not self.store.blobs.exists(digest) or not snapshot.is_dir():
+            if not snapshot.is_dir():
                 return None
-            if (snapshot.parent / PENDING_LAYER).exists() and pending_layer(snapshot) != digest:
-                return None  # a step directory still to unpack, from a layer it cannot name
-            layer = Layer(digest, Digest.parse(meta["diff_id"]), int(meta["size"]),
-                          meta["media_type"], self.store.blobs)
-            self.store.blobs.touch(digest)
+            diff_id = Digest.parse(meta["diff_id"])
+            layer: Layer
+            if meta.get("digest") is None:  # never written: written from the snapshot
+                if (snapshot.parent / PENDING_LAYER).exists():
+                    return None  # only a layer can fill that directory, and there is none
+                layer = lazy_layer(self.store, snapshot, diff_id, int(meta["tar_size"]),
+                                   self.compression)
+                self._record_blob_when_written(key, doc, layer)
+            else:
+                digest = Digest.parse(meta["digest"])
+                if not self.store.blobs.exists(digest):
+                    return None
+                if (snapshot.parent / PENDING_LAYER).exists() \
+                        and pending_layer(snapshot) != digest:
+                    return None  # a step directory still to unpack, from a layer it cannot name
+                layer = Layer(digest, diff_id, int(meta["size"]), meta["media_type"],
+                              self.store.blobs)
+                self.store.blobs.touch(digest)
             os.utime(self._path(key))
             return CacheRecord(created_by, layer, snapshot, doc.get("created"))
         except (OSError, ValueError, KeyError, TypeError):
@@ -78,13 +96,36 @@ class BuildCache:
         doc: dict[str, object] = {"key": key, "created_by": created_by, "layer": None,
                                   "created": created}
         if layer is not None and snapshot is not None:
-            doc["layer"] = {"digest": str(layer.digest), "diff_id": str(layer.diff_id),
-                            "size": layer.size, "media_type": layer.media_type}
             doc["snapshot"] = str(snapshot.relative_to(self.store.root))
+            if isinstance(layer, LazyLayer) and not layer.materialized:
+                doc["layer"] = {"diff_id": str(layer.diff_id), "tar_size": layer.tar_size}
+                _write(self._path(key), json.dumps(doc, sort_keys=True).encode())
+                self._record_blob_when_written(key, doc, layer)
+                return
+            doc["layer"] = _layer_meta(layer)
         _write(self._path(key), json.dumps(doc, sort_keys=True).encode())
+
+    def _record_blob_when_written(self, key: str, doc: dict[str, object], layer: Layer) -> None:
+        """Once the lazy ``layer``'s blob exists, name it in the record (``doc``) of ``key``."""
+        if not isinstance(layer, LazyLayer):
+            return
+
+        def written(done: Layer) -> None:
+            try:
+                _write(self._path(key), json.dumps({**doc, "layer": _layer_meta(done)},
+                                                   sort_keys=True).encode())
+            except OSError:
+                pass  # the record stays without its blob: a later export writes it again
+
+        layer.when_written(written)
 
     def records(self) -> list[Path]:
         return sorted(self.root.glob("*/*.json")) if self.root.is_dir() else []
+
+
+def _layer_meta(layer: Layer) -> dict[str, object]:
+    return {"digest": str(layer.digest), "diff_id": str(layer.diff_id), "size": layer.size,
+            "media_type": layer.media_type}
 
 
 class StatCache:
@@ -104,11 +145,11 @@ class StatCache:
         self.trees_path = store.cache_dir / "stat" / f"{name}.trees"
         self._lock = threading.Lock()
         self._dirty = False
-        self._entries: dict[str, tuple] | None = None  # loaded on the first describe
+        self._entries: dict[str, tuple[object, str]] | None = None  # loaded on the first describe
         self._trees: dict[str, str] = _load(self.trees_path, self.VERSION) or {}
         self._trees_dirty = False
 
-    def _loaded(self) -> dict[str, tuple]:
+    def _loaded(self) -> dict[str, tuple[object, str]]:
         if self._entries is None:
             self._entries = _load(self.path, self.VERSION) or {}
         return self._entries
@@ -132,7 +173,7 @@ class StatCache:
                  st.st_uid, st.st_gid)
         return self.describe_stamp(host, stamp, compute)
 
-    def describe_stamp(self, host: str, stamp: tuple, compute: Callable[[], str]) -> str:
+    def describe_stamp(self, host: str, stamp: tuple[object, ...], compute: Callable[[], str]) -> str:
         """``describe`` with the stamp already known (from ``fastwalk.list_tree``)."""
         entries = self._loaded()
         entry = entries.get(host)
@@ -155,7 +196,7 @@ class StatCache:
             _write(self.trees_path, trees)
 
 
-def _load(path: Path, version: int) -> dict | None:
+def _load(path: Path, version: int) -> dict[str, Any] | None:
     """A marshalled dict of this version, or None (missing, old or corrupt: a miss)."""
     try:
         found, value = marshal.loads(path.read_bytes())

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from cloche.compression import Compression, detect_compression
 from cloche.engine.dockerignore import PatternMatcher, load_matcher
-from cloche.engine.extract import Prefixed, detect_compression, extract_tar
+from cloche.engine.extract import Prefixed, extract_tar
 from cloche.engine.sources import SourceTree
 from cloche.errors import ConfigError
 
@@ -83,12 +84,12 @@ def context_from_stream(stream: BinaryIO, *, dockerfile_name: str = "Dockerfile"
     context is owned by 0:0 for COPY anyway). The caller removes it with ``cleanup()``.
     """
     head = stream.read(512)
-    rest: BinaryIO = io.BufferedReader(Prefixed(head, stream))  # type: ignore[arg-type]
+    rest: BinaryIO = io.BufferedReader(Prefixed(head, stream))
     base = Path(tempfile.mkdtemp(prefix="cloche-context-", dir=workdir))
     root = base / "context"
     root.mkdir(mode=0o755)
     try:
-        if detect_compression(head) is not None or _looks_like_tar(head):
+        if detect_compression(head) is not Compression.NONE or _looks_like_tar(head):
             extract_tar(rest, root, label="context tar from stdin", keep_owner=False)
             candidate = root / dockerfile_name
             found = candidate if candidate.is_file() else None

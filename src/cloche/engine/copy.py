@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloche.engine.chmod import ChmodSpec, parse_chmod
-from cloche.engine.dockerignore import PatternMatcher, go_clean
+from cloche.engine.dockerignore import PatternMatcher
 from cloche.engine.extract import extract_tar, is_tar_archive
 from cloche.engine.fsutil import (
     CopyIOError,
@@ -55,7 +55,8 @@ from cloche.engine.fsutil import (
 )
 from cloche.engine.sources import MatchedSource, SourceTree, match_sources, walk_source
 from cloche.errors import ClocheError
-from cloche.sandbox.users import resolve_chown
+from cloche.fs.gopath import go_clean
+from cloche.fs.users import resolve_chown
 
 COPY_WORKERS = 4
 COPY_BATCH = 64  # files of one directory per worker task

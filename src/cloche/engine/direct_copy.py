@@ -30,6 +30,7 @@ import os
 import stat
 import time
 from pathlib import Path
+from typing import TypedDict
 
 from cloche.engine.chmod import ChmodSpec, parse_chmod
 from cloche.engine.copy import CopyRequest, copied_owner, destination_path
@@ -37,13 +38,23 @@ from cloche.engine.dockerignore import PatternMatcher
 from cloche.engine.fsutil import Owner
 from cloche.engine.sources import MatchedSource, SourceTree, match_sources, walk_source
 from cloche.errors import ClocheError
-from cloche.layers.entry import EntryType, TarEntry
+from cloche.fs.tarentry import EntryType, TarEntry
+from cloche.fs.users import resolve_chown
 from cloche.layers.tree import TreeScanner, read_xattrs
-from cloche.sandbox.users import resolve_chown
 
 Pair = tuple[TarEntry, "str | None"]
 
 __all__ = ["direct_entries"]
+
+
+class _Common(TypedDict):
+    """The fields every entry of the copy has, whatever its type."""
+
+    path: str
+    uid: int
+    gid: int
+    mtime: int
+    xattrs: tuple[tuple[str, bytes], ...]
 
 
 def _xattrs(path: str) -> tuple[tuple[str, bytes], ...]:
@@ -84,7 +95,10 @@ def direct_entries(request: CopyRequest, tree: SourceTree, merged: Path) -> list
             break
         if not stat.S_ISDIR(st.st_mode):
             return None  # a link or a file on the way: the usual copy resolves or refuses it
-        pairs.append((lower.entry_for(rel, host, st), None))
+        ancestor = lower.entry_for(rel, host, st)
+        if ancestor is None:
+            return None
+        pairs.append((ancestor, None))
         existing += 1
     if existing == len(parts) and os.listdir(os.path.join(merged, *parts)):
         return None  # files to merge with or replace: the usual copy
@@ -123,8 +137,8 @@ def _below(tree: SourceTree, src: MatchedSource, excludes: PatternMatcher | None
         is_dir = stat.S_ISDIR(mode)
         path = f"{prefix}/{entry.rel}" if prefix else entry.rel
         who = copied_owner(owner, tree, st)
-        common = dict(path=path, uid=who.uid, gid=who.gid, mtime=st.st_mtime_ns // 1_000_000_000,
-                      xattrs=_xattrs(entry.path))
+        common = _Common(path=path, uid=who.uid, gid=who.gid,
+                         mtime=st.st_mtime_ns // 1_000_000_000, xattrs=_xattrs(entry.path))
         if stat.S_ISLNK(mode):
             pairs.append((TarEntry(type=EntryType.SYMLINK, mode=0o777,
                                    linkname=os.readlink(entry.path), **common), None))

@@ -23,9 +23,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cloche.engine.pathmatch import BadPatternError, compile_pattern
-from cloche.engine.pathmatch import match as go_match
 from cloche.errors import ClocheError
+from cloche.fs.gopath import BadPatternError, compile_pattern, go_clean
+from cloche.fs.gopath import match as go_match
 
 __all__ = ["DockerignoreError", "IgnorePattern", "PatternMatcher", "find_ignore_file",
            "load_matcher", "parse_dockerignore"]
@@ -42,16 +42,6 @@ class DockerignoreError(ClocheError, ValueError):
         super().__init__(f"{where}: {message}")
         self.file = file
         self.line = line
-
-
-def go_clean(path: str) -> str:
-    """Go's ``path.Clean``: lexical, keeps a leading ``..`` of a relative path, ``""`` -> ``.``."""
-    if path == "":
-        return "."
-    cleaned = posixpath.normpath(path)
-    if cleaned.startswith("//"):  # normpath keeps a POSIX '//' prefix; Go does not
-        cleaned = "/" + cleaned.lstrip("/")
-    return cleaned
 
 
 def parse_dockerignore(text: str) -> list[tuple[int, str]]:

@@ -1,13 +1,16 @@
 """Progress events: what the build engine reports while it works.
 
 The engine never prints; it calls a ``Listener`` with these values, from any worker thread.
-The CLI renders them (a live view, plain lines for CI logs, or only the digest).
+The CLI renders them (a live view, plain lines for CI logs, or only the digest). They share
+the ``Event`` base, ``Listener`` and ``ignore`` of ``cloche.events`` with the pull and push
+events, re-exported here so the engine's modules keep one import.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+
+from cloche.events import Event, Listener, ignore
 
 
 @dataclass(frozen=True)
@@ -31,21 +34,21 @@ class StepRef:
 
 
 @dataclass(frozen=True)
-class StageSkipped:
+class StageSkipped(Event):
     stage_index: int
     stage_name: str | None
     reason: str
 
 
 @dataclass(frozen=True)
-class StageStarted:
+class StageStarted(Event):
     stage_index: int
     stage_name: str | None
     base: str
 
 
 @dataclass(frozen=True)
-class StageFinished:
+class StageFinished(Event):
     stage_index: int
     stage_name: str | None
     seconds: float
@@ -54,23 +57,23 @@ class StageFinished:
 
 
 @dataclass(frozen=True)
-class Pulling:
+class Pulling(Event):
     reference: str
 
 
 @dataclass(frozen=True)
-class StepStarted:
+class StepStarted(Event):
     step: StepRef
 
 
 @dataclass(frozen=True)
-class StepOutput:
+class StepOutput(Event):
     step: StepRef
     text: str  # one line, without its newline
 
 
 @dataclass(frozen=True)
-class StepFinished:
+class StepFinished(Event):
     step: StepRef
     seconds: float
     cached: bool = False
@@ -78,14 +81,14 @@ class StepFinished:
 
 
 @dataclass(frozen=True)
-class StepFailed:
+class StepFailed(Event):
     step: StepRef
     seconds: float
     message: str
 
 
 @dataclass(frozen=True)
-class BuildWarning:
+class BuildWarning(Event):
     """Something the build goes on with but the user should know (BuildKit's lint warnings)."""
 
     message: str
@@ -93,17 +96,17 @@ class BuildWarning:
 
 
 @dataclass(frozen=True)
-class BuildFinished:
+class BuildFinished(Event):
     digest: str
     seconds: float
     size: int
     names: tuple[str, ...] = ()
 
 
-Event = (StageSkipped | StageStarted | StageFinished | Pulling | StepStarted | StepOutput
-         | StepFinished | StepFailed | BuildWarning | BuildFinished)
-Listener = Callable[[Event], None]
+#: Every event a build reports (a pull of a base image adds ``cloche.events``' transfer ones).
+BuildEvent = (StageSkipped | StageStarted | StageFinished | Pulling | StepStarted | StepOutput
+              | StepFinished | StepFailed | BuildWarning | BuildFinished)
 
-
-def ignore(_event: Event) -> None:
-    """The listener used when the caller wants no progress."""
+__all__ = ["BuildEvent", "BuildFinished", "BuildWarning", "Event", "Listener", "Pulling",
+           "StageFinished", "StageSkipped", "StageStarted", "StepFailed", "StepFinished",
+           "StepOutput", "StepRef", "StepStarted", "ignore"]

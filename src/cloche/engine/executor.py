@@ -1,10 +1,15 @@
 """The build engine: runs the stages of a plan, in parallel where the graph allows.
 
-Each reachable stage is one task in a thread pool bounded by ``--jobs`` (default: the number
-of cores). Tasks are submitted in topological order and a task first waits for the stages it
-needs, so a waiting task only ever waits for tasks that are already running: the pool cannot
-deadlock. The first failure stops the other stages at their next step and is the error the
-caller sees. Only the target stage's layers and config make the result.
+Every reachable stage gets a thread of its own at the start of the build, and every image
+the plan names starts pulling at once (see images.py). A stage thread first waits for the
+stages and images it needs, holding nothing; what is bounded by ``--jobs`` (default: the
+number of cores) is CPU-bound work (slots.py): each step but RUN holds a slot, and a RUN step
+takes one only to write its layer, so the user's processes run at once, as BuildKit runs
+them. Tasks are submitted in topological order, so a waiting stage only ever waits for
+threads already running. The first failure stops the other stages at their next step and is
+the error the caller sees. Only the target stage's layers and config make the result, and
+only the stages the image ships (the target and the stages it is built FROM) write their
+layer blobs as they go; the others' are written lazily, if ever (workspace.py).
 """
 
 from __future__ import annotations
@@ -12,42 +17,41 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 
 from cloche.dockerfile import instructions as ins
 from cloche.dockerfile.args import StageEnv
-from cloche.dockerfile.parser import parse
 from cloche.engine import events as ev
 from cloche.engine.cache import BuildCache, StatCache
 from cloche.engine.context import BuildContext
-from cloche.engine.dispatch import config as config_dispatch
-from cloche.engine.dispatch import files, run
-from cloche.engine.dispatch.config import shell_of
-from cloche.engine.dispatch.context import StepContext
 from cloche.engine.fastwalk import Prefetch
 from cloche.engine.images import ImageResolver, same_platform
 from cloche.engine.options import BuildOptions
-from cloche.engine.sources import SourceTree, content_hash
+from cloche.engine.slots import CpuSlots
 from cloche.engine.state import StageState, fill_history_times
+from cloche.engine.steps import (
+    BuildCancelled,
+    BuildSources,
+    StepRunner,
+    stage_steps,
+    title,
+    writes_files,
+)
 from cloche.engine.workspace import Workspace
-from cloche.errors import BuildError, ClocheError, DockerfileError
+from cloche.errors import BuildError, ClocheError
 from cloche.oci.config import ImageConfig
 from cloche.oci.image import Image
 from cloche.oci.mutate import now
 from cloche.oci.platform import Platform
 from cloche.plan.graph import BuildPlan, PlannedStage
-from cloche.plan.keys import base_key, step_key
+from cloche.plan.keys import base_key
+from cloche.plan.steps import Step
 from cloche.sandbox import linux
 from cloche.sandbox.cancel import CancelScope, StepCancelled
 from cloche.sandbox.spec import DEFAULT_PATH
 from cloche.store import Store
-
-
-class BuildCancelled(BuildError):
-    """Another stage failed; this one stopped before its next step."""
 
 
 @dataclass(frozen=True)
@@ -115,13 +119,16 @@ class Executor:
         self.listener = listener
         self.platform = platform
         self.file = plan.dockerfile.file
-        self.workspace = Workspace(store)
+        self.cpu = CpuSlots(options.job_count)  # CPU-bound work at once; waiting is free
+        self.workspace = Workspace(store, cpu=self.cpu)
         self.images = ImageResolver(store, platform, pull=options.pull, listener=listener)
         self.cache = BuildCache(store)
         self.stat_cache = StatCache(store, context.root)
         self.prefetch = prefetch  # the context's listing, started before the imports
         self._futures: dict[int, Future[StageState]] = {}
         self._reports: dict[int, StageReport] = {}
+        self._pulls: dict[int, list[Future[Image]]] = {}  # the images each stage needs
+        self._ships = _shipped(plan)  # the stages whose layers the image is made of
         self._cancel = CancelScope()  # this build's steps: a failure or Ctrl-C ends them
 
     # -- the whole build ---------------------------------------------------------------
@@ -132,16 +139,18 @@ class Executor:
             if not stage.reachable:
                 self.listener(ev.StageSkipped(stage.index, stage.name, stage.skip_reason or ""))
         prefix = f"cloche-stage-{uuid.uuid4().hex[:8]}"
+        reachable = [i for i in self.plan.order if self.plan.stages[i].reachable]
+        self._prefetch(reachable)
         try:
-            with ThreadPoolExecutor(max_workers=self.options.job_count,
+            # a thread per stage: stages wait for stages and images, never for a free worker
+            with ThreadPoolExecutor(max_workers=max(1, len(reachable)),
                                     thread_name_prefix=prefix,
                                     initializer=private_mounts) as pool:
                 errors = []
                 try:
-                    for index in self.plan.order:
-                        if self.plan.stages[index].reachable:
-                            self._futures[index] = pool.submit(self._run_stage, index)
-                    for index, future in self._futures.items():
+                    for index in reachable:
+                        self._futures[index] = pool.submit(self._run_stage, index)
+                    for future in self._futures.values():
                         err = _exception(future)
                         if err is not None:
                             errors.append(err)
@@ -176,16 +185,38 @@ class Executor:
                                 diff_ids=tuple(layer.diff_id for layer in state.layers))
         return Image.from_config(config, state.layers)
 
+    def _prefetch(self, stages: list[int]) -> None:
+        """Start pulling every image the stages name (bases, ``--from`` images), all at once.
+
+        A stage finds its errors when it asks for the image (``ImageResolver.get``), located
+        at its own line, as if it had pulled the image itself."""
+        for index in stages:
+            planned = self.plan.stages[index]
+            pulls = self._pulls.setdefault(index, [])
+            if planned.base_stage is None and planned.base.lower() != "scratch":
+                pulls.append(self.images.prefetch(planned.base, planned.platform))
+            for dep in planned.dependencies:
+                if dep.image and dep.stage is None:
+                    pulls.append(self.images.prefetch(dep.image))
+
     # -- one stage ----------------------------------------------------------------------
 
     def _run_stage(self, index: int) -> StageState:
         planned = self.plan.stages[index]
         for dep in planned.depends_on:
             self._futures[dep].exception()  # wait; failures surface through the scope
+        for pull in self._pulls.get(index, ()):  # its images, before any step holds a slot
+            while not self._cancel.cancelled:
+                try:
+                    pull.exception(timeout=0.2)  # its error is raised, located, by its step
+                    break
+                except TimeoutError:
+                    continue
         if self._cancel.cancelled:
             raise BuildCancelled("cancelled: another stage failed", stage=planned.display_name)
         try:
-            return self._stage_body(planned)
+            with self.workspace.shipping(index in self._ships):
+                return self._stage_body(planned)
         except BaseException as err:
             if not self._cancel.cancelled and not isinstance(err, (BuildCancelled, StepCancelled)):
                 self._cancel.cancel()  # the build stops now, not when its running steps end
@@ -195,21 +226,23 @@ class Executor:
         started = time.monotonic()
         self.listener(ev.StageStarted(planned.index, planned.name, planned.base))
         state, triggers = self._initial_state(planned)
-        commands = triggers + tuple(planned.commands)
-        total = len(commands) + 1
+        steps = stage_steps(self.plan, planned, triggers, state.env)
+        total = len(steps) + 1
         cmd_set = False
         base_layers = len(state.layers)
         # the target's last step that writes files: nothing in this build reads them after it
-        writes = [i for i, c in enumerate(commands, start=2) if isinstance(c, _FS_STEPS)]
+        writes = [i for i, s in enumerate(steps, start=2) if writes_files(s.instruction)]
         unread_at = writes[-1] if writes and planned.index == self.plan.target else None
-        for number, instruction in enumerate(commands, start=2):
+        for number, item in enumerate(steps, start=2):
+            instruction = item.instruction
             if self._cancel.cancelled:
                 raise BuildCancelled("cancelled: another stage failed",
                                      stage=planned.display_name)
             step = ev.StepRef(planned.index, planned.name, number, total,
-                              _title(instruction), instruction.line)
-            state = self._step(planned, instruction, state, step, cmd_set,
-                               files_unread=number == unread_at)
+                              title(instruction), instruction.line)
+            with _cpu_slot(self.cpu, instruction):
+                state = self._step(planned, item, state, step, cmd_set,
+                                   files_unread=number == unread_at)
             cmd_set = cmd_set or isinstance(instruction, ins.Cmd)
         seconds = time.monotonic() - started
         new_layers = len(state.layers) - base_layers
@@ -219,8 +252,9 @@ class Executor:
                                        state.size))
         return state
 
-    def _initial_state(self, planned: PlannedStage) -> tuple[StageState, tuple[ins.Instruction, ...]]:
-        """The state right after FROM, and the ONBUILD triggers the base asks for."""
+    def _initial_state(self, planned: PlannedStage) -> tuple[StageState, tuple[str, ...]]:
+        """The state right after FROM, and the ONBUILD triggers the base asks for (as stored
+        in its config: a parent stage's come typed in the plan's steps instead)."""
         scope = self.plan.scope
         if planned.base_stage is not None:
             parent = self._futures[planned.base_stage].result()
@@ -262,170 +296,39 @@ class Executor:
             state = StageState(config.replace(on_build=None), image.layers, (rootfs,),
                                StageEnv.start(scope, base_env=base_env),  # type: ignore[arg-type]
                                key=base_key("image", str(image.digest), str(image.platform)))
-        return state, tuple(self._trigger(planned, text) for text in triggers)
-
-    def _trigger(self, planned: PlannedStage, text: str) -> ins.Instruction:
-        """An ONBUILD trigger as an instruction, located at the FROM line that ran it."""
-        tree = self.plan.dockerfile.tree
-        try:
-            nodes = parse(text, file=self.file).nodes
-            if len(nodes) != 1:
-                raise DockerfileError("onbuild trigger should be a single expression")
-            node = replace(nodes[0], start_line=planned.line, end_line=planned.line)
-            return ins.build_instruction(node, None)
-        except DockerfileError as err:
-            raise err.with_location(file=self.file, line=planned.line,
-                                    source_line=tree.source_line(planned.line)) from None
+        return state, tuple(triggers)
 
     # -- one step -----------------------------------------------------------------------
 
-    def _step(self, planned: PlannedStage, instruction: ins.Instruction, state: StageState,
+    def _step(self, planned: PlannedStage, item: Step, state: StageState,
               step: ev.StepRef, cmd_set: bool, *, files_unread: bool = False) -> StageState:
-        started = time.monotonic()
-        self.listener(ev.StepStarted(step))
-        layers_before = len(state.layers)
-        try:
-            expanded, env = state.env.apply(instruction)
-            ctx = StepContext(self.workspace, self.options, self.listener, step, self.file,
-                              self.context, self._opener(planned), planned.display_name,
-                              cancel=self._cancel, files_unread=files_unread)
-            if isinstance(expanded, _FS_STEPS):
-                state, cached = self._fs_step(planned, expanded, replace(state, env=env), ctx)
-                if cached:
-                    self.listener(ev.StepFinished(step, time.monotonic() - started, cached=True))
-                    return state
-            elif isinstance(expanded, config_dispatch.CONFIG_INSTRUCTIONS):
-                state = config_dispatch.apply(expanded, state, env, cmd_set)
-            else:
-                raise DockerfileError(f"{instruction.keyword.upper()} cannot be used here")
-        except StepCancelled as err:
-            self.listener(ev.StepFailed(step, time.monotonic() - started, "cancelled"))
-            raise BuildCancelled("cancelled: another stage failed",
-                                 stage=planned.display_name) from err
-        except BaseException as err:
-            located = self._locate(err, planned, instruction)
-            message = located.message if isinstance(located, ClocheError) else str(err)
-            self.listener(ev.StepFailed(step, time.monotonic() - started, message))
-            if located is err:
-                raise
-            raise located from err
-        size = state.layers[-1].size if len(state.layers) > layers_before else None
-        self.listener(ev.StepFinished(step, time.monotonic() - started, layer_size=size))
-        return state
+        """One step, run by engine/steps.py (handlers, the build cache, located errors)."""
+        sources = BuildSources(lambda index: self._futures[index].result(), self.images,
+                               self.workspace, self.context, self.stat_cache, self.prefetch)
+        runner = StepRunner(self.plan, self.options, self.listener, self.workspace, self.cache,
+                            self.context, sources, str(self.platform), self._cancel)
+        return runner.run(planned, item, state, step, cmd_set, files_unread=files_unread)
 
-    # -- the build cache --------------------------------------------------------------------
 
-    def _fs_step(self, planned: PlannedStage, instruction: ins.Instruction, state: StageState,
-                 ctx: StepContext) -> tuple[StageState, bool]:
-        """Run a filesystem step, or reuse its recorded result; returns (state, cached)."""
-        key = self._step_key(planned, instruction, state)
-        use_cache = key is not None and not self.options.no_cache and not (
-            planned.name and planned.name in self.options.no_cache_filter)
-        if isinstance(instruction, ins.Workdir):
-            wd = files.workdir_path(state.config.working_dir, instruction.path)
-        if key is not None and use_cache:
-            record = self.cache.get(key)
-            if record is not None:
-                if isinstance(instruction, ins.Workdir):
-                    state = state.with_config(working_dir=wd)
-                if record.layer is None or record.snapshot is None:
-                    state = state.record(record.created_by, empty_layer=True)
-                else:
-                    state = state.with_layer(record.layer, record.snapshot, record.created_by,
-                                             created=record.created)
-                return replace(state, key=key), True
-        layers_before = len(state.layers)
-        if isinstance(instruction, ins.Run):
-            state = run.run(instruction, state, ctx)
-        elif isinstance(instruction, (ins.Copy, ins.Add)):
-            state = files.copy(instruction, state, ctx)
-        else:
-            state = files.workdir(instruction, state, ctx)  # type: ignore[arg-type]
-        new_layer = len(state.layers) > layers_before
-        entry = state.config.history[-1]
-        if key is not None:
-            self.cache.put(key, entry.created_by or "", state.layers[-1] if new_layer else None,
-                           state.lowers[0] if new_layer else None, entry.created)
-        return replace(state, key=key or uuid.uuid4().hex), False
+def _shipped(plan: BuildPlan) -> frozenset[int]:
+    """The target stage and the stages it is built FROM: their layers are the image's."""
+    found: set[int] = set()
+    index: int | None = plan.target
+    while index is not None and index not in found:
+        found.add(index)
+        index = plan.stages[index].base_stage
+    return frozenset(found)
 
-    def _step_key(self, planned: PlannedStage, instruction: ins.Instruction,
-                  state: StageState) -> str | None:
-        """The step's cache key, or None when its result cannot be known in advance
-        (ADD of a URL without --checksum)."""
-        config = state.config
-        extra: list[str] = [config.user, config.working_dir, str(self.platform)]
-        variables: dict[str, str] = {}
-        if isinstance(instruction, ins.Run):
-            variables = state.env.run_environment()
-            extra += [" ".join(shell_of(state)), self.options.network]
-            for mount in instruction.mounts:
-                if mount.type == "bind":
-                    extra.append(self._source_identity(planned, mount.from_,
-                                                       (mount.source or ".",), ()))
-        elif isinstance(instruction, (ins.Copy, ins.Add)):
-            if isinstance(instruction, ins.Add) and instruction.checksum is None and any(
-                    s.startswith(("http://", "https://")) for s in instruction.sources):
-                return None
-            from_ = instruction.from_ if isinstance(instruction, ins.Copy) else None
-            local = tuple(s for s in instruction.sources
-                          if not s.startswith(("http://", "https://")))
-            if local:
-                extra.append(self._source_identity(planned, from_, local, instruction.excludes))
-        return step_key(state.key, repr(instruction), variables, extra)
 
-    def _source_identity(self, planned: PlannedStage, from_: str | None,
-                         sources: tuple[str, ...], excludes: tuple[str, ...]) -> str:
-        """What COPY/ADD/--mount read: a stage's key, an image's digest, or a content hash."""
-        if from_:
-            index = self._stage_index(from_, planned.index)
-            if index is not None:
-                return "stage:" + self._futures[index].result().key + repr(sources)
-            return "image:" + str(self.images.get(from_).digest) + repr(sources)
-        return "context:" + content_hash(self.context.tree, sources, excludes=excludes,
-                                         cache=self.stat_cache, prefetch=self.prefetch)
-
-    def _locate(self, err: BaseException, planned: PlannedStage,
-                instruction: ins.Instruction) -> BaseException:
-        """Every error of a step names the Dockerfile line and the stage."""
-        tree = self.plan.dockerfile.tree
-        if isinstance(err, DockerfileError):
-            return err.with_location(file=self.file, line=instruction.line,
-                                     source_line=tree.source_line(instruction.line))
-        if isinstance(err, BuildError):
-            err.stage = err.stage or planned.display_name
-            err.file = err.file or self.file
-            err.line = err.line or instruction.line
-            return err
-        if isinstance(err, ClocheError):
-            return BuildError(f"{instruction.keyword.upper()}: {err.message}",
-                              stage=planned.display_name, file=self.file,
-                              line=instruction.line, hint=err.hint)
-        return err
-
-    # -- COPY --from and RUN --mount from= --------------------------------------------------
-
-    def _opener(self, planned: PlannedStage):
-        @contextmanager
-        def open_source(reference: str) -> Iterator[SourceTree]:
-            index = self._stage_index(reference, planned.index)
-            if index is not None:
-                state = self._futures[index].result()
-                with self.workspace.readonly_view(state.lowers) as root:
-                    yield SourceTree.stage(root, self.plan.stages[index].display_name)
-                return
-            image = self.images.get(reference)
-            yield SourceTree.stage(self.workspace.image_rootfs(image), reference)
-        return open_source
-
-    def _stage_index(self, reference: str, before: int) -> int | None:
-        if reference.isdigit():
-            number = int(reference)
-            if number >= before:
-                raise BuildError(f"invalid stage index {number}: only stages before this "
-                                 f"one ({before}) can be copied from")
-            return number
-        found = self.plan.dockerfile.find_stage(reference, before=before)
-        return found.index if found is not None else None
+def _cpu_slot(cpu: CpuSlots, instruction: ins.Instruction) -> AbstractContextManager[None]:
+    """The slot a step holds: COPY, ADD and WORKDIR copy and hash files; RUN runs the user's
+    process, which may wait as long as it likes (it takes a slot only to write its layer),
+    and so does an ADD of a URL, which waits for the network."""
+    if isinstance(instruction, ins.Run) or not isinstance(instruction, _FS_STEPS):
+        return nullcontext()
+    if isinstance(instruction, ins.Add) and any("://" in s for s in instruction.sources):
+        return nullcontext()
+    return cpu.slot()
 
 
 def private_mounts() -> None:
@@ -438,9 +341,4 @@ def private_mounts() -> None:
     """
     linux.unshare(linux.CLONE_NEWNS)
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
-
-
-def _title(instruction: ins.Instruction) -> str:
-    text = " ".join(instruction.original.split())
-    return text if len(text) <= 120 else text[:117] + "..."
 

@@ -2,7 +2,7 @@
 
 The engine hands COPY/ADD the merged overlay directory of a stage: anything in it may have come
 from an image anyone wrote, so a destination is first resolved the way the kernel would after a
-chroot (``cloche.sandbox.paths.resolve_in_root``), and every operation on a final component
+chroot (``cloche.fs.paths.resolve_in_root``), and every operation on a final component
 then works on that component itself (``lstat``, ``O_NOFOLLOW``, ``lchown``, no-follow utime),
 never through a symlink. Modes are always set explicitly: the process umask must not leak
 into a layer.
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from cloche.errors import ClocheError, UnsafePathError
-from cloche.sandbox.paths import resolve_in_root
+from cloche.fs.paths import inside, resolve_in_root
 
 __all__ = ["CopyIOError", "CopyTargetError", "Owner", "copy_fd_data", "copy_fd_xattrs",
-           "copy_file_data", "copy_xattrs", "inside",
+           "copy_file_data", "copy_xattrs",
            "mkdir_all", "remove_for_replace", "resolve_dest", "set_metadata"]
 
 _CHUNK = 1 << 20
@@ -48,11 +48,6 @@ class Owner:
 
     uid: int
     gid: int
-
-
-def inside(root: Path, host: Path) -> bool:
-    """Whether ``host`` is ``root`` or below it (lexically; both already resolved)."""
-    return host == root or root in host.parents
 
 
 def resolve_dest(root: Path, path: str | PurePosixPath, *, follow_last: bool = True) -> Path:

@@ -1,7 +1,9 @@
 """Base images for a build: each external reference resolved once, from the store or a pull.
 
 Stages that name the same image share one pull (a future per reference); ``--pull`` skips the
-store and asks the registry, as ``docker build --pull`` does.
+store and asks the registry, as ``docker build --pull`` does. The executor starts every image
+the plan names at the start of the build (``prefetch``: one thread each, all at once), so a
+stage finds its base pulled, or being pulled, instead of starting the pull when it gets there.
 """
 
 from __future__ import annotations
@@ -29,21 +31,44 @@ class ImageResolver:
         self._futures: dict[tuple[str, str], Future[Image]] = {}
 
     def get(self, reference: str, platform: str | None = None) -> Image:
+        """The image (waiting for its pull); the pull's error, raised, when it failed."""
+        future, owner, want = self._claim(reference, platform)
+        if owner:
+            self._fill(future, reference, want)
+        return future.result()
+
+    def prefetch(self, reference: str, platform: str | None = None) -> Future[Image]:
+        """Start resolving ``reference`` on a thread of its own, unless already started; the
+        future says when it is done. Errors stay in the future for ``get`` to raise, located,
+        by the stage that needs the image.
+
+        The thread is a daemon: a pull cannot be interrupted halfway, and a build that stops
+        (a failure, Ctrl-C) does not wait for the pulls nobody needs any more. What a pull
+        writes into the store appears atomically, so one cut short leaves nothing half-done.
+        """
+        future, owner, want = self._claim(reference, platform)
+        if owner:
+            threading.Thread(target=self._fill, args=(future, reference, want), daemon=True,
+                             name=f"cloche-pull-{reference}").start()
+        return future
+
+    def _claim(self, reference: str, platform: str | None
+               ) -> tuple[Future[Image], bool, Platform]:
+        """The future of (reference, platform), and whether the caller must fill it."""
         want = Platform.parse(platform) if platform else self.platform
         key = (reference, str(want))
         with self._lock:
             future = self._futures.get(key)
-            owner = future is None
-            if owner:
-                future = Future()
-                self._futures[key] = future
-        assert future is not None
-        if owner:
-            try:
-                future.set_result(self._resolve(reference, want))
-            except BaseException as err:  # handed to every waiter
-                future.set_exception(err)
-        return future.result()
+            if future is not None:
+                return future, False, want
+            future = self._futures[key] = Future()
+        return future, True, want
+
+    def _fill(self, future: Future[Image], reference: str, platform: Platform) -> None:
+        try:
+            future.set_result(self._resolve(reference, platform))
+        except BaseException as err:  # noqa: BLE001 - handed to every waiter
+            future.set_exception(err)
 
     def _resolve(self, reference: str, platform: Platform) -> Image:
         stored = None

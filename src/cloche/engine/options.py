@@ -93,7 +93,9 @@ def _split_csv(text: str, flag: str) -> list[tuple[str, str]]:
 
 def _csv_fields(text: str) -> list[str]:
     """Comma-separated fields, where a double-quoted field may contain commas (as buildx)."""
-    fields, current, quoted = [], [], False
+    fields: list[str] = []
+    current: list[str] = []
+    quoted = False
     for ch in text:
         if ch == '"':
             quoted = not quoted

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from cloche.compression import Compression
 from cloche.engine.options import BuildOptions, OutputSpec
 from cloche.errors import ConfigError
-from cloche.layers.compress import Compression
 from cloche.oci.image import Image
 from cloche.store import Store
 

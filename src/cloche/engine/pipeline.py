@@ -18,12 +18,14 @@ from cloche.engine.executor import Executor, StageReport
 from cloche.engine.fastwalk import Prefetch, prefetch_context
 from cloche.engine.options import BuildOptions
 from cloche.engine.outputs import export
+from cloche.engine.prune import DiskUsage, PruneReport, disk_usage, prune
 from cloche.errors import ConfigError, SandboxError
 from cloche.oci.digest import Digest
 from cloche.oci.image import Image
 from cloche.store import Store
 
-__all__ = ["BuildResult", "Prefetch", "build", "prefetch_context"]
+__all__ = ["BuildResult", "DiskUsage", "Prefetch", "PruneReport", "build", "disk_usage",
+           "prefetch_context", "prune"]
 
 
 @dataclass(frozen=True)

@@ -89,8 +89,9 @@ def _entries(store: Store) -> list[CacheEntry]:
             layer = doc.get("layer")
             snapshot = store.root / doc["snapshot"] if layer else None
             out.append(CacheEntry(path, path.stat().st_mtime,
-                                  Digest.parse(layer["digest"]) if layer else None,
-                                  int(layer["size"]) if layer else 0, snapshot))
+                                  Digest.parse(layer["digest"]) if layer and "digest" in layer
+                                  else None,  # no digest: a blob never written (lazy layer)
+                                  int(layer.get("size", 0)) if layer else 0, snapshot))
         except (OSError, ValueError, KeyError, TypeError):
             out.append(CacheEntry(path, 0.0, None, 0, None))  # corrupt: prunable
     return out
@@ -128,7 +129,7 @@ def prune(store: Store, *, everything: bool = False, until: float | None = None,
     """Delete build cache as described in the module docstring; returns what it freed."""
     before = disk_usage(store).cache_bytes
     removed = 0
-    with locked(store.root / "gc.lock"):  # waits for running builds (they hold leases)
+    with locked(store.gc_lock):  # waits for running builds (they hold leases)
         image_blobs = _image_blobs(store)
         entries = sorted(_entries(store), key=lambda e: e.last_used)
         now = time.time()
@@ -171,7 +172,7 @@ def prune(store: Store, *, everything: bool = False, until: float | None = None,
 
 def _remove_stale_builds(store: Store) -> None:
     """Scratch folders of builds that were killed (their lock file is free)."""
-    builds = store.root / "builds"
+    builds = store.builds_dir
     for lock in builds.glob("*.lock") if builds.is_dir() else []:
         fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
         try:
@@ -184,31 +185,3 @@ def _remove_stale_builds(store: Store) -> None:
             lock.unlink(missing_ok=True)
         finally:
             os.close(fd)
-
-
-def parse_size(text: str) -> int:
-    """``10GB``, ``512MB``, ``1.5g``, ``1024`` as bytes (Docker's units: decimal)."""
-    units = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6,
-             "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
-             "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-    value = text.strip().lower()
-    number = value.rstrip("kmgtib")
-    unit = value[len(number):]
-    try:
-        amount = float(number) if unit in units and number else -1.0
-    except ValueError:
-        amount = -1.0
-    if not 0 <= amount < float("inf"):  # also refuses nan and inf
-        raise ValueError(f"invalid size {text!r}: want e.g. 512MB, 10GB")
-    return int(amount * units[unit])
-
-
-def parse_duration(text: str) -> float:
-    """``24h``, ``30m``, ``90s``, ``2h30m``, ``7d`` as seconds (Go durations plus days)."""
-    import re
-
-    parts = re.findall(r"(\d+(?:\.\d+)?)(d|h|m|s|ms)", text.strip())
-    if not parts or "".join(n + u for n, u in parts) != text.strip():
-        raise ValueError(f"invalid duration {text!r}: want e.g. 24h, 30m, 7d")
-    scale = {"d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
-    return sum(float(n) * scale[u] for n, u in parts)

@@ -25,16 +25,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from cloche.engine.dockerignore import PatternMatcher, go_clean
-from cloche.engine.pathmatch import has_wildcards
-from cloche.engine.pathmatch import match as go_match
+from cloche.engine.dockerignore import PatternMatcher
 from cloche.errors import ClocheError, UnsafePathError
-from cloche.sandbox.paths import resolve_in_root
+from cloche.fs.gopath import go_clean, has_wildcards
+from cloche.fs.gopath import match as go_match
+from cloche.fs.paths import resolve_in_root
 
 if TYPE_CHECKING:
     from cloche.engine.fastwalk import Listing, Prefetch
 
-__all__ = ["FileDigest", "MatchedSource", "inline_tree", "SourceNotFoundError", "SourceTree", "WalkEntry", "content_hash",
+__all__ = ["FileDigest", "MatchedSource", "inline_tree", "SourceNotFoundError", "SourceTree", "WalkEntry",
+           "content_hash",
            "match_sources", "sha256_file", "walk_source"]
 
 

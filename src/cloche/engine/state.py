@@ -55,7 +55,8 @@ class StageState:
 
     @property
     def size(self) -> int:
-        return sum(layer.size for layer in self.layers)
+        """For progress: a layer whose blob is not written yet counts its tar's size."""
+        return sum(layer.shown_size for layer in self.layers)
 
 
 def fill_history_times(history: tuple[History, ...], fallback: str) -> tuple[History, ...]:

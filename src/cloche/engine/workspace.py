@@ -1,10 +1,16 @@
 """Where a build keeps its files: step directories, base image root filesystems, new layers.
 
 Every step that can change files (RUN, COPY, ADD, WORKDIR) gets a fresh overlayfs upper
-directory stacked on the stage's lowers; after the step the upper directory *is* the change:
-it becomes a layer blob in the store (whiteouts and opaque directories translated to OCI's
-``.wh.`` entries) and, unchanged, the top lower directory of the next step, because overlayfs
-reads its own whiteout format in lower layers too.
+directory stacked on the stage's lowers; after the step the upper directory *is* the change
+(the step's snapshot): unchanged, it is the top lower directory of the next step, because
+overlayfs reads its own whiteout format in lower layers too, and it is what the layer blob
+(whiteouts and opaque directories translated to OCI's ``.wh.`` entries) is written from.
+
+The blob is written only for the stages whose layers the image ships (the target and the
+stages it is built FROM, see ``Workspace.shipping``), in one pass as the step ends. Any other
+step gets a ``LazyLayer``: its diff id comes from an uncompressed pass that only hashes, and
+the compressed blob is written the first time something asks for it (an export of a build
+whose target is that stage, a push), from the snapshot, which the build never changes again.
 
 Base images are flattened once into ``<root>/snapshots/images/<digest>/rootfs`` and shared by
 every build that uses them (a lock file serialises the first extraction; the result appears by
@@ -22,14 +28,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from cloche.errors import StoreError
-from cloche.layers.compress import Compression
+from cloche.compression import Compression
+from cloche.engine.slots import UNBOUNDED, CpuSlots
+from cloche.errors import LayerError, StoreError
+from cloche.fs.tarentry import TarEntry
 from cloche.layers.diff import upper_is_empty, write_overlay_diff
-from cloche.layers.entry import TarEntry
 from cloche.layers.tarwriter import LayerBlob
 from cloche.layers.tree import write_entries
 from cloche.oci.digest import Digest
-from cloche.oci.image import Image, Layer
+from cloche.oci.image import Image, Layer, LazyLayer
 from cloche.sandbox.overlay import mount_overlay
 from cloche.store import Store, atomic_write, locked
 
@@ -48,10 +55,13 @@ def pending_layer(upper: Path) -> Digest | None:
 class Workspace:
     """The scratch space of one build, under the store root (same filesystem as snapshots)."""
 
-    def __init__(self, store: Store, compression: Compression = Compression.GZIP) -> None:
+    def __init__(self, store: Store, compression: Compression = Compression.GZIP, *,
+                 cpu: CpuSlots = UNBOUNDED) -> None:
         self.store = store
         self.compression = compression
-        self.root = store.root / "builds" / f"build-{uuid.uuid4().hex[:12]}"
+        self.cpu = cpu  # taken around the CPU-bound work here (layers, unpacking, flattening)
+        self._stage = threading.local()  # .ships: this thread's stage ships its layers
+        self.root = store.builds_dir / f"build-{uuid.uuid4().hex[:12]}"
         self.root.mkdir(parents=True, exist_ok=False)
         # Held while the build runs: `cloche prune` removes the folders of dead builds only.
         self._lock_fd = os.open(self.root.with_suffix(".lock"),
@@ -101,14 +111,31 @@ class Workspace:
             yield merged
         shutil.rmtree(upper.parent, ignore_errors=True)
 
+    @contextmanager
+    def shipping(self, ships: bool) -> Iterator[None]:
+        """Within the block, the calling thread's steps write their blobs at once (``ships``:
+        the stage's layers are part of the image) or lazily. A stage runs on one thread, so
+        the executor says it once per stage and the step handlers need not know."""
+        before = getattr(self._stage, "ships", False)
+        self._stage.ships = ships
+        try:
+            yield
+        finally:
+            self._stage.ships = before
+
     def commit(self, upper: Path) -> Layer | None:
-        """The layer for a step's upper directory, stored as a blob; None when nothing changed."""
+        """The layer for a step's upper directory; None when nothing changed. Its blob is
+        written now when the stage ships (``shipping``), else on first need (``LazyLayer``)."""
         if upper_is_empty(upper):
             shutil.rmtree(upper.parent, ignore_errors=True)
             return None
-        with self.store.blobs.writer() as sink:
-            blob = write_overlay_diff(upper, sink, self.compression)
-        return self._layer(blob)
+        with self.cpu.slot():
+            if getattr(self._stage, "ships", False):
+                with self.store.blobs.writer() as sink:
+                    blob = write_overlay_diff(upper, sink, self.compression)
+                return self._layer(blob)
+            tar = write_overlay_diff(upper, _Discard(), Compression.NONE)
+        return lazy_layer(self.store, upper, tar.diff_id, tar.size, self.compression)
 
     def _layer(self, blob: LayerBlob) -> Layer:
         return Layer(blob.digest, blob.diff_id, blob.size, blob.media_type, self.store.blobs)
@@ -117,7 +144,7 @@ class Workspace:
         """The layer of a step written from entries (a COPY straight to its layer, see
         build/direct_copy.py). ``upper`` stays empty and is marked: ``unpack`` fills it from
         the layer when a step is stacked on it."""
-        with self.store.blobs.writer() as sink:
+        with self.cpu.slot(), self.store.blobs.writer() as sink:
             blob = write_entries(iter(pairs), sink, self.compression)
         atomic_write(upper.parent / PENDING_LAYER, str(blob.digest).encode())
         return self._layer(blob)
@@ -130,7 +157,7 @@ class Workspace:
             marker = lower.parent / PENDING_LAYER
             if not marker.exists():
                 continue
-            with locked(lower.parent / ".lock"):
+            with self.cpu.slot(), locked(lower.parent / ".lock"):
                 if not marker.exists():
                     continue
                 for stale in lower.parent.glob("unpacking-*"):  # killed before the rename
@@ -169,7 +196,7 @@ class Workspace:
         if rootfs.is_dir():
             return rootfs
         base.mkdir(parents=True, exist_ok=True)
-        with locked(base / ".lock"):
+        with self.cpu.slot(), locked(base / ".lock"):
             if rootfs.is_dir():
                 return rootfs
             tmp = base / f"extracting-{os.getpid()}-{threading.get_ident()}"
@@ -178,3 +205,28 @@ class Workspace:
             flatten(streams, tmp)
             os.rename(tmp, rootfs)
         return rootfs
+
+
+class _Discard:
+    """A sink that keeps nothing: the uncompressed pass only wants the tar's hash and size."""
+
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+def lazy_layer(store: Store, snapshot: Path, diff_id: Digest, tar_size: int,
+               compression: Compression) -> LazyLayer:
+    """The layer of a step's snapshot, whose blob is written into ``store`` on first need.
+
+    The blob is checked against ``diff_id``: a snapshot changed since its diff id was taken
+    fails the export with a LayerError instead of shipping a layer its config does not name.
+    """
+    def produce() -> tuple[Digest, int, str]:
+        with store.blobs.writer() as sink:
+            blob = write_overlay_diff(snapshot, sink, compression)
+            if blob.diff_id != diff_id:
+                raise LayerError(f"{snapshot}: the step's files changed after the step "
+                                 f"(diff id {blob.diff_id}, recorded {diff_id})")
+        return blob.digest, blob.size, blob.media_type
+
+    return LazyLayer(diff_id, tar_size, store.blobs, produce)

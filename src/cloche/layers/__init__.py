@@ -3,18 +3,14 @@
 The build engine turns each step's overlay upper directory into a layer blob with
 ``write_overlay_diff`` (whiteouts in OCI notation), base images are flattened into a rootfs
 with ``flatten``; both stream, with bounded memory, and compute digests as the bytes pass.
+``Compression`` is re-exported from ``cloche.compression``, which reads every format.
 """
 
+from cloche.compression import Compression, UnsupportedCompressionError
+from cloche.fs.tarentry import OPAQUE_MARKER, WHITEOUT_PREFIX, EntryType, TarEntry, clean_path
 from cloche.layers.apply import ApplyResult, LayerApplier, apply_layer, flatten
-from cloche.layers.compress import (
-    Compression,
-    UnsupportedCompressionError,
-    detect_compression,
-    open_compressed_writer,
-    open_decompressed_reader,
-)
+from cloche.layers.compress import open_compressed_writer
 from cloche.layers.diff import upper_is_empty, write_overlay_diff
-from cloche.layers.entry import OPAQUE_MARKER, WHITEOUT_PREFIX, EntryType, TarEntry, clean_path
 from cloche.layers.reader import LayerReader, iter_layer
 from cloche.layers.tarwriter import LayerBlob, TarWriter
 from cloche.layers.tree import TreeScanner, write_entries, write_tree
@@ -22,7 +18,7 @@ from cloche.layers.tree import TreeScanner, write_entries, write_tree
 __all__ = [
     "ApplyResult", "Compression", "EntryType", "LayerApplier", "LayerBlob", "LayerReader",
     "OPAQUE_MARKER", "TarEntry", "TarWriter", "TreeScanner", "UnsupportedCompressionError",
-    "WHITEOUT_PREFIX", "apply_layer", "clean_path", "detect_compression", "flatten",
-    "iter_layer", "open_compressed_writer", "open_decompressed_reader", "upper_is_empty",
+    "WHITEOUT_PREFIX", "apply_layer", "clean_path", "flatten",
+    "iter_layer", "open_compressed_writer", "upper_is_empty",
     "write_entries", "write_overlay_diff", "write_tree",
 ]

@@ -21,12 +21,11 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
+from cloche.compression import Compression
 from cloche.errors import LayerError
-from cloche.layers.compress import Compression
-from cloche.layers.entry import OPAQUE_MARKER, WHITEOUT_PREFIX, EntryType, TarEntry
-from cloche.layers.tarwriter import LayerBlob
+from cloche.fs.tarentry import OPAQUE_MARKER, WHITEOUT_PREFIX, EntryType, TarEntry
+from cloche.layers.tarwriter import ByteSink, LayerBlob
 from cloche.layers.tree import TreeScanner, write_entries
 
 __all__ = ["OverlayDiffScanner", "write_overlay_diff", "upper_is_empty", "is_whiteout_device",
@@ -93,7 +92,7 @@ def upper_is_empty(upper: str | Path) -> bool:
         return next(it, None) is None
 
 
-def write_overlay_diff(upper: str | Path, sink: BinaryIO,
+def write_overlay_diff(upper: str | Path, sink: ByteSink,
                        compression: Compression = Compression.GZIP, *,
                        source_date_epoch: int | None = None, clamp: bool = True,
                        level: int | None = None, threads: int | None = None) -> LayerBlob:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import base64
 import tarfile
 import urllib.parse
-from collections.abc import Iterator
-from typing import BinaryIO
+from collections.abc import Iterator, Mapping
+from typing import BinaryIO, cast
 
+from cloche.compression import Compression, open_decompressed
 from cloche.errors import LayerError, UnsafePathError
-from cloche.layers.compress import Compression, open_decompressed_reader
-from cloche.layers.entry import EntryType, TarEntry, clean_path
+from cloche.fs.tarentry import EntryType, TarEntry, clean_path
 from cloche.oci.digest import Digest, Digester
 
 __all__ = ["LayerReader", "iter_layer"]
@@ -46,7 +46,7 @@ class _HashingReader:
         except LayerError:
             raise
         except Exception as e:  # any decompressor's complaint means corrupt or cut bytes
-            raise LayerError(f"corrupt or truncated layer blob: {type(e).__name__}: {e}") from e
+            raise LayerError(f"corrupt or truncated stream: {type(e).__name__}: {e}") from e
         self.digester.update(data)
         return data
 
@@ -55,7 +55,7 @@ class _HashingReader:
             pass
 
 
-def _xattrs(pax: dict[str, str]) -> tuple[tuple[str, bytes], ...]:
+def _xattrs(pax: Mapping[str, str]) -> tuple[tuple[str, bytes], ...]:
     found: dict[str, bytes] = {}
     for key, value in pax.items():
         if key.startswith("SCHILY.xattr."):
@@ -92,7 +92,7 @@ class LayerReader:
 
     def __init__(self, stream: BinaryIO, *, decompress: bool = True,
                  expect: Compression | None = None) -> None:
-        raw = open_decompressed_reader(stream, expect=expect) if decompress else stream
+        raw = open_decompressed(stream, expect=expect) if decompress else stream
         self._owned = raw if raw is not stream else None  # the caller closes its own stream
         self._hashing = _HashingReader(raw)
         self.diff_id: Digest | None = None
@@ -115,19 +115,19 @@ class LayerReader:
                 try:
                     info = archive.next()
                 except tarfile.TarError as e:
-                    raise LayerError(f"corrupt layer tar: {e}") from e
+                    raise LayerError(f"corrupt tar: {e}") from e
                 except EOFError as e:
-                    raise LayerError(f"truncated layer tar: {e}") from e
+                    raise LayerError(f"truncated tar: {e}") from e
                 if info is None:
                     break
                 archive.members.clear()  # stream mode: keep memory bounded
                 entry = _entry(info)
                 content = archive.extractfile(info) if entry.type is EntryType.FILE else None
-                yield entry, _Checked(content, entry) if content is not None else None
+                yield entry, cast(BinaryIO, _Checked(content, entry)) if content is not None else None
         try:
             self._hashing.drain()
         except (OSError, EOFError) as e:
-            raise LayerError(f"corrupt layer stream: {e}") from e
+            raise LayerError(f"corrupt stream: {e}") from e
         self.diff_id = self._hashing.digester.digest()
 
 

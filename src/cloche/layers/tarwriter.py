@@ -14,19 +14,26 @@ import posixpath
 import queue
 import threading
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
+from cloche.compression import Compression
 from cloche.errors import LayerError
-from cloche.layers.compress import Compression, open_compressed_writer
-from cloche.layers.entry import EntryType, TarEntry
+from cloche.fs.tarentry import EntryType, TarEntry
+from cloche.layers.compress import open_compressed_writer
 from cloche.oci.digest import Digest, Digester
 
-__all__ = ["LayerBlob", "TarWriter", "encode_header"]
+__all__ = ["ByteSink", "LayerBlob", "TarWriter", "encode_header"]
 
 BLOCK = 512
 CHUNK = 1 << 20
 _MAX_OCTAL_8 = 0o7777777          # fits an 8-byte field
 _MAX_OCTAL_12 = 0o77777777777     # fits a 12-byte field
+
+
+class ByteSink(Protocol):
+    """Where a layer's bytes go: a file, a store's blob writer, or nowhere (hashing only)."""
+
+    def write(self, data: bytes, /) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -96,9 +103,9 @@ def encode_header(entry: TarEntry) -> bytes:
         raw_link = raw_link[:100] if raw_link.isascii() else b""
     if size > _MAX_OCTAL_12:
         pax.append(_pax_record("size", str(size).encode()))
-    for key, value in (("uid", entry.uid), ("gid", entry.gid)):
-        if value > _MAX_OCTAL_8:
-            pax.append(_pax_record(key, str(value).encode()))
+    for key, number in (("uid", entry.uid), ("gid", entry.gid)):
+        if number > _MAX_OCTAL_8:
+            pax.append(_pax_record(key, str(number).encode()))
     if entry.mtime < 0 or entry.mtime > _MAX_OCTAL_12:
         pax.append(_pax_record("mtime", str(entry.mtime).encode()))
     for key, value in sorted(entry.xattrs):
@@ -171,7 +178,7 @@ class _BackgroundDigester:
 class _HashingSink:
     """Counts and hashes the compressed bytes on their way to the real sink."""
 
-    def __init__(self, sink: BinaryIO, *, hashing: bool = True) -> None:
+    def __init__(self, sink: ByteSink, *, hashing: bool = True) -> None:
         self._sink = sink
         self.digester = _BackgroundDigester() if hashing else Digester("sha256")
         self.size = 0
@@ -199,7 +206,7 @@ class TarWriter:
     made it: ISA-L's threaded gzip workers stop when their creating thread ends.
     """
 
-    def __init__(self, sink: BinaryIO, compression: Compression = Compression.GZIP, *,
+    def __init__(self, sink: ByteSink, compression: Compression = Compression.GZIP, *,
                  level: int | None = None, threads: int | None = None) -> None:
         self._compression = compression
         # uncompressed: the blob is the tar, one hash serves as digest and diff_id
@@ -251,7 +258,8 @@ class TarWriter:
     def __enter__(self) -> TarWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
         if exc_type is None:
             self.close()
         else:

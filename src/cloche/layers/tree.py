@@ -14,12 +14,11 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
+from cloche.compression import Compression
 from cloche.errors import LayerError
-from cloche.layers.compress import Compression
-from cloche.layers.entry import EntryType, TarEntry
-from cloche.layers.tarwriter import LayerBlob, TarWriter
+from cloche.fs.tarentry import EntryType, TarEntry
+from cloche.layers.tarwriter import ByteSink, LayerBlob, TarWriter
 
 __all__ = ["TreeScanner", "write_tree", "write_entries", "read_xattrs", "DROPPED_XATTR_PREFIXES"]
 
@@ -86,8 +85,7 @@ class TreeScanner:
             rel = f"{rel_dir}/{name}" if rel_dir else name
             full = os.path.join(self.root, rel)
             st = os.lstat(full)
-            for entry, source in self.convert(rel, full, st):
-                yield entry, source
+            yield from self.convert(rel, full, st)
             if stat.S_ISDIR(st.st_mode) and self.descend(full, st):
                 stack.append((rel, self._children(full)))
 
@@ -140,7 +138,7 @@ class TreeScanner:
         return None
 
 
-def write_entries(pairs: Iterator[tuple[TarEntry, str | None]], sink: BinaryIO,
+def write_entries(pairs: Iterator[tuple[TarEntry, str | None]], sink: ByteSink,
                   compression: Compression = Compression.GZIP, *, level: int | None = None,
                   threads: int | None = None) -> LayerBlob:
     """Write (entry, source path) pairs as one layer blob into ``sink``."""
@@ -159,7 +157,7 @@ def write_entries(pairs: Iterator[tuple[TarEntry, str | None]], sink: BinaryIO,
     return writer.result
 
 
-def write_tree(root: str | Path, sink: BinaryIO, compression: Compression = Compression.GZIP,
+def write_tree(root: str | Path, sink: ByteSink, compression: Compression = Compression.GZIP,
                *, source_date_epoch: int | None = None, clamp: bool = True,
                level: int | None = None, threads: int | None = None) -> LayerBlob:
     """Write the whole tree under ``root`` (not the root entry itself) as one layer."""

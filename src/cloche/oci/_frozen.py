@@ -22,7 +22,8 @@ class FrozenMap(Mapping[K, V]):
         self._hash: int | None = None
 
     def __getitem__(self, key: K) -> V:
-        return self._data[key]
+        value: V = self._data[key]
+        return value
 
     def __iter__(self) -> Iterator[K]:
         return iter(self._data)
@@ -45,7 +46,7 @@ class FrozenMap(Mapping[K, V]):
 
     def to_dict(self) -> dict[K, V]:
         """A fresh, mutable copy (nested values are thawed too)."""
-        return {k: thaw(v) for k, v in self._data.items()}  # type: ignore[misc]
+        return {k: thaw(v) for k, v in self._data.items()}
 
 
 def _hashable(value: Any) -> Any:

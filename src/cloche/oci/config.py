@@ -187,10 +187,10 @@ class ImageConfig:
             run["ExposedPorts"] = {p: {} for p in self.exposed_ports}
         if self.env:
             run["Env"] = list(self.env)
-        for key, value in (("Cmd", self.cmd), ("Entrypoint", self.entrypoint),
-                           ("OnBuild", self.on_build), ("Shell", self.shell)):
-            if value is not None:
-                run[key] = list(value)
+        for key, listed in (("Cmd", self.cmd), ("Entrypoint", self.entrypoint),
+                            ("OnBuild", self.on_build), ("Shell", self.shell)):
+            if listed is not None:
+                run[key] = list(listed)
         if self.healthcheck is not None:
             run["Healthcheck"] = self.healthcheck.to_dict()
         if self.args_escaped is not None:

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from cloche.compression import SNIFF_SIZE, detect_compression
 from cloche.oci import _json
 from cloche.oci import mediatypes as mt
-from cloche.oci._streams import copy_stream, detect_compression
+from cloche.oci._streams import copy_stream
 from cloche.oci._tario import TarIndex, TarWriter, finish_destination, open_destination
 from cloche.oci.digest import Digest, Digester, verify
 from cloche.oci.errors import BlobNotFoundError, ImageFormatError, RefNotFoundError
@@ -103,7 +104,7 @@ def _add_uncompressed(tar: TarWriter, name: str, layer: Layer) -> None:
         with layer.open_uncompressed() as src:  # verifies digest and diff id
             size = copy_stream(src, spool)
         spool.seek(0)
-        tar.add_stream(name, spool, size)  # type: ignore[arg-type]
+        tar.add_stream(name, spool, size)
 
 
 @dataclass(frozen=True)
@@ -209,12 +210,15 @@ class DockerArchive:
         compressed one (some tools write them) is checked when it is decompressed."""
         digester = Digester(diff_id.algorithm)
         with self.tar.open(name) as f:
-            head = f.read(4)
+            head = f.read(SNIFF_SIZE)
             digester.update(head)
             while chunk := f.read(1 << 20):
                 digester.update(chunk)
         digest = digester.digest()
-        kind = detect_compression(head)
+        kind = detect_compression(head).value
+        if kind not in ("none", "gzip", "zstd"):
+            raise ImageFormatError(f"layer {name} is {kind}-compressed; image layers are plain, "
+                                   "gzip or zstd", source=self.path)
         if kind == "none":
             verify(diff_id, digest, f"layer {name} (against the config's diff id)")
         self._blobs.add(digest, name)

@@ -13,15 +13,17 @@ from __future__ import annotations
 import gzip
 import io
 import os
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
+from cloche.compression import open_decompressed
 from cloche.oci import mediatypes as mt
 from cloche.oci._frozen import FrozenMap
-from cloche.oci._streams import VerifyingReader, open_decompressed
+from cloche.oci._streams import VerifyingReader
 from cloche.oci.config import ImageConfig
 from cloche.oci.descriptor import Descriptor
 from cloche.oci.digest import Digest
@@ -125,19 +127,25 @@ class Layer:
         if not verify:
             return stream
         return io.BufferedReader(VerifyingReader(stream, self.digest, self.size, "layer"),
-                                 1 << 16)  # type: ignore[return-value]
+                                 1 << 16)
 
     def open_uncompressed(self, *, verify: bool = True) -> BinaryIO:
         """The layer's tar stream; with ``verify`` its diff id is checked at end of stream."""
-        tar = open_decompressed(self.open(verify=verify))
+        tar = open_decompressed(self.open(verify=verify), closefd=True)
         if not verify or self.digest == self.diff_id:  # already checked as the blob's digest
             return tar
         return io.BufferedReader(VerifyingReader(tar, self.diff_id, None, "layer diff id"),
-                                 1 << 16)  # type: ignore[return-value]
+                                 1 << 16)
 
     @property
     def compression(self) -> str:
         return mt.layer_compression(self.media_type)
+
+    @property
+    def shown_size(self) -> int:
+        """The size progress reports show: the blob's (see ``LazyLayer`` for one not yet
+        written)."""
+        return self.size
 
     @property
     def descriptor(self) -> Descriptor:
@@ -159,6 +167,87 @@ class Layer:
         source = source or MemoryBlobSource()
         digest = source.put(blob)
         return cls(digest, Digest.from_bytes(tar), len(blob), mt.layer_type(compression), source)
+
+
+class LazyLayer(Layer):
+    """A layer whose blob is written only when something asks for its digest or bytes.
+
+    A build step's change is known as a directory (its snapshot) and a diff id (the sha256 of
+    its uncompressed tar, cheap to compute); compressing it into a blob is the expensive part,
+    and most layers of a multi-stage build are never shipped. ``produce`` writes the blob and
+    returns (digest, size, media type); it runs at most once (under a lock, so concurrent
+    readers wait for the one writer) and its result is kept. ``shown_size`` reports the
+    uncompressed size until then, so progress reporting never forces the blob.
+    """
+
+    tar_size: int
+    _produce: Callable[[], tuple[Digest, int, str]]
+    _lock: threading.Lock
+    _blob: tuple[Digest, int, str] | None
+    _callbacks: list[Callable[[Layer], None]]
+
+    def __init__(self, diff_id: Digest, tar_size: int, source: BlobSource,
+                 produce: Callable[[], tuple[Digest, int, str]]) -> None:
+        object.__setattr__(self, "diff_id", diff_id)
+        object.__setattr__(self, "source", source)
+        object.__setattr__(self, "annotations", FrozenMap())
+        object.__setattr__(self, "urls", ())
+        object.__setattr__(self, "tar_size", tar_size)
+        object.__setattr__(self, "_produce", produce)
+        object.__setattr__(self, "_lock", threading.Lock())
+        object.__setattr__(self, "_blob", None)
+        object.__setattr__(self, "_callbacks", [])
+
+    def _resolved(self) -> tuple[Digest, int, str]:
+        blob: tuple[Digest, int, str] | None = self._blob
+        if blob is None:
+            with self._lock:
+                blob = self._blob
+                if blob is None:
+                    blob = self._produce()
+                    object.__setattr__(self, "_blob", blob)
+                    callbacks, self._callbacks[:] = list(self._callbacks), []
+                    for callback in callbacks:
+                        callback(self)
+        return blob
+
+    def when_written(self, callback: Callable[[Layer], None]) -> None:
+        """Call ``callback(self)`` once the blob is written (now, when it already is)."""
+        with self._lock:
+            if self._blob is None:
+                self._callbacks.append(callback)
+                return
+        callback(self)
+
+    @property
+    def materialized(self) -> bool:
+        """Whether the blob has been written (by this value)."""
+        return self._blob is not None
+
+    @property
+    def digest(self) -> Digest:
+        return self._resolved()[0]
+
+    @property
+    def size(self) -> int:
+        return self._resolved()[1]
+
+    @property
+    def media_type(self) -> str:
+        return self._resolved()[2]
+
+    @property
+    def shown_size(self) -> int:
+        return self._blob[1] if self._blob is not None else self.tar_size
+
+    def __repr__(self) -> str:
+        state = f"digest={self._blob[0]}" if self._blob is not None else "pending"
+        return f"LazyLayer(diff_id={self.diff_id}, {state})"
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or (isinstance(other, Layer) and super().__eq__(other))
+
+    __hash__ = Layer.__hash__
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,9 @@ stages are grouped into levels: a stage's level is one more than its deepest dep
 all stages of one level can run at the same time.
 
 Words are expanded (global ARGs in FROM, the stage's ARG/ENV in the rest) as far as that can
-be known before anything runs: a base image's own ENV is unknown here.
+be known before anything runs: a base image's own ENV is unknown here. Each stage carries its
+instructions as resolved steps (plan/steps.py): ``--from`` and mount ``from=`` references are
+resolved here, once, and the build engine uses them as they are.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from dataclasses import dataclass, field
 
 from cloche.dockerfile.args import GlobalScope, StageEnv, resolve_global_scope
 from cloche.dockerfile.flags import error_at
-from cloche.dockerfile.instructions import Arg, Copy, Instruction, Onbuild, Run
+from cloche.dockerfile.instructions import Arg, Copy, Instruction, Onbuild
 from cloche.dockerfile.stages import Dockerfile, Stage
 from cloche.errors import DockerfileError, did_you_mean
+from cloche.plan.steps import ImageRef, StageRef, Step, resolve_step, trigger_steps
 
 __all__ = ["Dependency", "PlannedStage", "BuildPlan", "build_plan", "CircularDependencyError"]
 
@@ -55,9 +58,11 @@ class PlannedStage:
 
     ``commands`` are the stage's instructions as written: the build engine expands each one
     itself with ``StageEnv.apply`` (it knows the base image's ENV, the plan does not).
-    ``triggers`` are the ONBUILD triggers of a parent *stage* that the plan ran first (an
-    engine reading the parent's config gets the same ones); ``expanded`` is the plan-time
-    expansion of triggers + commands, for display and dependency edges only.
+    ``triggers`` are the ONBUILD triggers of a parent *stage*, typed, located at this stage's
+    FROM line. ``steps`` is what the engine runs: triggers then commands, with their
+    ``--from`` references resolved. ``expanded`` is the plan-time expansion of triggers +
+    commands (the same ``StageEnv.apply``, without the base image's ENV), for display and
+    dependency edges only.
     """
 
     index: int
@@ -70,6 +75,7 @@ class PlannedStage:
     commands: tuple[Instruction, ...]
     triggers: tuple[Instruction, ...] = ()
     expanded: tuple[Instruction, ...] = ()
+    steps: tuple[Step, ...] = ()
     reachable: bool = True
     skip_reason: str | None = None
     level: int | None = None
@@ -114,6 +120,22 @@ class BuildPlan:
     def reachable(self) -> tuple[int, ...]:
         return tuple(s.index for s in self.stages if s.reachable)
 
+    @property
+    def file(self) -> str:
+        return self.dockerfile.file
+
+    def source_line(self, line: int) -> str | None:
+        """The Dockerfile's text at ``line``, for error messages."""
+        return self.dockerfile.tree.source_line(line)
+
+    def trigger_steps(self, index: int, texts: tuple[str, ...],
+                      env: StageEnv) -> tuple[Step, ...]:
+        """The ONBUILD triggers of stage ``index``'s base *image* (known once it is pulled),
+        as steps resolved by the plan's rules; ``env`` is the stage's scope after FROM."""
+        stage = self.stages[index]
+        runs = frozenset(s.index for s in self.stages if s.reachable)
+        return trigger_steps(self.dockerfile, index, stage.line, texts, env, runs)
+
     def to_dict(self) -> dict[str, object]:
         """The JSON shape of ``cloche plan --format json`` (keys of the brief are fixed)."""
         return {
@@ -150,21 +172,6 @@ class _Walk:
     errors: dict[int, DockerfileError] = field(default_factory=dict)
     forward: dict[int, tuple[Dependency, Instruction]] = field(default_factory=dict)
 
-    def resolve(self, reference: str, at: int, ins: Instruction) -> tuple[int | None, str | None]:
-        """A ``--from`` value: (stage index, None) or (None, image)."""
-        stages = self.dockerfile.stages
-        if reference.isdigit():
-            index = int(reference)
-            if index >= len(stages):
-                raise error_at(ins.node, self.dockerfile.tree,
-                               f"invalid stage index {index}: the file has {len(stages)} stages",
-                               needle=reference)
-            return index, None
-        found = self.dockerfile.find_stage(reference, before=at + 1)
-        if found is None:
-            found = self.dockerfile.find_stage(reference)
-        return (found.index, None) if found else (None, reference)
-
     def walk(self, stage: Stage) -> PlannedStage:
         tree = self.dockerfile.tree
         base_from = self.scope.expand_from(stage.from_)
@@ -180,45 +187,65 @@ class _Walk:
         if parent is not None:
             deps.append(Dependency("from", stage.line, base_from.image, stage=parent.index))
             env = StageEnv.start(self.scope, parent=self.finals.get(parent.index))
-            triggers = tuple(c.trigger for c in parent.commands if isinstance(c, Onbuild))
+            # the parent's triggers run as this stage's first steps, located at its FROM line
+            triggers = tuple(_at_line(c.trigger, stage.line) for c in parent.commands
+                             if isinstance(c, Onbuild))
         else:
             env = StageEnv.start(self.scope)
             triggers = ()
         expanded_commands: list[Instruction] = []
+        steps: list[Step] = []
         pending = list(triggers + stage.commands)
         for position, instruction in enumerate(pending):
+            is_trigger = position < len(triggers)
             try:
                 expanded, env = env.apply(instruction)
-                deps.extend(self._edges(stage.index, expanded))
+                step = resolve_step(self.dockerfile, stage.index, instruction, expanded,
+                                    trigger=is_trigger)
+                deps.extend(self._edges(stage.index, expanded, step))
             except DockerfileError as err:
+                # reported only if the target needs this stage; never run otherwise
                 self.errors.setdefault(stage.index, err)
                 expanded_commands.extend(pending[position:])
+                steps.extend(Step(c, trigger=n + position < len(triggers))
+                             for n, c in enumerate(pending[position:]))
                 break
             expanded_commands.append(expanded)
+            steps.append(step)
         self.finals[stage.index] = env
         return PlannedStage(
             index=stage.index, name=stage.name, base=base_from.image,
             base_stage=parent.index if parent else None, platform=base_from.platform,
             line=stage.line, dependencies=tuple(deps), commands=stage.commands,
-            triggers=triggers, expanded=tuple(expanded_commands))
+            triggers=triggers, expanded=tuple(expanded_commands), steps=tuple(steps))
 
-    def _edges(self, at: int, ins: Instruction) -> list[Dependency]:
+    def _edges(self, at: int, ins: Instruction, step: Step) -> list[Dependency]:
         found: list[Dependency] = []
-        if isinstance(ins, Copy) and ins.from_ is not None:
-            stage, image = self.resolve(ins.from_, at, ins)
-            found.append(Dependency("copy", ins.line, ins.from_, stage, image,
-                                    ins.sources + tuple(h.name for h in ins.contents), ins.dest))
-        if isinstance(ins, Run):
-            for mount in ins.mounts:
-                if mount.from_ and mount.type in ("bind", "cache"):
-                    stage, image = self.resolve(mount.from_, at, ins)
-                    source = (mount.source,) if mount.source else ()
-                    found.append(Dependency("mount", ins.line, mount.from_, stage, image,
-                                            source, mount.target))
+        if isinstance(ins, Copy) and step.from_ is not None and ins.from_ is not None:
+            found.append(_dependency("copy", ins, ins.from_, step.from_,
+                                     ins.sources + tuple(h.name for h in ins.contents),
+                                     ins.dest))
+        for mount, ref in zip(getattr(ins, "mounts", ()), step.mounts):
+            if ref is not None:
+                source = (mount.source,) if mount.source else ()
+                found.append(_dependency("mount", ins, mount.from_, ref, source, mount.target))
         for dep in found:
             if dep.stage is not None and dep.stage > at:
                 self.forward.setdefault(at, (dep, ins))
         return found
+
+
+def _dependency(kind: str, ins: Instruction, reference: str, ref: StageRef | ImageRef,
+                sources: tuple[str, ...], dest: str | None) -> Dependency:
+    if isinstance(ref, StageRef):
+        return Dependency(kind, ins.line, reference, ref.index, None, sources, dest)
+    return Dependency(kind, ins.line, reference, None, ref.reference, sources, dest)
+
+
+def _at_line(instruction: Instruction, line: int) -> Instruction:
+    """``instruction`` located at ``line`` (a trigger runs at the FROM line that uses it)."""
+    node = dataclasses.replace(instruction.node, start_line=line, end_line=line)
+    return dataclasses.replace(instruction, node=node)
 
 
 def _find_cycle(edges: Mapping[int, tuple[int, ...]]) -> list[int] | None:
@@ -283,7 +310,7 @@ def build_plan(
     if target is not None:
         found = dockerfile.find_stage(target)
         if found is None:
-            names = [s.name for s in dockerfile.stages if s.name]
+            names = tuple(s.name for s in dockerfile.stages if s.name)
             raise DockerfileError(
                 f"target stage {target!r} could not be found", file=tree.file,
                 hint=did_you_mean(target, names) or

@@ -3,14 +3,14 @@
 Public names are re-exported here; the modules behind them are small and private in spirit.
 """
 
-from cloche.registry.reference import DEFAULT_REGISTRY, DEFAULT_TAG, Reference, is_loopback
+from cloche.oci.reference import DEFAULT_REGISTRY, DEFAULT_TAG, Reference, is_loopback  # re-exported
 
 __all__ = ["DEFAULT_REGISTRY", "DEFAULT_TAG", "Reference", "is_loopback",
            "RegistryClient", "RegistryConfig", "pull_image", "pull_blobs", "push_image",
            "push_manifest", "push_stored"]
 
 
-def __getattr__(name: str):  # lazy: reference.py is imported by the store, keep that cheap
+def __getattr__(name: str) -> object:  # lazy: importing the package must not load httpx
     if name == "RegistryClient":
         from cloche.registry.client import RegistryClient
         return RegistryClient

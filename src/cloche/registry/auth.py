@@ -17,9 +17,10 @@ import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cloche.errors import ConfigError, RegistryError
-from cloche.registry.reference import DEFAULT_REGISTRY
+from cloche.oci.reference import DEFAULT_REGISTRY
 
 #: The key Docker uses in config.json for Docker Hub.
 DOCKER_HUB_AUTH_KEY = "https://index.docker.io/v1/"
@@ -97,7 +98,7 @@ def _normal_key(key: str) -> str:
     return DEFAULT_REGISTRY if key in ("index.docker.io", "registry-1.docker.io") else key
 
 
-def _read_config(path: Path) -> dict:
+def _read_config(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
@@ -109,12 +110,13 @@ def _read_config(path: Path) -> dict:
     return data
 
 
-def _helper_for(config: dict, registry: str) -> str | None:
+def _helper_for(config: dict[str, Any], registry: str) -> str | None:
     helpers = config.get("credHelpers") or {}
     for key, name in helpers.items():
         if _normal_key(key) == registry:
-            return name
-    return config.get("credsStore") or None
+            return str(name)
+    store = config.get("credsStore")
+    return str(store) if store else None
 
 
 def _run_helper(name: str, action: str, payload: str) -> str:
@@ -205,7 +207,7 @@ def erase_credentials(registry: str, config_path: Path | None = None) -> bool:
     return removed
 
 
-def _write_config(path: Path, config: dict) -> None:
+def _write_config(path: Path, config: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -87,13 +87,15 @@ class RegistryClient:
             key = verify_tls and self._transport is None
             client = self._clients.get(key)
             if client is None:
-                common = dict(follow_redirects=True, headers={"User-Agent": "cloche"},
-                              timeout=httpx.Timeout(self._timeout, connect=15.0))
+                timeout = httpx.Timeout(self._timeout, connect=15.0)
+                headers = {"User-Agent": "cloche"}
                 if self._transport is not None:
-                    client = httpx.Client(transport=self._transport, **common)
+                    client = httpx.Client(transport=self._transport, follow_redirects=True,
+                                          headers=headers, timeout=timeout)
                 else:
                     try:
-                        client = httpx.Client(verify=verify_tls, **common)
+                        client = httpx.Client(verify=verify_tls, follow_redirects=True,
+                                              headers=headers, timeout=timeout)
                     except (OSError, ssl.SSLError) as err:
                         raise ConfigError(
                             f"cannot load the CA certificates for HTTPS: {err}",
@@ -253,7 +255,7 @@ class RegistryClient:
         resp.close()
         if resp.status_code == 201 and params:
             return None
-        location = resp.headers.get("location")
+        location: str | None = resp.headers.get("location")
         if not location:
             raise RegistryError(f"blob upload {self._ref(ep, '')}: no Location in the answer",
                                 reference=self._ref(ep, ""), status=resp.status_code)

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from cloche.errors import ConfigError
-from cloche.registry.reference import DEFAULT_REGISTRY, LEGACY_REGISTRY, Reference, is_loopback
+from cloche.oci.reference import DEFAULT_REGISTRY, LEGACY_REGISTRY, Reference, is_loopback
 
 
 @dataclass(frozen=True)

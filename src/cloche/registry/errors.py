@@ -55,13 +55,13 @@ def error_from_response(response: httpx.Response, what: str, reference: str) -> 
         detail = response.reason_phrase or "error"
     message = f"{what} {reference}: HTTP {status} {detail}"
     host = reference.split("/", 1)[0]
-    kwargs = dict(reference=reference, status=status, codes=tuple(codes),
-                  retryable=is_retryable_status(status))
+    retryable = is_retryable_status(status)
     if status in (401, 403) or "UNAUTHORIZED" in codes or "DENIED" in codes:
-        return AuthError(message, hint=f"log in with: cloche login {host}", **kwargs)
-    if status == 404:
-        return NotFoundError(message, **kwargs)
-    return RegistryError(message, **kwargs)
+        return AuthError(message, hint=f"log in with: cloche login {host}", reference=reference,
+                         status=status, codes=tuple(codes), retryable=retryable)
+    kind = NotFoundError if status == 404 else RegistryError
+    return kind(message, reference=reference, status=status, codes=tuple(codes),
+                retryable=retryable)
 
 
 def connection_error(err: Exception, what: str, reference: str) -> RegistryError:

@@ -11,11 +11,11 @@ import re
 from pathlib import Path
 
 from cloche.errors import InvalidReferenceError, RegistryError
+from cloche.oci.reference import DEFAULT_REGISTRY, Reference
 from cloche.registry.auth import Credentials, erase_credentials, store_credentials
 from cloche.registry.client import RegistryClient
 from cloche.registry.config import RegistryConfig
 from cloche.registry.errors import AuthError
-from cloche.registry.reference import DEFAULT_REGISTRY, Reference
 
 _HOSTS_OF_HUB = ("index.docker.io", "registry-1.docker.io", "docker.io", "registry.hub.docker.com")
 
@@ -54,7 +54,7 @@ def login(server: str | None, username: str, password: str, *,
                 raise AuthError(f"login to {registry} failed: {err.message}",
                                 reference=registry, status=err.status, codes=err.codes,
                                 hint="check the user name and password") from err
-            except Exception as err:  # connection errors: try the next scheme
+            except Exception as err:  # noqa: BLE001  # connection errors: try the next scheme
                 last = err
         else:
             assert last is not None

@@ -4,7 +4,8 @@ The order matters for safety: blobs (config and layers) first, each verified as 
 written through ``BlobStore.writer(expected=digest)`` so wrong bytes are never stored; then the
 manifest (verified against the digest asked for); the name last. A pull that fails half way
 leaves complete, correct blobs and no name pointing at a partial image. Mirrors are tried
-first for reads; when one fails or lacks the image, the registry itself is asked.
+first for reads; when one fails or lacks the image, the registry itself is asked. Progress goes
+to a ``cloche.events`` listener: ``LayerExists``, ``LayerPulling`` and ``LayerPulled`` per blob.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from cloche import events as ev
 from cloche.errors import ClocheError, RegistryError
 from cloche.oci import mediatypes as mt
 from cloche.oci.descriptor import Descriptor
@@ -21,16 +23,12 @@ from cloche.oci.digest import Digest
 from cloche.oci.image import Image
 from cloche.oci.manifest import Index, Manifest, parse
 from cloche.oci.platform import Platform
+from cloche.oci.reference import Reference
 from cloche.registry.client import FetchedManifest, RegistryClient
 from cloche.registry.config import Endpoint, RegistryConfig
-from cloche.registry.reference import Reference
 
 if TYPE_CHECKING:
     from cloche.store import Store
-
-#: Called as (event, descriptor) with event in "exists", "start", "done".
-Progress = Callable[[str, Descriptor], None]
-
 
 class BlobSink(Protocol):
     def has(self, digest: Digest) -> bool: ...
@@ -51,7 +49,7 @@ class PullResult:
 
 def pull_blobs(ref: Reference, blobs: BlobSink, *, platform: Platform | None = None,
                client: RegistryClient | None = None, config: RegistryConfig | None = None,
-               progress: Progress | None = None, workers: int = 4) -> PullResult:
+               listener: ev.Listener = ev.ignore, workers: int = 4) -> PullResult:
     """Fetch ``ref``'s manifest, config and layers into ``blobs``; tries mirrors first."""
     own = client is None
     client = client or RegistryClient(config)
@@ -63,7 +61,7 @@ def pull_blobs(ref: Reference, blobs: BlobSink, *, platform: Platform | None = N
             try:
                 client.ping(ep)
                 return _pull_from(client, ep, ref, blobs, platform or Platform.host(),
-                                  progress, workers)
+                                  listener, workers)
             except ClocheError as err:
                 # a mirror that fails or lacks the image hands over to the next endpoint; so does
                 # an unreachable scheme (https then http for an insecure registry)
@@ -81,7 +79,7 @@ def pull_blobs(ref: Reference, blobs: BlobSink, *, platform: Platform | None = N
 
 
 def _pull_from(client: RegistryClient, ep: Endpoint, ref: Reference, blobs: BlobSink,
-               platform: Platform, progress: Progress | None, workers: int) -> PullResult:
+               platform: Platform, listener: ev.Listener, workers: int) -> PullResult:
     top = client.get_manifest(ep)
     source = f"{ep.reference}"
     doc = parse(top.data, media_type=top.media_type or None, source=source)
@@ -106,18 +104,15 @@ def _pull_from(client: RegistryClient, ep: Endpoint, ref: Reference, blobs: Blob
             continue
         seen.add(desc.digest)
         if blobs.has(desc.digest):
-            if progress:
-                progress("exists", desc)
+            listener(ev.LayerExists(str(ref), desc))
         else:
             todo.append(desc)
 
     def fetch(desc: Descriptor) -> None:
-        if progress:
-            progress("start", desc)
+        listener(ev.LayerPulling(str(ref), desc))
         with blobs.writer(expected=desc.digest, size=desc.size) as w:
             client.fetch_blob(ep, desc.digest, desc.size, w.write)
-        if progress:
-            progress("done", desc)
+        listener(ev.LayerPulled(str(ref), desc))
 
     if todo:
         _in_parallel(fetch, todo, workers)
@@ -148,7 +143,7 @@ def _in_parallel(fn: Callable[[Descriptor], None], items: list[Descriptor], work
                 item = pending.pop(0)
             try:
                 fn(item)
-            except BaseException as err:  # handed to the caller
+            except BaseException as err:  # noqa: BLE001  # handed to the caller
                 with lock:
                     errors.append(err)
 
@@ -172,7 +167,7 @@ def _store_bytes(blobs: BlobSink, data: bytes, digest: Digest) -> None:
 
 def pull_image(ref: Reference | str, store: Store, platform: Platform | str | None = None, *,
                client: RegistryClient | None = None, config: RegistryConfig | None = None,
-               progress: Progress | None = None) -> Image:
+               listener: ev.Listener = ev.ignore) -> Image:
     """Pull ``ref`` into ``store`` and return the stored Image.
 
     A tagged reference names the image in the store by its canonical name (``busybox`` ->
@@ -184,7 +179,7 @@ def pull_image(ref: Reference | str, store: Store, platform: Platform | str | No
         platform = Platform.parse(platform)
     with store.lease():  # gc must not collect the blobs before the name points at them
         result = pull_blobs(ref, store.blobs, platform=platform, client=client, config=config,
-                            progress=progress)
+                            listener=listener)
         data = store.blobs.read_bytes(result.descriptor.digest)
         image = Image.from_manifest(data, store.blobs, media_type=result.descriptor.media_type,
                                     name=str(ref))

@@ -4,34 +4,34 @@ Blobs go before the manifest that names them, as registries require. A blob the 
 already is skipped (HEAD); one known to be in another repository of the same registry is
 mounted (``POST ...?mount=&from=``), which copies nothing; the rest are uploaded, in one PUT or
 in PATCH chunks for big blobs. Blobs are streamed from their source, never loaded whole.
+Progress goes to a ``cloche.events`` listener: ``LayerPushed`` per blob, ``ManifestPushed``.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
+from cloche import events as ev
 from cloche.errors import RegistryError
 from cloche.oci import mediatypes as mt
 from cloche.oci.descriptor import Descriptor
 from cloche.oci.digest import Digest
 from cloche.oci.image import Image
 from cloche.oci.manifest import Manifest, parse
+from cloche.oci.reference import Reference
 from cloche.registry.client import RegistryClient
 from cloche.registry.config import Endpoint, RegistryConfig
-from cloche.registry.reference import Reference
 
 if TYPE_CHECKING:
     from cloche.store import Store
 
 MAX_CHILD = 4 << 20
-
-#: Called as (event, descriptor) with event in "exists", "mounted", "uploaded", "manifest".
-Progress = Callable[[str, Descriptor], None]
 
 
 class BlobOpener(Protocol):
@@ -54,7 +54,7 @@ class PushResult:
 def push_manifest(ref: Reference | str, manifest_bytes: bytes, media_type: str | None,
                   blobs: BlobOpener, *, client: RegistryClient | None = None,
                   config: RegistryConfig | None = None, mount_from: Iterable[Reference | str] = (),
-                  progress: Progress | None = None, workers: int = 4) -> PushResult:
+                  listener: ev.Listener = ev.ignore, workers: int = 4) -> PushResult:
     """Push a manifest or index (given as its exact bytes) and every blob it names."""
     if isinstance(ref, str):
         ref = Reference.parse(ref)
@@ -68,7 +68,7 @@ def push_manifest(ref: Reference | str, manifest_bytes: bytes, media_type: str |
         counts = {"uploaded": 0, "mounted": 0, "exists": 0}
         identifier = ref.identifier if ref.digest is None else str(ref.digest)
         digest, kind = _push_tree(client, ep, identifier, manifest_bytes, media_type, blobs,
-                                  mount_repos, counts, progress, workers, depth=0)
+                                  mount_repos, counts, listener, workers, depth=0)
         return PushResult(ref, digest, kind, len(manifest_bytes), counts["uploaded"],
                           counts["mounted"], counts["exists"])
     finally:
@@ -78,15 +78,15 @@ def push_manifest(ref: Reference | str, manifest_bytes: bytes, media_type: str |
 
 def push_image(image: Image, ref: Reference | str, *, client: RegistryClient | None = None,
                config: RegistryConfig | None = None, mount_from: Iterable[Reference | str] = (),
-               progress: Progress | None = None) -> PushResult:
+               listener: ev.Listener = ev.ignore) -> PushResult:
     """Push an ``Image`` value: its config from memory, its layers from their blob sources."""
     return push_manifest(ref, image.manifest_bytes, image.media_type, ImageBlobs(image),
-                         client=client, config=config, mount_from=mount_from, progress=progress)
+                         client=client, config=config, mount_from=mount_from, listener=listener)
 
 
 def push_stored(store: Store, name: str, ref: Reference | str | None = None, *,
                 client: RegistryClient | None = None, config: RegistryConfig | None = None,
-                progress: Progress | None = None) -> PushResult:
+                listener: ev.Listener = ev.ignore) -> PushResult:
     """Push what ``name`` names in the store (an image, or an index with its images) to
     ``ref`` (default: the name itself). Blobs of the same registry's source repository are
     mounted rather than uploaded."""
@@ -99,7 +99,7 @@ def push_stored(store: Store, name: str, ref: Reference | str | None = None, *,
         source_ref = []
     data = store.blobs.read_bytes(descriptor.digest)
     return push_manifest(target_ref, data, descriptor.media_type, store.blobs, client=client,
-                         config=config, mount_from=source_ref, progress=progress)
+                         config=config, mount_from=source_ref, listener=listener)
 
 
 class ImageBlobs:
@@ -134,14 +134,14 @@ def _endpoint(client: RegistryClient, ref: Reference) -> Endpoint:
 
 def _push_tree(client: RegistryClient, ep: Endpoint, identifier: str, data: bytes,
                media_type: str | None, blobs: BlobOpener, mount_repos: list[str],
-               counts: dict[str, int], progress: Progress | None, workers: int,
+               counts: dict[str, int], listener: ev.Listener, workers: int,
                depth: int) -> tuple[Digest, str]:
     """Push a manifest, or an index after every manifest it lists; returns digest and type."""
     doc = parse(data, media_type=media_type, source=f"{ep.reference.name}:{identifier}")
     kind = media_type or doc.media_type
     if isinstance(doc, Manifest):
         return _push_one(client, ep, identifier, data, kind, doc, blobs, mount_repos, counts,
-                         progress, workers), kind
+                         listener, workers), kind
     if depth > 2:
         raise RegistryError(f"{ep.reference.name}: indexes nested too deep to push",
                             reference=ep.reference.name)
@@ -152,16 +152,15 @@ def _push_tree(client: RegistryClient, ep: Endpoint, identifier: str, data: byte
             raise RegistryError(f"manifest {child.digest} is too large to push",
                                 reference=ep.reference.name)
         _push_tree(client, ep, str(child.digest), child_data, child.media_type, blobs,
-                   mount_repos, counts, progress, workers, depth + 1)
+                   mount_repos, counts, listener, workers, depth + 1)
     digest = client.put_manifest(ep, identifier, data, kind)
-    if progress:
-        progress("manifest", Descriptor(kind, digest, len(data)))
+    listener(ev.ManifestPushed(str(ep.reference), Descriptor(kind, digest, len(data))))
     return digest, kind
 
 
 def _push_one(client: RegistryClient, ep: Endpoint, identifier: str, data: bytes, media_type: str,
               doc: Manifest, blobs: BlobOpener, mount_repos: list[str], counts: dict[str, int],
-              progress: Progress | None, workers: int) -> Digest:
+              listener: ev.Listener, workers: int) -> Digest:
     unique: dict[Digest, Descriptor] = {}
     for desc in (doc.config, *doc.layers):
         unique.setdefault(desc.digest, desc)
@@ -171,18 +170,17 @@ def _push_one(client: RegistryClient, ep: Endpoint, identifier: str, data: bytes
             outcome = "exists"
         else:
             outcome = client.upload_blob(ep, desc.digest, desc.size,
-                                         lambda d=desc.digest: blobs.open(d),
+                                         functools.partial(blobs.open, desc.digest),
                                          mount_from=mount_repos[0] if mount_repos else None)
-        if progress:
-            progress(outcome, desc)
+        listener(ev.LayerPushed(str(ep.reference), desc, outcome))
         return outcome
 
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(unique)))) as pool:
         for outcome in pool.map(push_blob, unique.values()):
             counts[outcome] += 1
     digest = client.put_manifest(ep, identifier, data, media_type or _media_type(data))
-    if progress:
-        progress("manifest", Descriptor(media_type or mt.OCI_MANIFEST, digest, len(data)))
+    listener(ev.ManifestPushed(str(ep.reference),
+                               Descriptor(media_type or mt.OCI_MANIFEST, digest, len(data))))
     return digest
 
 

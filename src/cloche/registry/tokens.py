@@ -60,7 +60,7 @@ class Authorizer:
         if not realm.startswith(("http://", "https://")):
             raise AuthError(f"{ep.reference.registry}: token realm {realm!r} is not a URL",
                             reference=ep.reference.name, status=401)
-        params: list[tuple[str, str]] = []
+        params: list[tuple[str, str | int | float | bool | None]] = []
         if challenge.get("service"):
             params.append(("service", challenge.get("service")))
         for scope in scopes:
@@ -89,9 +89,9 @@ class Authorizer:
                 continue
             break
         if resp.status_code != 200:
-            err = error_from_response(resp, "token for", ep.reference.name)
-            raise AuthError(err.message, reference=ep.reference.name, status=resp.status_code,
-                            codes=err.codes or ("UNAUTHORIZED",),
+            answer = error_from_response(resp, "token for", ep.reference.name)
+            raise AuthError(answer.message, reference=ep.reference.name, status=resp.status_code,
+                            codes=answer.codes or ("UNAUTHORIZED",),
                             hint=f"check the credentials: cloche login {ep.reference.registry}")
         try:
             body = resp.json()

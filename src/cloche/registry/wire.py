@@ -56,4 +56,4 @@ def backoff_delay(base: float, attempt: int, retry_after: str | None = None) -> 
                 delay = max(delay, when.timestamp() - time.time())
             except (TypeError, ValueError):
                 pass
-    return min(delay, MAX_DELAY)
+    return float(min(delay, MAX_DELAY))

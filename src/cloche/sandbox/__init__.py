@@ -1,9 +1,9 @@
 """The sandbox for RUN steps, built from kernel features with no external runtime.
 
-``users`` resolves USER and --chown values in a rootfs; ``overlay`` mounts a stage's layers
-so that the upper directory is the step's diff; ``runner.run`` executes one step in new
-mount, PID, UTS and IPC namespaces (and network, for ``--network=none``) over the merged
-directory. Running steps needs root for now.
+``overlay`` mounts a stage's layers so that the upper directory is the step's diff;
+``runner.run`` executes one step in new mount, PID, UTS and IPC namespaces (and network, for
+``--network=none``) over the merged directory. Running steps needs root for now. Resolving
+paths in a rootfs and USER/--chown values lives in ``cloche.fs``: COPY and ADD need it too.
 
 The names below are loaded on first use: every RUN step starts ``cloche.sandbox.init`` in a
 fresh interpreter, which should not pay for importing the caller's side of the sandbox.
@@ -16,13 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "OverlayError": "overlay", "mount_overlay": "overlay", "prune_copied_up": "overlay",
-    "resolve_in_root": "paths",
     "SandboxSetupError": "runner", "StepCancelled": "cancel", "CancelScope": "cancel",
     "hosts_file": "runner", "require_root": "runner", "run": "runner",
     "DEFAULT_HOSTNAME": "spec", "DEFAULT_PATH": "spec", "Mount": "spec", "RunResult": "spec",
     "RunSpec": "spec", "Sink": "spec",
-    "InvalidUserSpecError": "users", "ResolvedUser": "users", "UnknownUserError": "users",
-    "resolve_chown": "users", "resolve_user": "users",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -44,13 +41,5 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from cloche.sandbox.cancel import CancelScope, StepCancelled
     from cloche.sandbox.overlay import OverlayError, mount_overlay, prune_copied_up
-    from cloche.sandbox.paths import resolve_in_root
     from cloche.sandbox.runner import SandboxSetupError, hosts_file, require_root, run
     from cloche.sandbox.spec import DEFAULT_HOSTNAME, DEFAULT_PATH, Mount, RunResult, RunSpec, Sink
-    from cloche.sandbox.users import (
-        InvalidUserSpecError,
-        ResolvedUser,
-        UnknownUserError,
-        resolve_chown,
-        resolve_user,
-    )

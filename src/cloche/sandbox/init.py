@@ -4,8 +4,9 @@
 instead of forking the caller: the caller runs stages in threads, and a fork of a threaded
 Python process may inherit a lock another thread held. The fresh process is single-threaded:
 
-1. It reads its configuration (JSON) from stdin, points stdin at /dev/null, and unshares the
-   mount, UTS, IPC and PID namespaces (and the network one for ``--network=none``).
+1. It reads its configuration (``initconfig.InitConfig``, typed and checked) from stdin,
+   points stdin at /dev/null, and unshares the mount, UTS, IPC and PID namespaces (and the
+   network one for ``--network=none``).
 2. It forks PID 1 of the new PID namespace and waits for it. PID 1 dies with it (PDEATHSIG),
    and when PID 1 dies the kernel kills every process of the namespace: so killing this
    process (the runner does on timeout or Ctrl-C) leaves nothing running.
@@ -24,7 +25,6 @@ stderr, as a shell would report it).
 from __future__ import annotations
 
 import errno
-import json
 import os
 import select
 import signal
@@ -36,6 +36,7 @@ from fcntl import ioctl
 from typing import Any
 
 from cloche.sandbox import linux
+from cloche.sandbox.initconfig import InitConfig, InitMount
 from cloche.sandbox.linux import (
     MS_BIND,
     MS_NODEV,
@@ -137,27 +138,27 @@ def _setup_sys(sys_dir: str, writable: bool = False) -> None:
                   MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 
-def _extra_mount(m: dict[str, Any]) -> None:
-    target, name = m["target"], m["path"]
+def _extra_mount(m: InitMount) -> None:
+    target, name = m.target, m.path
     if not os.path.lexists(target):
         # The stub made in the rootfs is hidden by a tmpfs mounted since (/dev/pipes under the
         # /dev tmpfs): make the mount point again, on that tmpfs, where it leaves no trace.
-        if m["kind"] == "bind" and not os.path.isdir(m["source"]):
+        if m.kind == "bind" and not os.path.isdir(m.source or ""):
             os.makedirs(os.path.dirname(target), exist_ok=True)
             os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
         else:
             os.makedirs(target, exist_ok=True)
-    if m["kind"] == "tmpfs":
+    if m.kind == "tmpfs":
         opts = []
-        if m.get("size"):
-            opts.append(f"size={m['size']}")
-        if m.get("mode") is not None:
-            opts.append(f"mode={m['mode']:o}")  # else the kernel's default, 1777
-        flags = MS_NOSUID | MS_NODEV | (MS_RDONLY if m.get("readonly") else 0)
+        if m.size:
+            opts.append(f"size={m.size}")
+        if m.mode is not None:
+            opts.append(f"mode={m.mode:o}")  # else the kernel's default, 1777
+        flags = MS_NOSUID | MS_NODEV | (MS_RDONLY if m.readonly else 0)
         _step(f"mount tmpfs on {name}", linux.mount, "tmpfs", target, "tmpfs", flags, ",".join(opts))
         return
-    _step(f"bind {m['source']} on {name}", linux.mount, m["source"], target, None, MS_BIND | MS_REC)
-    if m.get("readonly"):
+    _step(f"bind {m.source} on {name}", linux.mount, m.source, target, None, MS_BIND | MS_REC)
+    if m.readonly:
         _step(f"make {name} read-only", linux.mount, None, target, None,
               MS_REMOUNT | MS_BIND | MS_RDONLY)
 
@@ -205,30 +206,30 @@ def _protect_proc() -> None:
             pass
 
 
-def _setup(cfg: dict[str, Any]) -> None:
-    root = cfg["rootfs"]
+def _setup(cfg: InitConfig) -> None:
+    root = cfg.rootfs
     _step("make mounts private", linux.mount, None, "/", None, MS_REC | MS_PRIVATE)
     _step("bind rootfs", linux.mount, root, root, None, MS_BIND | MS_REC)
-    _step("mount /proc", linux.mount, "proc", cfg["proc"], "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    _setup_dev(cfg["dev"])
-    if cfg["insecure"]:
-        _host_devices(cfg["dev"])
-    _setup_sys(cfg["sys"], writable=cfg["insecure"])
-    for source, target in cfg["files"]:  # /etc/hosts, /etc/resolv.conf: read-only, as BuildKit
+    _step("mount /proc", linux.mount, "proc", cfg.proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    _setup_dev(cfg.dev)
+    if cfg.insecure:
+        _host_devices(cfg.dev)
+    _setup_sys(cfg.sys, writable=cfg.insecure)
+    for source, target in cfg.files:  # /etc/hosts, /etc/resolv.conf: read-only, as BuildKit
         _step(f"bind {source}", linux.mount, source, target, None, MS_BIND)
         _step(f"make {source} read-only", linux.mount, None, target, None,
               MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    for m in cfg["mounts"]:
+    for m in cfg.mounts:
         _extra_mount(m)
-    _step("set hostname", linux.sethostname, cfg["hostname"])
-    if cfg["network"] == "none":
+    _step("set hostname", linux.sethostname, cfg.hostname)
+    if cfg.network == "none":
         _step("bring up loopback", _loopback_up)
     _enter_root(root)
-    if not cfg["insecure"]:
+    if not cfg.insecure:
         _protect_proc()
 
 
-def _exec_command(cfg: dict[str, Any], alive_fd: int | None = None) -> None:
+def _exec_command(cfg: InitConfig, alive_fd: int | None = None) -> None:
     """In the command's process: drop privileges and exec; never returns.
 
     When the command is PID 1 itself, ``alive_fd`` is the helper's liveness pipe: changing
@@ -242,20 +243,20 @@ def _exec_command(cfg: dict[str, Any], alive_fd: int | None = None) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.umask(0o022)  # what RUN gets under BuildKit, whatever the caller's umask
         for cap in range(linux.last_cap() + 1):
-            if cap not in DEFAULT_CAPS and not cfg["insecure"]:
+            if cap not in DEFAULT_CAPS and not cfg.insecure:
                 try:
                     linux.prctl(linux.PR_CAPBSET_DROP, cap)
                 except OSError:
                     pass
-        cwd = cfg["cwd"]
+        cwd = cfg.cwd
         chdir_later = False
         try:
             os.chdir(cwd)  # as root first: the user may not be able to reach it
         except PermissionError:
             chdir_later = True
-        os.setgroups(cfg["groups"])
-        os.setgid(cfg["gid"])
-        os.setuid(cfg["uid"])
+        os.setgroups(cfg.groups)
+        os.setgid(cfg.gid)
+        os.setuid(cfg.uid)
         if alive_fd is not None:
             linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
             if select.select([alive_fd], [], [], 0)[0]:
@@ -263,12 +264,12 @@ def _exec_command(cfg: dict[str, Any], alive_fd: int | None = None) -> None:
             os.close(alive_fd)
         if chdir_later:
             os.chdir(cwd)
-        env = dict(e.partition("=")[::2] for e in cfg["env"])
-        argv = cfg["argv"]
+        env = dict(e.partition("=")[::2] for e in cfg.env)
+        argv = cfg.argv
         os.execvpe(argv[0], argv, env)
     except OSError as e:
         code = 126 if e.errno in (errno.EACCES, errno.ENOEXEC, errno.EISDIR) else 127
-        what = cfg["argv"][0] if e.filename is None else e.filename
+        what = cfg.argv[0] if e.filename is None else e.filename
         try:
             os.write(2, f"cloche: exec {what}: {e.strerror}\n".encode())
         except OSError:
@@ -277,7 +278,7 @@ def _exec_command(cfg: dict[str, Any], alive_fd: int | None = None) -> None:
         os._exit(code)
 
 
-def _pid1(cfg: dict[str, Any], status_fd: int, alive_fd: int) -> None:
+def _pid1(cfg: InitConfig, status_fd: int, alive_fd: int) -> None:
     """PID 1 of the new namespace; never returns.
 
     By default it sets up and then execs the command, which so becomes PID 1 as it is under
@@ -295,7 +296,7 @@ def _pid1(cfg: dict[str, Any], status_fd: int, alive_fd: int) -> None:
         if select.select([alive_fd], [], [], 0)[0]:
             os._exit(SETUP_FAILED)  # the helper is already gone
         _setup(cfg)
-        if not cfg["init"]:
+        if not cfg.init:
             _exec_command(cfg, alive_fd)  # the command becomes PID 1, as under BuildKit
         os.close(alive_fd)
         main = os.fork()
@@ -326,8 +327,8 @@ def _pid1(cfg: dict[str, Any], status_fd: int, alive_fd: int) -> None:
 
 
 def main() -> None:
-    cfg = json.loads(sys.stdin.buffer.read())
-    status_fd = cfg["status_fd"]
+    cfg = InitConfig.decode(sys.stdin.buffer.read())
+    status_fd = cfg.status_fd
     os.set_inheritable(status_fd, False)
     devnull = os.open("/dev/null", os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -335,11 +336,11 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner decides; it kills us on Ctrl-C
     try:
         linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != cfg["parent_pid"]:
+        if os.getppid() != cfg.parent_pid:
             os._exit(SETUP_FAILED)
         flags = (linux.CLONE_NEWNS | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
                  | linux.CLONE_NEWPID)
-        if cfg["network"] == "none":
+        if cfg.network == "none":
             flags |= linux.CLONE_NEWNET
         linux.unshare(flags)
     except OSError as e:
@@ -353,7 +354,7 @@ def main() -> None:
     os.close(alive_r)
     _report(status_fd, f"pid1 {pid1}")  # lets the runner kill it directly too
     _, status = os.waitpid(pid1, 0)
-    if not cfg["init"]:  # PID 1 was the command: its end is the step's status
+    if not cfg.init:  # PID 1 was the command: its end is the step's status
         if os.WIFSIGNALED(status):
             _report(status_fd, f"signal {os.WTERMSIG(status)}")
         else:

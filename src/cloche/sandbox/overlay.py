@@ -27,8 +27,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from cloche.errors import SandboxError
+from cloche.fs.paths import resolve_in_root
 from cloche.sandbox import linux
-from cloche.sandbox.paths import resolve_in_root
 
 PLAIN_OPTIONS = ("index=off", "redirect_dir=off", "metacopy=off", "xino=off")
 MAX_LOWERS = 450  # the kernel allows 500; keep some margin

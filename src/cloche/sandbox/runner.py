@@ -11,7 +11,6 @@ Ctrl-C, kills the init so that nothing of the step keeps running.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import subprocess
@@ -20,12 +19,13 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import cloche
 from cloche.errors import SandboxError
+from cloche.fs.paths import resolve_in_root
 from cloche.sandbox.cancel import CancelScope, StepCancelled, kill_step
-from cloche.sandbox.paths import resolve_in_root
+from cloche.sandbox.initconfig import InitConfig, InitMount
 from cloche.sandbox.spec import RunResult, RunSpec, Sink
 from cloche.sandbox.stubs import Stubs
 
@@ -94,28 +94,27 @@ def _target(sink: Sink) -> int:
     return subprocess.PIPE
 
 
-def _config(spec: RunSpec, stubs: Stubs, files: list[tuple[str, str]], status_fd: int) -> dict[str, Any]:
-    cfg: dict[str, Any] = {
-        "parent_pid": os.getpid(), "status_fd": status_fd, "rootfs": str(spec.rootfs),
-        "argv": list(spec.argv), "env": spec.final_env(), "cwd": spec.cwd,
-        "uid": spec.user.uid, "gid": spec.user.gid, "groups": list(spec.user.additional_gids),
-        "hostname": spec.hostname, "network": spec.network, "init": spec.init,
-        "insecure": spec.security == "insecure",
-        "proc": str(stubs.ensure("/proc", is_dir=True)),
-        "dev": str(stubs.ensure("/dev", is_dir=True)),
-        "sys": str(stubs.ensure("/sys", is_dir=True)),
-        "files": [[src, str(stubs.ensure(dst, is_dir=False))] for src, dst in files],
-        "mounts": [],
-    }
+def _config(spec: RunSpec, stubs: Stubs, files: list[tuple[str, str]], status_fd: int) -> InitConfig:
+    mounts = []
     for m in spec.mounts:
         is_dir = m.kind == "tmpfs" or (m.source is not None and m.source.is_dir())
         if m.source is not None and not m.source.exists():
             raise SandboxError(f"mount source {m.source} for {m.target} does not exist")
-        cfg["mounts"].append({
-            "kind": m.kind, "source": str(m.source) if m.source else None, "path": m.target,
-            "target": str(stubs.ensure(m.target, is_dir=is_dir)),
-            "readonly": m.readonly, "size": m.size, "mode": m.mode})
-    return cfg
+        mounts.append(InitMount(
+            kind=m.kind, source=str(m.source) if m.source else None, path=m.target,
+            target=str(stubs.ensure(m.target, is_dir=is_dir)),
+            readonly=m.readonly, size=m.size, mode=m.mode))
+    return InitConfig(
+        parent_pid=os.getpid(), status_fd=status_fd, rootfs=str(spec.rootfs),
+        argv=spec.argv, env=tuple(spec.final_env()), cwd=spec.cwd,
+        uid=spec.user.uid, gid=spec.user.gid, groups=tuple(spec.user.additional_gids),
+        hostname=spec.hostname, network=spec.network, init=spec.init,
+        insecure=spec.security == "insecure",
+        proc=str(stubs.ensure("/proc", is_dir=True)),
+        dev=str(stubs.ensure("/dev", is_dir=True)),
+        sys=str(stubs.ensure("/sys", is_dir=True)),
+        files=tuple((src, str(stubs.ensure(dst, is_dir=False))) for src, dst in files),
+        mounts=tuple(mounts))
 
 
 def _ensure_cwd(spec: RunSpec) -> None:
@@ -177,7 +176,7 @@ def run(spec: RunSpec) -> RunResult:
         assert proc.stdin is not None
         try:
             with proc.stdin:
-                proc.stdin.write(json.dumps(cfg).encode())
+                proc.stdin.write(cfg.encode())
         except BrokenPipeError:
             pass  # the helper died first: its status (or its absence) says why
         key = id(proc)

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Literal, Union
 
 from cloche.errors import SandboxError
+from cloche.fs.users import ROOT, ResolvedUser
 from cloche.sandbox.cancel import CancelScope
-from cloche.sandbox.users import ROOT, ResolvedUser
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_HOSTNAME = "buildkitsandbox"  # what BuildKit's RUN steps see

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloche.errors import SandboxError
-from cloche.sandbox.paths import resolve_in_root
+from cloche.fs.paths import resolve_in_root
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,10 @@
 """The local store: content-addressed blobs and image names in an OCI layout under one root.
 
 ``Store.open(root)`` gives ``store.blobs`` (a ``BlobStore``) and the name operations (tag,
-resolve, image, put_image, names, untag, remove, gc). The root also holds ``snapshots/`` and
-``cache/`` for the build engine. Beside this core: ``importer`` (docker import of a rootfs,
-with ``changes`` for ``--change``), ``transfer`` (save/load of OCI and docker archives) and
-``describe`` (what ``images`` and ``inspect`` show); import them directly, they pull in the
-layer and archive code that the core does not need.
+resolve, image, put_image, names, untag, remove, gc). The root also holds the build engine's
+areas, named by the store (``snapshots_dir``, ``cache_dir``, ``builds_dir``, ``tmp_dir``).
+The store is blobs, names and locks only: import, save/load and inspect are operations of the
+face (``cloche.ops``), and names are parsed by the OCI core's ``Reference``.
 """
 
 from cloche.store.blobs import BlobNotFoundError, BlobStore, BlobWriter

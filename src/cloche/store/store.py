@@ -3,7 +3,8 @@
     <root>/oci-layout, index.json      the layout (names as ref.name annotations)
     <root>/blobs/sha256/<hex>          manifests, configs and layers, by digest
     <root>/tmp/                        blobs being written (same file system, for rename)
-    <root>/snapshots/, <root>/cache/   reserved for the build engine
+    <root>/snapshots/, <root>/cache/, <root>/builds/
+                                       the build engine's areas (``Store.snapshots_dir``...)
 
 Names are canonical references (``docker.io/library/busybox:latest``) so that ``busybox``,
 ``library/busybox:latest`` and ``docker.io/library/busybox`` are one image, as in Docker.
@@ -26,6 +27,7 @@ from cloche.errors import ImageNotFoundError, InvalidReferenceError, StoreError
 from cloche.oci._frozen import FrozenMap
 from cloche.oci.descriptor import Descriptor
 from cloche.oci.digest import Digest
+from cloche.oci.reference import Reference
 from cloche.store.blobs import BlobStore
 from cloche.store.index import REF_NAME, NameIndex, entry_name
 from cloche.store.lock import locked
@@ -34,7 +36,6 @@ from cloche.store.root import default_root
 if TYPE_CHECKING:
     from cloche.oci.image import Image
     from cloche.oci.platform import Platform
-    from cloche.registry.reference import Reference
 
 _HEX_PREFIX = re.compile(r"^(?:sha256:)?([a-f0-9]{1,64})$")
 _INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
@@ -69,9 +70,7 @@ class GcReport:
 
 
 def parse_name(text: str) -> Reference:
-    """A reference normalised as Docker does (imported late: registry code imports the store)."""
-    from cloche.registry.reference import Reference
-
+    """A reference normalised as Docker does (``busybox`` -> ``docker.io/library/busybox``)."""
     return Reference.parse(text)
 
 
@@ -109,16 +108,35 @@ class Store:
         A lease is a shared lock on ``gc.lock``; ``gc`` takes it exclusively, so it waits for
         every lease to end and no lease starts while it runs. Leases nest and overlap freely.
         """
-        with locked(self.root / "gc.lock", shared=True):
+        with locked(self.gc_lock, shared=True):
             yield
+
+    # --- named areas: the build engine's directories under the root, named once here --------
 
     @property
     def snapshots_dir(self) -> Path:
+        """Unpacked trees: step snapshots (``steps/``), base images (``images/``)."""
         return self.root / "snapshots"
 
     @property
     def cache_dir(self) -> Path:
+        """The build cache's records (``steps/``, ``stat/``) and cache mounts (``mounts/``)."""
         return self.root / "cache"
+
+    @property
+    def builds_dir(self) -> Path:
+        """One scratch directory per running build."""
+        return self.root / "builds"
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Files being written (same file system as the blobs, so a rename publishes them)."""
+        return self.blobs.tmp_dir
+
+    @property
+    def gc_lock(self) -> Path:
+        """The lock ``lease`` shares and ``gc`` (or a prune) takes exclusively."""
+        return self.root / "gc.lock"
 
     # --- names ---------------------------------------------------------------------------
 
@@ -186,7 +204,7 @@ class Store:
         m = _HEX_PREFIX.match(text)
         if m:
             prefix = m.group(1)
-            hits = {}
+            hits: dict[Digest, StoredImage] = {}
             for s in entries:
                 if s.image_id.hex.startswith(prefix) or s.descriptor.digest.hex.startswith(prefix):
                     hits.setdefault(s.descriptor.digest, s)
@@ -243,7 +261,7 @@ class Store:
         writing an image's blobs and naming it. ``extra_roots`` lets the build cache keep what
         it references. ``wait=False`` raises ``LockBusyError`` instead of waiting for leases.
         """
-        with locked(self.root / "gc.lock", wait=wait), locked(self.index.lock_path):
+        with locked(self.gc_lock, wait=wait), locked(self.index.lock_path):
             live: set[Digest] = set()
             pending = [Digest.parse(str(e["digest"])) for e in self.index._read()]
             pending.extend(extra_roots)

@@ -1,21 +1,26 @@
 """Instructions that change only the image config (and history): ENV, ARG, LABEL, EXPOSE,
 VOLUME, USER, CMD, ENTRYPOINT, SHELL, STOPSIGNAL, HEALTHCHECK, ONBUILD, MAINTAINER.
 
-Each handler takes the instruction as expanded by the stage's scope and the scope after it,
-and returns the next StageState with BuildKit's config change and history line.
+One function per instruction, registered by type in ``APPLY``; each takes the instruction
+as expanded by the stage's scope (``state.env`` already the scope after it) and returns the
+next StageState with BuildKit's config change and history line. ``CONFIG`` is the family's
+handler.
 """
 
 from __future__ import annotations
 
 import signal as _signal
-from dataclasses import replace
+from collections.abc import Callable
+from typing import Any
 
 from cloche.dockerfile import instructions as ins
-from cloche.dockerfile.args import StageEnv
 from cloche.engine.dispatch import history as hist
+from cloche.engine.dispatch.context import StepContext
+from cloche.engine.dispatch.handler import CacheInputs, Handler
 from cloche.engine.state import StageState
 from cloche.errors import DockerfileError
 from cloche.oci.config import Healthcheck
+from cloche.plan.steps import Step
 
 DEFAULT_SHELL = ("/bin/sh", "-c")
 
@@ -64,69 +69,113 @@ def check_signal(text: str, where: ins.Instruction) -> None:
     raise DockerfileError(f"invalid signal: {text}", line=where.line)
 
 
-def apply(instruction: ins.Instruction, state: StageState, env: StageEnv,
-          cmd_set: bool) -> StageState:
-    """The state after a config-only instruction (already expanded); ``env`` is the scope
-    after it."""
-    state = replace(state, env=env)
-    config = state.config
-    if isinstance(instruction, ins.Env):
-        state = state.with_config(env=tuple(f"{k}={v}" for k, v in env.config_env))
-        return state.record("ENV " + " ".join(f"{k}={v}" for k, v in instruction.pairs))
-    if isinstance(instruction, ins.Arg):
-        values = env.environment
-        words = [f"{a.name}={values[a.name]}" if a.name in values else a.name
-                 for a in instruction.args]
-        return state.record("ARG " + " ".join(words))
-    if isinstance(instruction, ins.Label):
-        labels = dict(config.labels)
-        labels.update(instruction.pairs)
-        state = state.with_config(labels=labels)
-        return state.record("LABEL " + " ".join(f"{k}={v}" for k, v in instruction.pairs))
-    if isinstance(instruction, ins.Expose):
-        new = expose_ports(instruction.ports, instruction)
-        merged = list(config.exposed_ports) + [p for p in new if p not in config.exposed_ports]
-        return state.with_config(exposed_ports=tuple(merged)).record("EXPOSE " + hist.go_v_set(new))
-    if isinstance(instruction, ins.Volume):
-        if any(not p for p in instruction.paths):
-            raise DockerfileError("VOLUME specified can not be an empty string",
-                                  line=instruction.line)
-        merged = list(config.volumes) + [p for p in instruction.paths if p not in config.volumes]
-        return state.with_config(volumes=tuple(merged)).record(
-            "VOLUME " + hist.go_v_list(instruction.paths))
-    if isinstance(instruction, ins.User):
-        return state.with_config(user=instruction.user).record(f"USER {instruction.user}")
-    if isinstance(instruction, ins.Cmd):
-        args = command_args(state, instruction.command, instruction.shell_form)
-        state = state.with_config(cmd=args, args_escaped=True)
-        return state.record("CMD " + hist.go_q_list(args))
-    if isinstance(instruction, ins.Entrypoint):
-        args = command_args(state, instruction.command, instruction.shell_form)
-        changes: dict[str, object] = {"entrypoint": args}
-        if not cmd_set:
-            changes["cmd"] = None
-        return state.with_config(**changes).record("ENTRYPOINT " + hist.go_q_list(args))
-    if isinstance(instruction, ins.Shell):
-        return state.with_config(shell=instruction.shell).record(
-            "SHELL " + hist.go_v_list(instruction.shell))
-    if isinstance(instruction, ins.StopSignal):
-        check_signal(instruction.signal, instruction)
-        return state.with_config(stop_signal=instruction.signal).record(
-            f"STOPSIGNAL {instruction.signal}")
-    if isinstance(instruction, ins.Healthcheck):
-        check = Healthcheck(test=instruction.test, interval=instruction.interval,
-                            timeout=instruction.timeout, start_period=instruction.start_period,
-                            start_interval=instruction.start_interval,
-                            retries=instruction.retries)
-        return state.with_config(healthcheck=check).record(hist.healthcheck(check))
-    if isinstance(instruction, ins.Onbuild):
-        return state.with_config(on_build=(config.on_build or ()) + (instruction.expression,))
-    if isinstance(instruction, ins.Maintainer):
-        return state.with_config(author=instruction.maintainer).record(
-            f"MAINTAINER {instruction.maintainer}")
-    raise TypeError(f"not a config instruction: {instruction!r}")
+def _env(instruction: ins.Env, state: StageState, ctx: StepContext) -> StageState:
+    state = state.with_config(env=tuple(f"{k}={v}" for k, v in state.env.config_env))
+    return state.record("ENV " + " ".join(f"{k}={v}" for k, v in instruction.pairs))
 
 
-CONFIG_INSTRUCTIONS = (ins.Env, ins.Arg, ins.Label, ins.Expose, ins.Volume, ins.User, ins.Cmd,
-                       ins.Entrypoint, ins.Shell, ins.StopSignal, ins.Healthcheck, ins.Onbuild,
-                       ins.Maintainer)
+def _arg(instruction: ins.Arg, state: StageState, ctx: StepContext) -> StageState:
+    values = state.env.environment
+    words = [f"{a.name}={values[a.name]}" if a.name in values else a.name
+             for a in instruction.args]
+    return state.record("ARG " + " ".join(words))
+
+
+def _label(instruction: ins.Label, state: StageState, ctx: StepContext) -> StageState:
+    labels = dict(state.config.labels)
+    labels.update(instruction.pairs)
+    state = state.with_config(labels=labels)
+    return state.record("LABEL " + " ".join(f"{k}={v}" for k, v in instruction.pairs))
+
+
+def _expose(instruction: ins.Expose, state: StageState, ctx: StepContext) -> StageState:
+    current = state.config.exposed_ports
+    new = expose_ports(instruction.ports, instruction)
+    merged = list(current) + [p for p in new if p not in current]
+    return state.with_config(exposed_ports=tuple(merged)).record("EXPOSE " + hist.go_v_set(new))
+
+
+def _volume(instruction: ins.Volume, state: StageState, ctx: StepContext) -> StageState:
+    if any(not p for p in instruction.paths):
+        raise DockerfileError("VOLUME specified can not be an empty string",
+                              line=instruction.line)
+    current = state.config.volumes
+    merged = list(current) + [p for p in instruction.paths if p not in current]
+    return state.with_config(volumes=tuple(merged)).record(
+        "VOLUME " + hist.go_v_list(instruction.paths))
+
+
+def _user(instruction: ins.User, state: StageState, ctx: StepContext) -> StageState:
+    return state.with_config(user=instruction.user).record(f"USER {instruction.user}")
+
+
+def _cmd(instruction: ins.Cmd, state: StageState, ctx: StepContext) -> StageState:
+    args = command_args(state, instruction.command, instruction.shell_form)
+    state = state.with_config(cmd=args, args_escaped=True)
+    return state.record("CMD " + hist.go_q_list(args))
+
+
+def _entrypoint(instruction: ins.Entrypoint, state: StageState, ctx: StepContext) -> StageState:
+    args = command_args(state, instruction.command, instruction.shell_form)
+    changes: dict[str, object] = {"entrypoint": args}
+    if not ctx.cmd_set:  # an inherited CMD is dropped; one set in this stage stays
+        changes["cmd"] = None
+    return state.with_config(**changes).record("ENTRYPOINT " + hist.go_q_list(args))
+
+
+def _shell(instruction: ins.Shell, state: StageState, ctx: StepContext) -> StageState:
+    return state.with_config(shell=instruction.shell).record(
+        "SHELL " + hist.go_v_list(instruction.shell))
+
+
+def _stop_signal(instruction: ins.StopSignal, state: StageState, ctx: StepContext) -> StageState:
+    check_signal(instruction.signal, instruction)
+    return state.with_config(stop_signal=instruction.signal).record(
+        f"STOPSIGNAL {instruction.signal}")
+
+
+def _healthcheck(instruction: ins.Healthcheck, state: StageState,
+                 ctx: StepContext) -> StageState:
+    check = Healthcheck(test=instruction.test, interval=instruction.interval,
+                        timeout=instruction.timeout, start_period=instruction.start_period,
+                        start_interval=instruction.start_interval, retries=instruction.retries)
+    return state.with_config(healthcheck=check).record(hist.healthcheck(check))
+
+
+def _onbuild(instruction: ins.Onbuild, state: StageState, ctx: StepContext) -> StageState:
+    return state.with_config(
+        on_build=(state.config.on_build or ()) + (instruction.expression,))
+
+
+def _maintainer(instruction: ins.Maintainer, state: StageState, ctx: StepContext) -> StageState:
+    return state.with_config(author=instruction.maintainer).record(
+        f"MAINTAINER {instruction.maintainer}")
+
+
+_Apply = Callable[[Any, StageState, StepContext], StageState]
+
+APPLY: dict[type[ins.Instruction], _Apply] = {
+    ins.Env: _env, ins.Arg: _arg, ins.Label: _label, ins.Expose: _expose,
+    ins.Volume: _volume, ins.User: _user, ins.Cmd: _cmd, ins.Entrypoint: _entrypoint,
+    ins.Shell: _shell, ins.StopSignal: _stop_signal, ins.Healthcheck: _healthcheck,
+    ins.Onbuild: _onbuild, ins.Maintainer: _maintainer,
+}
+"""Each config instruction's change, by instruction type (the instruction comes expanded,
+and ``state.env`` is the scope after it)."""
+
+
+class ConfigHandler(Handler):
+    """The config-only instructions: no files, no layer, nothing to cache."""
+
+    writes_files = False
+
+    def cache_inputs(self, step: Step, state: StageState,
+                     ctx: StepContext) -> CacheInputs | None:
+        return None
+
+    def apply(self, step: Step, state: StageState, ctx: StepContext) -> StageState:
+        return APPLY[type(step.instruction)](step.instruction, state, ctx)
+
+
+CONFIG = ConfigHandler()
+CONFIG_INSTRUCTIONS = tuple(APPLY)

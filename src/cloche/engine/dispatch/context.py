@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cloche.engine import events as ev
 from cloche.engine.context import BuildContext
 from cloche.engine.options import BuildOptions
 from cloche.engine.sources import SourceTree
 from cloche.engine.workspace import Workspace
+from cloche.plan.steps import Ref
 from cloche.sandbox.cancel import CancelScope
 
-SourceOpener = Callable[[str], AbstractContextManager[SourceTree]]
+
+class Sources(Protocol):
+    """The files a step may read besides its own stage: other stages, images, the context."""
+
+    def open(self, ref: Ref) -> AbstractContextManager[SourceTree]:
+        """A stage's or an image's root filesystem, read-only, while the block runs."""
+        ...
+
+    def identity(self, ref: Ref | None, paths: tuple[str, ...],
+                 excludes: tuple[str, ...]) -> str:
+        """What ``paths`` of ``ref`` (None: the build context) are, for a cache key."""
+        ...
 
 
 @dataclass
@@ -28,8 +40,10 @@ class StepContext:
     step: ev.StepRef
     file: str
     build_context: BuildContext
-    open_source: SourceOpener  # a COPY --from / RUN --mount from= reference -> its files
+    sources: Sources  # a COPY --from / RUN --mount from= reference -> its files
     stage_name: str
+    platform: str = ""  # the build's target platform (part of every cache key)
+    cmd_set: bool = False  # a CMD came before in this stage (ENTRYPOINT keeps it then)
     output_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     cancel: CancelScope | None = None  # the build's: ends its steps when it stops
     # no later step of this build reads the stage's files (the target stage's last step

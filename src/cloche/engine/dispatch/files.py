@@ -1,4 +1,8 @@
-"""COPY, ADD and WORKDIR: file operations on the stage's root filesystem, one layer each."""
+"""COPY, ADD and WORKDIR: file operations on the stage's root filesystem, one layer each.
+
+``COPY`` (for COPY and ADD) and ``WORKDIR`` are the families' handlers: their cache inputs
+beside the code whose result the key predicts.
+"""
 
 from __future__ import annotations
 
@@ -14,21 +18,24 @@ from cloche.engine.copy import CopyRequest, copy_into
 from cloche.engine.direct_copy import direct_entries
 from cloche.engine.dispatch import history as hist
 from cloche.engine.dispatch.context import StepContext
-from cloche.engine.dockerignore import go_clean
+from cloche.engine.dispatch.handler import CacheInputs, Handler, common_inputs
 from cloche.engine.fsutil import Owner, mkdir_all, resolve_dest
 from cloche.engine.sources import SourceTree, inline_tree
 from cloche.engine.state import StageState
-from cloche.sandbox.users import resolve_user
+from cloche.fs.gopath import go_clean
+from cloche.fs.users import resolve_user
+from cloche.oci.image import Layer
+from cloche.plan.steps import Ref, Step
 
 
-def copy(instruction: ins.Copy | ins.Add, state: StageState, ctx: StepContext) -> StageState:
-    """One (expanded) COPY or ADD."""
+def copy(instruction: ins.Copy | ins.Add, state: StageState, ctx: StepContext,
+         from_: Ref | None = None) -> StageState:
+    """One (expanded) COPY or ADD; ``from_`` is its ``--from``, as the plan resolved it."""
     is_add = isinstance(instruction, ins.Add)
     keyword = "ADD" if is_add else "COPY"
-    from_ = None if is_add else instruction.from_
     workdir = state.config.working_dir or "/"
     with ExitStack() as stack:
-        tree = stack.enter_context(ctx.open_source(from_)) if from_ else ctx.build_context.tree
+        tree = stack.enter_context(ctx.sources.open(from_)) if from_ else ctx.build_context.tree
         sources = instruction.sources
         if instruction.contents:
             tree, sources = _heredoc_tree(instruction, stack, ctx)
@@ -38,12 +45,13 @@ def copy(instruction: ins.Copy | ins.Add, state: StageState, ctx: StepContext) -
         with ctx.workspace.step(state.lowers) as (merged, upper):
             direct = direct_entries(request, tree, merged) \
                 if ctx.files_unread and not instruction.contents else None
-            if direct is None and is_add and not instruction.contents:
+            if direct is None and isinstance(instruction, ins.Add) and not instruction.contents:
                 # URLs: remote.download makes the client, and copes without CA certificates
                 add_into(request, tree, merged, checksum=instruction.checksum,
                          tmp_dir=ctx.workspace.root)
             elif direct is None:
                 copy_into(request, tree, merged)
+        layer: Layer | None = None
         if direct is not None:  # straight to the layer, from the sources (still open here)
             layer = ctx.workspace.commit_entries(direct, upper)
     created_by = hist.copy(keyword, instruction.sources, [h.name for h in instruction.contents],
@@ -93,3 +101,50 @@ def workdir(instruction: ins.Workdir, state: StageState, ctx: StepContext) -> St
     if layer is None:
         return state.record(created_by, empty_layer=True)
     return state.with_layer(layer, upper, created_by)
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+class CopyHandler(Handler):
+    """COPY and ADD: the key sees what the sources are (content hash, or the stage's key, or
+    the image's digest), never when they were written."""
+
+    def cache_inputs(self, step: Step, state: StageState,
+                     ctx: StepContext) -> CacheInputs | None:
+        instruction = step.instruction
+        assert isinstance(instruction, (ins.Copy, ins.Add))
+        if isinstance(instruction, ins.Add) and instruction.checksum is None and any(
+                _is_url(s) for s in instruction.sources):
+            return None  # what a URL serves is known only once it is downloaded
+        extra = common_inputs(state, ctx)
+        local = tuple(s for s in instruction.sources if not _is_url(s))
+        if local:
+            extra.append(ctx.sources.identity(step.from_, local, instruction.excludes))
+        return CacheInputs({}, tuple(extra))
+
+    def apply(self, step: Step, state: StageState, ctx: StepContext) -> StageState:
+        assert isinstance(step.instruction, (ins.Copy, ins.Add))
+        return copy(step.instruction, state, ctx, step.from_)
+
+
+class WorkdirHandler(Handler):
+    """WORKDIR: a config change, and a layer when the directory has to be made."""
+
+    def cache_inputs(self, step: Step, state: StageState,
+                     ctx: StepContext) -> CacheInputs | None:
+        return CacheInputs({}, tuple(common_inputs(state, ctx)))
+
+    def apply(self, step: Step, state: StageState, ctx: StepContext) -> StageState:
+        assert isinstance(step.instruction, ins.Workdir)
+        return workdir(step.instruction, state, ctx)
+
+    def on_hit(self, step: Step, state: StageState) -> StageState:
+        assert isinstance(step.instruction, ins.Workdir)
+        return state.with_config(
+            working_dir=workdir_path(state.config.working_dir, step.instruction.path))
+
+
+COPY = CopyHandler()
+WORKDIR = WorkdirHandler()

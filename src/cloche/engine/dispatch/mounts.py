@@ -28,6 +28,7 @@ from cloche.engine.dispatch.context import StepContext
 from cloche.engine.fsutil import resolve_dest
 from cloche.engine.state import StageState
 from cloche.errors import BuildError
+from cloche.plan.steps import Ref
 from cloche.sandbox.spec import Mount
 from cloche.store import locked
 from cloche.store.lock import LockBusyError
@@ -58,13 +59,15 @@ class StepMounts:
 
 @contextmanager
 def prepare_mounts(instruction: ins.Run, state: StageState, ctx: StepContext,
-                   rootfs: Path) -> Iterator[StepMounts]:
-    """The sandbox mounts for the instruction's ``--mount`` specs, released afterwards."""
+                   rootfs: Path, refs: tuple[Ref | None, ...] = ()) -> Iterator[StepMounts]:
+    """The sandbox mounts for the instruction's ``--mount`` specs, released afterwards;
+    ``refs`` are their ``from=`` references as the plan resolved them (one per mount)."""
     result = StepMounts()
     mounts = result.mounts
     ssh_count = 0
+    refs = refs + (None,) * (len(instruction.mounts) - len(refs))
     with ExitStack() as stack:
-        for spec in instruction.mounts:
+        for spec, ref in zip(instruction.mounts, refs):
             if spec.type == "secret":
                 mount = _secret(spec, state, ctx, stack, result)
                 if mount is not None:
@@ -80,20 +83,21 @@ def prepare_mounts(instruction: ins.Run, state: StageState, ctx: StepContext,
             if spec.type == "tmpfs":
                 mounts.append(Mount(target=target, kind="tmpfs", size=spec.size))
             elif spec.type == "bind":
-                mounts.append(_bind(spec, target, ctx, stack))
+                mounts.append(_bind(spec, ref, target, ctx, stack))
             elif spec.type == "cache":
-                mounts.append(_cache(spec, target, ctx, stack))
+                mounts.append(_cache(spec, ref, target, ctx, stack))
             else:
                 raise BuildError(f"--mount=type={spec.type} is not supported",
                                  stage=ctx.stage_name, file=ctx.file, line=instruction.line)
         yield result
 
 
-def _bind(spec: MountSpec, target: str, ctx: StepContext, stack: ExitStack) -> Mount:
+def _bind(spec: MountSpec, ref: Ref | None, target: str, ctx: StepContext,
+          stack: ExitStack) -> Mount:
     """A directory or file of the context, a stage or an image; writes are thrown away."""
     private = False
-    if spec.from_:
-        tree = stack.enter_context(ctx.open_source(spec.from_))
+    if ref is not None:
+        tree = stack.enter_context(ctx.sources.open(ref))
         root = tree.root
     elif ctx.build_context.ignore.patterns:
         root, private = _filtered_context(ctx, stack), True
@@ -129,7 +133,8 @@ def _filtered_context(ctx: StepContext, stack: ExitStack) -> Path:
     return scratch
 
 
-def _cache(spec: MountSpec, target: str, ctx: StepContext, stack: ExitStack) -> Mount:
+def _cache(spec: MountSpec, ref: Ref | None, target: str, ctx: StepContext,
+           stack: ExitStack) -> Mount:
     """The persistent directory of a cache id, used as its ``sharing`` mode says.
 
     Every user holds a lock on ``<key>.lock`` while its step runs: ``shared`` a reader lock
@@ -156,8 +161,8 @@ def _cache(spec: MountSpec, target: str, ctx: StepContext, stack: ExitStack) -> 
         stack.enter_context(locked(lock, shared=True))
     if not directory.exists():
         seed = base / f".seed-{uuid.uuid4().hex}"
-        if spec.from_:  # an empty cache starts as a copy of from=STAGE's source=PATH
-            tree = stack.enter_context(ctx.open_source(spec.from_))
+        if ref is not None:  # an empty cache starts as a copy of from=STAGE's source=PATH
+            tree = stack.enter_context(ctx.sources.open(ref))
             origin = resolve_dest(tree.root, spec.source or "/")
             if origin.is_dir():
                 shutil.copytree(origin, seed, symlinks=True)
@@ -228,11 +233,11 @@ def _ssh(spec: MountSpec, ctx: StepContext, index: int, env: dict[str, str]) -> 
     SSH_AUTH_SOCK points at it for the step, as BuildKit does.
     """
     wanted = spec.id or "default"
-    sockets = {}
+    sockets: dict[str, str] = {}
     for item in ctx.options.ssh:
         name, _, path = item.partition("=")
         sockets[name] = path or os.environ.get("SSH_AUTH_SOCK", "")
-    path = sockets.get(wanted)
+    path = sockets.get(wanted, "")
     if not path:
         if spec.required:
             raise BuildError(f"no ssh agent socket for id {wanted!r}", stage=ctx.stage_name,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from cloche.dockerfile import instructions as ins
@@ -11,14 +12,16 @@ from cloche.dockerfile.heredoc import parse_heredoc_word
 from cloche.engine.dispatch import history as hist
 from cloche.engine.dispatch.config import shell_of
 from cloche.engine.dispatch.context import LineSink, StepContext
+from cloche.engine.dispatch.handler import CacheInputs, Handler, common_inputs
 from cloche.engine.dispatch.mounts import prepare_mounts
-from cloche.engine.dockerignore import go_clean
 from cloche.engine.state import StageState
 from cloche.errors import BuildError
+from cloche.fs.gopath import go_clean
+from cloche.fs.users import resolve_user
+from cloche.plan.steps import Ref, Step
 from cloche.sandbox import runner
 from cloche.sandbox.overlay import prune_copied_up
 from cloche.sandbox.spec import Mount, RunSpec
-from cloche.sandbox.users import resolve_user
 
 PIPES = "/dev/pipes"  # where BuildKit mounts a heredoc script with a #! line
 
@@ -45,15 +48,17 @@ def run_args(instruction: ins.Run, state: StageState, scripts: Path) -> tuple[tu
     return command, mounts
 
 
-def run(instruction: ins.Run, state: StageState, ctx: StepContext) -> StageState:
-    """Carry out one (expanded) RUN and return the stage after it."""
+def run(instruction: ins.Run, state: StageState, ctx: StepContext,
+        refs: tuple[Ref | None, ...] = ()) -> StageState:
+    """Carry out one (expanded) RUN and return the stage after it; ``refs`` are its mounts'
+    ``from=`` references as the plan resolved them."""
     scripts = Path(tempfile.mkdtemp(prefix="cloche-heredoc-"))
     try:
         argv, mounts = run_args(instruction, state, scripts)
         env = state.env
         build_args = [(name, env.environment.get(name, "")) for name in env.declared_args]
         with ctx.workspace.step(state.lowers) as (merged, upper):
-            with prepare_mounts(instruction, state, ctx, merged) as extra:
+            with prepare_mounts(instruction, state, ctx, merged, refs) as extra:
                 user = resolve_user(merged, state.config.user)  # "" = root, no extra groups
                 out = LineSink(ctx, extra.secrets)
                 variables = env.run_environment()
@@ -89,19 +94,40 @@ def run(instruction: ins.Run, state: StageState, ctx: StepContext) -> StageState
     return state.with_layer(layer, upper, created_by)
 
 
-def _tail(lines: object, limit: int = 2000) -> str:
+def _tail(lines: Iterable[str], limit: int = 2000) -> str:
     """The last output lines for an error message, at most ``limit`` characters."""
-    text = "\n".join(lines)  # type: ignore[call-overload]
+    text = "\n".join(lines)
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
-__all__ = ["run", "run_args"]
+class RunHandler(Handler):
+    """RUN: its key sees the command's environment, shell, network and bind-mounted files."""
+
+    def cache_inputs(self, step: Step, state: StageState,
+                     ctx: StepContext) -> CacheInputs | None:
+        instruction = step.instruction
+        assert isinstance(instruction, ins.Run)
+        extra = common_inputs(state, ctx) + [" ".join(shell_of(state)), ctx.options.network]
+        refs = step.mounts + (None,) * (len(instruction.mounts) - len(step.mounts))
+        for mount, ref in zip(instruction.mounts, refs):
+            if mount.type == "bind":  # what it reads; a cache mount's contents are not inputs
+                extra.append(ctx.sources.identity(ref, (mount.source or ".",), ()))
+        return CacheInputs(state.env.run_environment(), tuple(extra))
+
+    def apply(self, step: Step, state: StageState, ctx: StepContext) -> StageState:
+        assert isinstance(step.instruction, ins.Run)
+        return run(step.instruction, state, ctx, step.mounts)
+
+
+RUN = RunHandler()
+
+__all__ = ["RUN", "RunHandler", "run", "run_args"]
 
 
 _PROXY_KINDS = ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
 
 
-def _proxy_env(build_args: dict[str, str]) -> dict[str, str]:
+def _proxy_env(build_args: Mapping[str, str]) -> dict[str, str]:
     """BuildKit's proxy environment for every RUN: a proxy build arg, named in any case and
     declared or not, is set in both spellings (``HTTP_PROXY`` and ``http_proxy``), over the
     step's own variables (dockerfile2llb proxyEnvFromBuildArgs, then the exec op's

@@ -8,7 +8,10 @@ name cleaned, so nothing that climbs out with '..' gets in) and written again, s
 own entry order (as docker import keeps it), so plain, compressed and piped copies of one tar
 give one layer.
 The config follows docker import's: the platform (host unless given), ``created``, a history
-entry whose comment says where the layer came from, and the ``--change`` instructions.
+entry whose comment says where the layer came from, and the ``--change`` instructions, applied
+by the build's own front end and config handlers (``cloche.ops.changes``).
+This is an operation of the face, not of the store: it combines the store with the layer
+writer and the Dockerfile front end, which the store may not import.
 """
 
 from __future__ import annotations
@@ -20,16 +23,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
+from cloche.compression import Compression
 from cloche.errors import LayerError, UnsafePathError
-from cloche.layers.compress import Compression
 from cloche.layers.reader import LayerReader
 from cloche.layers.tarwriter import LayerBlob, TarWriter
 from cloche.layers.tree import write_tree
-from cloche.oci.config import ImageConfig
+from cloche.oci.config import History, ImageConfig
 from cloche.oci.descriptor import Descriptor
 from cloche.oci.image import Image, Layer
 from cloche.oci.platform import Platform
-from cloche.store.changes import apply_changes
+from cloche.ops.changes import apply_changes
 from cloche.store.store import Store
 
 
@@ -57,20 +60,21 @@ def import_rootfs(store: Store, source: Path | BinaryIO, *, names: Iterable[str]
                   compression: Compression = Compression.GZIP) -> tuple[Descriptor, Image]:
     """Store ``source`` (a directory path, a tar path, or a binary stream of a tar) as an image.
 
-    Returns the stored descriptor and the image value.
+    Returns the stored descriptor and the image value. A bad change fails before any work.
     """
     label = source_label or (str(source) if isinstance(source, Path) else "-")
+    runtime = apply_changes(ImageConfig(), changes)  # an import starts from an empty config
     with store.lease():
-        return _import(store, source, label, names, changes, platform, message, compression)
+        return _import(store, source, label, names, runtime, platform, message, compression)
 
 
 def _import(store: Store, source: Path | BinaryIO, label: str, names: Iterable[str],
-            changes: Iterable[str], platform: Platform | None, message: str | None,
+            runtime: ImageConfig, platform: Platform | None, message: str | None,
             compression: Compression) -> tuple[Descriptor, Image]:
     with store.blobs.writer() as blob:
         sink = _Sink(blob)
         if isinstance(source, Path) and source.is_dir():
-            result = write_tree(source, sink, compression)  # type: ignore[arg-type]
+            result = write_tree(source, sink, compression)
         elif isinstance(source, Path):
             try:
                 stream = open(source, "rb")
@@ -88,16 +92,9 @@ def _import(store: Store, source: Path | BinaryIO, label: str, names: Iterable[s
         moment = datetime.fromtimestamp(int(epoch), UTC)
     created = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     comment = message if message is not None else f"Imported from {label}"
-    run_config = apply_changes({}, changes)
-    doc = {
-        "architecture": plat.architecture, "os": plat.os, "created": created,
-        "config": run_config,
-        "rootfs": {"type": "layers", "diff_ids": [str(result.diff_id)]},
-        "history": [{"created": created, "comment": comment}],
-    }
-    if plat.variant:
-        doc["variant"] = plat.variant
-    config = ImageConfig.from_dict(doc, source=label)
+    config = runtime.replace(architecture=plat.architecture, os=plat.os, variant=plat.variant,
+                             created=created, diff_ids=(result.diff_id,),
+                             history=(History(created=created, comment=comment),))
     layer = Layer(result.digest, result.diff_id, result.size, result.media_type, store.blobs)
     image = Image.from_config(config, [layer])
     return store.put_image(image, list(names)), image
@@ -106,7 +103,7 @@ def _import(store: Store, source: Path | BinaryIO, label: str, names: Iterable[s
 def _retar(stream: BinaryIO, sink: io.RawIOBase, compression: Compression,
            label: str) -> LayerBlob:
     try:
-        with TarWriter(sink, compression) as writer:  # type: ignore[arg-type]
+        with TarWriter(sink, compression) as writer:
             for entry, content in LayerReader(stream):
                 if entry.path in ("", "."):
                     continue  # the root itself: docker import ignores it too

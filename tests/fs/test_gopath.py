@@ -1,10 +1,11 @@
-"""Go's filepath.Match, checked against a table written from the Go spec's rules."""
+"""Go's path rules (cloche.fs.gopath): filepath.Match against a table written from the Go spec's
+rules, and path.Clean."""
 
 from __future__ import annotations
 
 import pytest
 
-from cloche.engine.pathmatch import BadPatternError, has_wildcards, match
+from cloche.fs.gopath import BadPatternError, go_clean, has_wildcards, match
 
 BAD = "bad"
 
@@ -112,7 +113,7 @@ def test_has_wildcards(text: str, expected: bool) -> None:
 import re  # noqa: E402
 
 from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st
+from hypothesis import strategies as st  # noqa: E402
 
 _names = st.text(alphabet="ab/.", max_size=8)
 _patterns = st.text(alphabet="ab/.*?", max_size=8)
@@ -135,3 +136,14 @@ def test_an_escaped_name_matches_itself(name: str) -> None:
     escaped = "".join("\\" + c for c in name)
     assert match(escaped, name)
     assert not has_wildcards(escaped)
+
+
+# ---- go_clean: Go's path.Clean, where Python's normpath differs
+
+
+@pytest.mark.parametrize("path,expected", [
+    ("", "."), (".", "."), ("/", "/"), ("//a//b/", "/a/b"), ("///a", "/a"),
+    ("a/../..", ".."), ("../a/./b/..", "../a"), ("/../a", "/a"), ("a/b/../../c/", "c"),
+])
+def test_go_clean(path: str, expected: str) -> None:
+    assert go_clean(path) == expected

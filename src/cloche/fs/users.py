@@ -12,6 +12,8 @@ Two different rule sets exist and both are needed:
   a number alone sets GID = UID, and no supplementary groups are involved.
 
 Both files are read from the rootfs with symlinks confined to it (``paths.open_in_root``).
+They live beside the confinement helpers, not in the sandbox: COPY/ADD --chown and WORKDIR
+resolve users as well as RUN does.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloche.errors import ClocheError
-from cloche.sandbox.paths import open_in_root
+from cloche.fs.paths import open_in_root
 
 MAX_ID = 2**31 - 1
 MAX_CHOWN_ID = 2**32 - 2

@@ -7,25 +7,23 @@ containerd write) wins, then a ref.name that is a full reference. A ref.name tha
 (``latest``) names no repository, so such an image is loaded without a name, as Docker does.
 A compressed archive (``docker save | gzip``) is first decompressed into the store's tmp
 directory, because both readers index the tar in place.
+These are operations of the face (``cloche.save``, ``cloche.load``): they join the store with
+the archive formats of the image core; the store itself keeps blobs, names and locks only.
 """
 
 from __future__ import annotations
 
-import lzma
 import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-import zstandard
-from isal.igzip_lib import IsalError
-
-from cloche.errors import ClocheError, InvalidReferenceError, StoreError
-from cloche.layers.compress import Compression, detect_compression, open_decompressed_reader
+from cloche.compression import Compression, DecompressionError, detect_compression, open_decompressed
+from cloche.errors import InvalidReferenceError, StoreError
 from cloche.oci.archive import OciArchive, write_oci_archive
 from cloche.oci.image import Image
 from cloche.oci.layout import resolve_image
@@ -110,11 +108,9 @@ def _plain_tar(source: str | Path | BinaryIO, tmp_dir: Path, label: str) -> Path
         stream = source
     out = tmp_dir / "archive.tar"
     try:
-        with stream, open_decompressed_reader(stream) as raw, open(out, "wb") as f:
+        with stream, open_decompressed(stream) as raw, open(out, "wb") as f:
             shutil.copyfileobj(raw, f, 1 << 20)
-    except ClocheError:
-        raise
-    except (OSError, EOFError, ValueError, lzma.LZMAError, zstandard.ZstdError, IsalError) as e:
+    except (DecompressionError, OSError) as e:
         raise ArchiveFormatError(f"{label}: corrupt or truncated compressed archive: {e}") from e
     return out
 
@@ -126,7 +122,7 @@ def _sniff(path: Path, label: str) -> str:
         with tarfile.open(path, "r:") as tar:
             for info in tar:
                 names.add(os.path.normpath(info.name.lstrip("/")))
-                tar.members.clear()
+                tar.members.clear()  # type: ignore[attr-defined]  # bounded memory
     except (tarfile.TarError, OSError, EOFError) as e:
         what = "a truncated tar archive" if names else "not a tar archive"
         raise ArchiveFormatError(f"{label}: {what} ({e})") from e
@@ -154,7 +150,7 @@ def _load_oci(store: Store, path: Path, platform: Platform | None,
     return out
 
 
-def _names_for(annotations: dict[str, str] | object) -> list[str]:
+def _names_for(annotations: Mapping[str, str]) -> list[str]:
     from cloche.oci.descriptor import ANNOTATION_REF_NAME
 
     get = annotations.get

@@ -1,4 +1,7 @@
-"""The typed tar entry shared by the layer writer, the reader and apply.
+"""The typed tar entry shared by the layer writer, the reader and the extractor.
+
+It lives in ``cloche.fs`` because ``fs.extract`` writes these entries to disk for both image
+layers and ADD's archives; the tar format itself (reading, writing) is ``cloche.layers``'.
 
 A layer is a sequence of these: the writer turns directory trees into them, the reader turns tar
 headers into them, apply turns them into files. Paths are always relative, cleaned, with '/'

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from cloche.errors import ClocheError, UnsafePathError
-from cloche.sandbox.paths import resolve_in_root
-from cloche.sandbox.users import (
+from cloche.fs.paths import resolve_in_root
+from cloche.fs.users import (
     InvalidUserSpecError,
     ResolvedUser,
     UnknownUserError,

@@ -2,7 +2,8 @@
 
 The shapes follow ``docker image inspect`` (``Id``, ``RepoTags``, ``RepoDigests``, ``Config``,
 ``RootFS``...) so scripts written against Docker's JSON keep working, plus what an OCI store
-knows and Docker hides: the manifest, its media type and each layer's blob.
+knows and Docker hides: the manifest, its media type and each layer's blob. An operation of
+the face (``cloche.inspect``), not of the store: it reads the store, it keeps nothing.
 """
 
 from __future__ import annotations

@@ -1,4 +1,13 @@
-"""Go's ``path/filepath.Match`` rules, exactly, for COPY/ADD wildcards and --exclude.
+"""Go's path rules, exactly: ``path.Clean`` (``go_clean``) and ``path/filepath.Match``.
+
+Dockerfile paths are cleaned and matched by Go code in BuildKit (WORKDIR, COPY/ADD sources
+and destinations, .dockerignore, RUN's working directory), so cloche applies Go's rules, not
+Python's ``posixpath.normpath`` or ``fnmatch``, which differ at the edges.
+
+``go_clean`` is ``path.Clean``: lexical, a leading ``..`` of a relative path is kept, ``""``
+becomes ``.`` and a leading ``//`` is folded (POSIX ``normpath`` keeps it).
+
+``match`` is ``filepath.Match``, for COPY/ADD wildcards and --exclude.
 
 Dockerfile sources are matched one path component at a time with Go's ``filepath.Match``
 (BuildKit walks the context and calls it), so the rules must be Go's, not Python's ``fnmatch``:
@@ -17,12 +26,23 @@ needs no backtracking and handles ranges with ``lo > hi`` (they match nothing, a
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 from functools import lru_cache
 
 from cloche.errors import ClocheError
 
-__all__ = ["BadPatternError", "compile_pattern", "has_wildcards", "match", "Pattern"]
+__all__ = ["BadPatternError", "compile_pattern", "go_clean", "has_wildcards", "match", "Pattern"]
+
+
+def go_clean(path: str) -> str:
+    """Go's ``path.Clean``: lexical, keeps a leading ``..`` of a relative path, ``""`` -> ``.``."""
+    if path == "":
+        return "."
+    cleaned = posixpath.normpath(path)
+    if cleaned.startswith("//"):  # normpath keeps a POSIX '//' prefix; Go does not
+        cleaned = "/" + cleaned.lstrip("/")
+    return cleaned
 
 
 class BadPatternError(ClocheError, ValueError):

@@ -1,0 +1,326 @@
+"""The one tar extractor: typed tar entries written into a directory, never escaping it.
+
+Both image layers (``cloche.layers.apply``, with OCI whiteouts) and ADD's archives and build
+contexts from stdin (``cloche.engine.extract``) come through here, so both get the same rules.
+A tar is input anyone could have made; its names and links are attacker-controlled:
+
+- Entry names were cleaned by the reader (``tarentry.clean_path``: a name that climbs out with
+  '..' never gets here). Parents are opened one component at a time from an fd of the
+  destination with ``O_NOFOLLOW`` (``paths.open_dir_at``): a symlink met in a parent is
+  resolved *inside* the destination, as if it were '/' (what Docker gets from its chroot).
+  The last component is never followed: an entry replaces whatever is there, a directory
+  merges into a directory.
+- A hard link's target is resolved the same way, must already exist and not be a directory;
+  the link entry's header then applies to the shared inode (unless it is a symlink), as in
+  Docker.
+- ``confine_symlinks`` (ADD) refuses a relative symlink whose target climbs out of the
+  destination, as Docker's archive package does for ADD.
+- Device files need root; without it they are refused (or skipped, on request).
+- Owners and non-``user.`` xattrs are applied with ``same_owner`` (default: when root), or
+  replaced by ``owner``; modes and mtimes always. A directory's mode and mtime are set after
+  the whole tar, when its children are in (a 0555 directory still gets its files, and they do
+  not touch its mtime).
+
+Whiteouts follow the OCI spec when ``whiteouts`` is on: ``.wh.NAME`` removes NAME from the
+lower layers, ``.wh..wh..opq`` empties its directory of lower contents; neither touches what
+the same tar added, whatever the order of entries. With it off (ADD), they are plain files.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import shutil
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+from cloche.errors import ClocheError, UnsafePathError
+from cloche.fs.paths import NotInRootError, open_dir_at
+from cloche.fs.tarentry import OPAQUE_MARKER, WHITEOUT_PREFIX, EntryType, TarEntry
+
+__all__ = ["ExtractError", "Extractor"]
+
+_CHUNK = 1 << 20
+
+
+class ExtractError(ClocheError, ValueError):
+    """A tar entry that cannot be written (missing link target, device without root, short
+    content, an I/O error); the message names the entry. Callers re-raise it as their own
+    error type (LayerError, ArchiveError)."""
+
+
+def _proc(fd: int, name: str = "") -> str:
+    """A path that reaches the object an fd holds (O_PATH fds included), without following."""
+    return f"/proc/self/fd/{fd}" + (f"/{name}" if name else "")
+
+
+class Extractor:
+    """Writes tar entries into the directory ``dest`` (created when missing).
+
+    ``devices``: "error" (default) refuses device entries when not root, "skip" drops them.
+    ``same_owner`` (default: running as root) applies the tar's uid/gid and all xattrs;
+    ``owner`` (uid, gid) replaces every entry's owner instead. ``root_metadata``: whether an
+    entry for the root directory itself changes ``dest``'s mode and times.
+    """
+
+    def __init__(self, dest: str | Path, *, same_owner: bool | None = None,
+                 owner: tuple[int, int] | None = None, devices: str = "error",
+                 whiteouts: bool = True, confine_symlinks: bool = False,
+                 root_metadata: bool = True) -> None:
+        os.makedirs(dest, exist_ok=True)
+        self.dest = os.fspath(dest)
+        self.is_root = os.geteuid() == 0
+        self.same_owner = self.is_root if same_owner is None else same_owner
+        if devices not in ("error", "skip"):
+            raise ValueError(f"devices must be 'error' or 'skip', not {devices!r}")
+        self.devices = devices
+        self.owner = owner
+        self.whiteouts = whiteouts
+        self.confine_symlinks = confine_symlinks
+        self.root_metadata = root_metadata
+        self.bytes = 0  # file content written so far, over every extract() call
+
+    def extract(self, entries: Iterable[tuple[TarEntry, BinaryIO | None]]) -> int:
+        """Write ``entries`` (a reader's (entry, content) pairs, in tar order); returns how
+        many were seen. Directory metadata is applied at the end."""
+        root_fd = os.open(self.dest, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        added: set[str] = set()
+        dir_meta: list[tuple[str, int, int]] = []  # (path, mode, mtime), applied last
+        count = 0
+        try:
+            for entry, content in entries:
+                count += 1
+                try:
+                    self._entry(root_fd, entry, content, added, dir_meta)
+                except (ExtractError, UnsafePathError):
+                    raise
+                except NotInRootError as e:
+                    raise ExtractError(str(e)) from e
+                except OSError as e:
+                    raise ExtractError(f"tar entry {entry.path!r}: {e.strerror or e}") from e
+            for path, mode, mtime in reversed(dir_meta):
+                self._set_dir_meta(root_fd, path, mode, mtime)
+        finally:
+            os.close(root_fd)
+        return count
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _lstat(dir_fd: int, name: str) -> os.stat_result | None:
+        try:
+            return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+
+    @staticmethod
+    def _remove(dir_fd: int, name: str, st: os.stat_result | None = None) -> None:
+        st = st or Extractor._lstat(dir_fd, name)
+        if st is None:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(name, dir_fd=dir_fd)
+        else:
+            os.unlink(name, dir_fd=dir_fd)
+
+    def _ids(self, entry: TarEntry) -> tuple[int, int] | None:
+        if self.owner is not None:
+            return self.owner
+        return (entry.uid, entry.gid) if self.same_owner else None
+
+    # -- entries ------------------------------------------------------------------------------
+
+    def _set_dir_meta(self, root_fd: int, path: str, mode: int, mtime: int) -> None:
+        """A directory's mode and mtime, set once its children are in."""
+        if not path:
+            fd = os.dup(root_fd)
+        else:
+            parent, _, name = path.rpartition("/")
+            try:
+                pfd = open_dir_at(root_fd, parent, create=False, what=path)
+            except NotInRootError:
+                return  # removed by a later entry of the same tar
+            try:
+                fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+            except FileNotFoundError:
+                return
+            finally:
+                os.close(pfd)
+        try:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):  # not replaced by a later entry
+                os.chmod(_proc(fd), mode)
+                os.utime(_proc(fd), ns=(mtime * 1_000_000_000,) * 2)
+        finally:
+            os.close(fd)
+
+    def _entry(self, root_fd: int, entry: TarEntry, content: BinaryIO | None,
+               added: set[str], dir_meta: list[tuple[str, int, int]]) -> None:
+        if not entry.path:  # the root directory itself: metadata only
+            if entry.type is EntryType.DIR and self.root_metadata:
+                self._metadata_path(root_fd, entry)
+                dir_meta.append(("", entry.mode, entry.mtime))
+            return
+        name = entry.name
+        whiteout = self.whiteouts and entry.is_whiteout
+        if self.whiteouts and name.startswith(WHITEOUT_PREFIX * 2) and name != OPAQUE_MARKER:
+            return  # aufs bookkeeping (.wh..wh.plnk...), never content
+        what = f"tar entry {entry.path!r}"
+        if whiteout:
+            try:  # nothing below to delete when the directory does not exist
+                pfd = open_dir_at(root_fd, entry.parent, create=False, what=what)
+            except NotInRootError:  # missing, or not a directory: nothing there to delete
+                return
+        else:
+            pfd = open_dir_at(root_fd, entry.parent, create=True, what=what)
+        try:
+            if whiteout and entry.is_opaque:
+                self._clear_lower(pfd, entry.parent, added)
+            elif whiteout:
+                target = name[len(WHITEOUT_PREFIX):]
+                if target in ("", ".", "..") or "/" in target:
+                    raise UnsafePathError(f"whiteout {entry.path!r} names no sibling")
+                if entry.whiteout_target not in added:
+                    self._remove(pfd, target)
+            else:
+                self._create(root_fd, pfd, entry, content, dir_meta)
+                added.add(entry.path)
+        finally:
+            os.close(pfd)
+
+    def _clear_lower(self, pfd: int, parent: str, added: set[str]) -> None:
+        listing = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=pfd)
+        try:
+            names = os.listdir(listing)
+        finally:
+            os.close(listing)
+        for child in names:
+            if (f"{parent}/{child}" if parent else child) not in added:
+                self._remove(pfd, child)
+
+    def _create(self, root_fd: int, pfd: int, entry: TarEntry, content: BinaryIO | None,
+                dir_meta: list[tuple[str, int, int]]) -> None:
+        name = entry.name
+        kind = entry.type
+        if kind is EntryType.SYMLINK and self.confine_symlinks and not entry.linkname.startswith(
+                "/") and posixpath.normpath(posixpath.join(entry.parent, entry.linkname)
+                                            ).startswith(".."):
+            raise UnsafePathError(f"tar entry {entry.path!r}: symlink target "
+                                  f"{entry.linkname!r} is outside of the extraction directory")
+        if kind in (EntryType.CHAR, EntryType.BLOCK) and not self.is_root:
+            if self.devices == "skip":
+                return
+            raise ExtractError(f"tar entry {entry.path!r}: device files need root "
+                               "(apply with devices='skip' to drop them)")
+        existing = self._lstat(pfd, name)
+        if existing is not None:
+            if kind is EntryType.DIR and stat.S_ISDIR(existing.st_mode):
+                self._metadata(pfd, entry)
+                dir_meta.append((entry.path, entry.mode, entry.mtime))
+                return
+            self._remove(pfd, name, existing)
+        if kind is EntryType.FILE:
+            self._write_file(pfd, entry, content)
+        elif kind is EntryType.DIR:
+            os.mkdir(name, 0o700, dir_fd=pfd)
+            self._metadata(pfd, entry)
+            dir_meta.append((entry.path, entry.mode, entry.mtime))
+        elif kind is EntryType.SYMLINK:
+            os.symlink(entry.linkname, name, dir_fd=pfd)
+            self._metadata(pfd, entry)
+        elif kind is EntryType.HARDLINK:
+            self._link(root_fd, pfd, entry)
+        elif kind is EntryType.FIFO:
+            os.mknod(name, 0o600 | stat.S_IFIFO, dir_fd=pfd)
+            self._metadata(pfd, entry)
+        else:  # CHAR, BLOCK (as root)
+            os.mknod(name, 0o600 | kind.mode_bits,
+                     os.makedev(entry.devmajor, entry.devminor), dir_fd=pfd)
+            self._metadata(pfd, entry)
+
+    def _write_file(self, pfd: int, entry: TarEntry, content: BinaryIO | None) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(entry.name, flags, 0o600, dir_fd=pfd)
+        try:
+            left = entry.size
+            while left and content is not None:
+                chunk = content.read(min(_CHUNK, left))
+                if not chunk:
+                    raise ExtractError(f"tar entry {entry.path!r}: content ends early")
+                _write_all(fd, chunk)
+                left -= len(chunk)
+                self.bytes += len(chunk)
+            ids = self._ids(entry)
+            if ids is not None:
+                os.fchown(fd, *ids)
+            os.fchmod(fd, entry.mode)
+            self._xattrs(_proc(fd), entry)
+            os.utime(fd, ns=(entry.mtime * 1_000_000_000,) * 2)
+        finally:
+            os.close(fd)
+
+    def _link(self, root_fd: int, pfd: int, entry: TarEntry) -> None:
+        what = f"hard link {entry.path!r} -> {entry.linkname!r}"
+        tparent, _, tname = entry.linkname.rpartition("/")
+        try:
+            tfd = open_dir_at(root_fd, tparent, create=False, what=what)
+        except NotInRootError:
+            raise ExtractError(f"{what}: target not found in the root") from None
+        try:
+            st = self._lstat(tfd, tname)
+            if st is None:
+                raise ExtractError(f"{what}: target not found in the root")
+            if stat.S_ISDIR(st.st_mode):
+                raise ExtractError(f"{what}: target is a directory")
+            os.link(tname, entry.name, src_dir_fd=tfd, dst_dir_fd=pfd, follow_symlinks=False)
+        finally:
+            os.close(tfd)
+        if not stat.S_ISLNK(st.st_mode):  # as Docker: a link to a symlink is left alone
+            # the link entry's header (owner, mode, xattrs, times) goes to the shared inode
+            self._metadata(pfd, entry)
+
+    def _metadata(self, pfd: int, entry: TarEntry) -> None:
+        """Owner, mode, xattrs and mtime of a just-created non-regular entry (never followed)."""
+        name = entry.name
+        if entry.type is EntryType.SYMLINK:
+            ids = self._ids(entry)
+            if ids is not None:
+                os.chown(name, *ids, dir_fd=pfd, follow_symlinks=False)
+            self._xattrs(_proc(pfd, name), entry, follow=False)
+            os.utime(name, ns=(entry.mtime * 1_000_000_000,) * 2, dir_fd=pfd,
+                     follow_symlinks=False)
+            return
+        fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
+        try:
+            self._metadata_path(fd, entry)
+        finally:
+            os.close(fd)
+
+    def _metadata_path(self, fd: int, entry: TarEntry) -> None:
+        path = _proc(fd)
+        ids = self._ids(entry)
+        if ids is not None:
+            os.chown(path, *ids)
+        self._xattrs(path, entry)
+        if entry.type is not EntryType.DIR:  # directories: see _set_dir_meta
+            os.chmod(path, entry.mode)
+            os.utime(path, ns=(entry.mtime * 1_000_000_000,) * 2)
+
+    def _xattrs(self, path: str, entry: TarEntry, *, follow: bool = True) -> None:
+        for key, value in entry.xattrs:
+            if not self.same_owner and not key.startswith("user."):
+                continue
+            try:
+                os.setxattr(path, key, value, follow_symlinks=follow)
+            except OSError as e:  # as Docker: a file system without xattrs is not an error
+                if e.errno not in (errno.ENOTSUP, errno.EPERM):
+                    raise ExtractError(f"tar entry {entry.path!r}: xattr {key}: "
+                                       f"{e.strerror}") from e
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]

@@ -1,0 +1,110 @@
+"""The contract between the runner and the sandbox's init process, as typed values.
+
+The runner builds an ``InitConfig`` and writes ``encode()`` to the init's stdin; the init
+reads it back with ``InitConfig.decode``, which checks every field's type, so a change on one
+side that the other does not know fails loudly at the boundary instead of as a KeyError deep
+in PID 1. Standard library only: the init imports this in a fresh interpreter on every step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+
+class InitConfigError(ValueError):
+    """The init was handed a configuration it cannot read."""
+
+
+@dataclass(frozen=True)
+class InitMount:
+    """One extra mount, with ``target`` already created (as a stub) on the host side."""
+
+    kind: Literal["bind", "tmpfs"]
+    path: str  # where it appears in the container, for messages
+    target: str  # the host path of the mount point inside the rootfs
+    source: str | None = None
+    readonly: bool = False
+    size: int | None = None
+    mode: int | None = None
+
+
+@dataclass(frozen=True)
+class InitConfig:
+    """Everything PID 1 needs; host paths are those of the stubs the runner created."""
+
+    parent_pid: int
+    status_fd: int
+    rootfs: str
+    argv: tuple[str, ...]
+    env: tuple[str, ...]
+    cwd: str
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    hostname: str
+    network: str
+    init: bool
+    insecure: bool
+    proc: str
+    dev: str
+    sys: str
+    files: tuple[tuple[str, str], ...]  # (host file, host target in the rootfs), read-only
+    mounts: tuple[InitMount, ...] = ()
+
+    def encode(self) -> bytes:
+        return json.dumps(dataclasses.asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> InitConfig:
+        try:
+            raw = json.loads(data)
+            if not isinstance(raw, dict):
+                raise InitConfigError("the configuration is not an object")
+            mounts = tuple(InitMount(**_checked(InitMount, m)) for m in raw.pop("mounts", ()))
+            fields = _checked(cls, raw)
+            fields["argv"] = tuple(fields["argv"])
+            fields["env"] = tuple(fields["env"])
+            fields["groups"] = tuple(fields["groups"])
+            fields["files"] = tuple((str(a), str(b)) for a, b in fields["files"])
+            return cls(**fields, mounts=mounts)
+        except (TypeError, ValueError) as e:
+            if isinstance(e, InitConfigError):
+                raise
+            raise InitConfigError(f"bad init configuration: {e}") from None
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,), "str": (str,), "bool": (bool,), "str | None": (str, type(None)),
+    "int | None": (int, type(None)),
+}
+
+
+def _checked(cls: type, raw: Any) -> dict[str, Any]:
+    """``raw``'s fields for ``cls``, each of the declared type (lists for tuples)."""
+    if not isinstance(raw, dict):
+        raise InitConfigError(f"{cls.__name__}: not an object")
+    known = {f.name: f for f in dataclasses.fields(cls) if f.name != "mounts"}
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise InitConfigError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+    out: dict[str, Any] = {}
+    for name, f in known.items():
+        if name not in raw:
+            if f.default is dataclasses.MISSING:
+                raise InitConfigError(f"{cls.__name__}: missing field {name!r}")
+            continue
+        value, kind = raw[name], str(f.type)
+        if kind.startswith("tuple"):
+            ok = isinstance(value, list)
+        elif kind.startswith("Literal"):
+            ok = isinstance(value, str) and repr(value) in kind
+        else:
+            ok = isinstance(value, _TYPES[kind]) and not (
+                kind.startswith("int") and isinstance(value, bool))
+        if not ok:
+            raise InitConfigError(f"{cls.__name__}.{name}: unexpected {type(value).__name__}")
+        out[name] = value
+    return out
