@@ -86,10 +86,12 @@ def prune(*, root: str | Path | None = None, everything: bool = False,
 
 
 def _store(root: str | Path | None, *, create: bool = True) -> Store:
-    if not create and root is not None and not (Path(root) / "oci-layout").is_file():
+    from cloche.store.root import not_a_store
+
+    why = not_a_store(Path(root)) if not create and root is not None else None
+    if why is not None:
         from cloche.errors import StoreError
 
-        why = "does not exist" if not Path(root).exists() else "is not a cloche store"
         raise StoreError(f"the store {str(root)!r} {why}",
                          hint="check the path; build, pull, load and import create a store")
     return Store.open(_root(root))

@@ -42,11 +42,12 @@ def check_root(root: Path | None) -> None:
     import os
 
     from cloche.errors import StoreError
+    from cloche.store.root import not_a_store
 
     explicit = root if root is not None else (
         Path(os.environ["CLOCHE_ROOT"]).expanduser() if os.environ.get("CLOCHE_ROOT") else None)
-    if explicit is not None and not (explicit / "oci-layout").is_file():
-        why = "does not exist" if not explicit.exists() else "is not a cloche store (no oci-layout)"
+    why = not_a_store(explicit) if explicit is not None else None
+    if why is not None:
         flag = "--root" if root is not None else "$CLOCHE_ROOT"
         raise StoreError(f"the store {str(explicit)!r} given by {flag} {why}",
                          hint="check the path; build, pull, load and import create a store")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cloche.cli._common import human_size, open_store, root_option
+from cloche.cli._common import check_root, human_size, root_option
 
 
 @click.command("du")
@@ -18,7 +18,7 @@ def command(fmt: str, root: Path | None) -> None:
     """Show disk usage: images, build cache records, snapshots, cache mounts."""
     from cloche import api
 
-    open_store(root, create=False)  # a mistyped --root fails with its path
+    check_root(root)  # a mistyped --root fails with its path
     usage = api.disk_usage(root=root)
     if fmt == "json":
         click.echo(json.dumps(usage.to_dict(), indent=2))

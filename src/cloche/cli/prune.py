@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from cloche.cli._common import human_size, open_store, parse_duration, parse_size, root_option
+from cloche.cli._common import check_root, human_size, parse_duration, parse_size, root_option
 from cloche.errors import ConfigError
 
 
@@ -40,7 +40,7 @@ def command(everything: bool, keep_storage: str | None, filters: tuple[str, ...]
     if not force and sys.stdin.isatty():
         what = "all build cache" if everything else "build cache no stored image uses"
         click.confirm(f"This removes {what}. Continue?", abort=True)
-    open_store(root, create=False)  # a mistyped --root fails with its path
+    check_root(root)  # a mistyped --root fails with its path
     report = api.prune(root=root, everything=everything, until=until, keep_storage=keep)
     click.echo(f"Deleted {report.records_removed} cache records")
     click.echo(f"Total reclaimed space: {human_size(report.bytes_freed)}")

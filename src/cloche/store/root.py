@@ -22,3 +22,12 @@ def default_root() -> Path:
         return SYSTEM_ROOT
     data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(data_home) / "cloche"
+
+
+def not_a_store(root: Path) -> str | None:
+    """Why ``root`` is not an existing store (None when it is one). Operations that only read
+    or change what is stored check this first, so that a mistyped root fails with its path
+    instead of quietly becoming a new, empty store."""
+    if (root / "oci-layout").is_file():
+        return None
+    return "does not exist" if not root.exists() else "is not a cloche store (no oci-layout)"
