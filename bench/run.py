@@ -5,10 +5,14 @@
 Cases: a multi-stage build (busybox "compile" stage, scratch release stage), a big context
 (40,000 files, ``COPY . /ctx``), a fan-in (four independent stages that each sleep 3 s, a
 final stage copying from all) and a big layer (a first stage writing ~305 MB no output ships,
-a final stage exporting a ~610 MB layer). For each case and tool, in this order: a cold build (the
-tool's build cache emptied, base image present), a no-op rebuild, a rebuild after one file's
-content changed, a rebuild after one other file's mtime alone changed. The whole sequence is
-repeated (``--repeat``), the tools taking turns within each repetition, and the median shown.
+a final stage exporting a ~610 MB layer); with ``--cases ...,go``, examples/go-hello (Go
+compiles it in a golang image with a cache-mounted Go build cache, a distroless/static-like
+image ships it; both bases made by examples/make-base-images.sh and served to every tool by a
+docker-registry on loopback). For each case and tool, in this order: a cold build (the tool's
+build cache and cache mounts emptied, base images present: pulled before the clock starts), a
+no-op rebuild, a rebuild after one file's content changed, a rebuild after one other file's
+mtime alone changed. The whole sequence is repeated (``--repeat``), the tools taking turns
+within each repetition, and the median shown.
 Then layer export throughput (cloche's tar writer with ISA-L gzip, zstd, none, and Python's
 zlib level 6 as the reference) on a ~200 MB tree.
 
@@ -52,7 +56,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tools", default="cloche,buildkit,buildah",
                    help="comma-separated subset of cloche,buildkit,buildah")
     p.add_argument("--cases", default="multistage,context,fanin,biglayer,export",
-                   help="comma-separated subset of multistage,context,fanin,biglayer,export")
+                   help="comma-separated subset of multistage,context,fanin,biglayer,export,go "
+                        "(default: all but go; go compiles examples/go-hello, a cold Go build "
+                        "of the standard library for each tool and repetition: 5-10 minutes "
+                        "with three tools and three repetitions, more the first time on a machine "
+                        "(make-base-images.sh debootstraps); needs docker-registry and "
+                        "debootstrap)")
     p.add_argument("--cloche", default=str(ROOT / ".venv" / "bin" / "cloche"),
                    help="the cloche executable")
     p.add_argument("--workdir", default="/var/tmp/cloche-bench", help="scratch directory")
@@ -93,12 +102,14 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def _reset(tool: Tool, attempts: int = 3) -> None:
+def _reset(tool: Tool, project: workload.Project, attempts: int = 3) -> None:
     """Untimed preparation, retried: on a shared machine a package install running next to
     the benchmark can briefly take away files such as /etc/containers/policy.json."""
     for attempt in range(attempts):
         try:
             tool.reset()
+            for ref in project.pulls:
+                tool.pull(ref)
             return
         except BuildFailed as e:
             if attempt == attempts - 1:
@@ -117,7 +128,7 @@ def bench_project(project: workload.Project, tools: list[Tool], repeat: int,
                 continue  # one repetition of this tool took longer than --slow: keep it to one
             start = time.perf_counter()
             try:
-                _reset(tool)
+                _reset(tool, project)
                 cold = tool.build(project)
                 noop = tool.build(project)
                 project.change_one_file(generation=rep * 10 + len(per.get("cold", [])))
@@ -182,8 +193,18 @@ def main(argv: list[str] | None = None) -> int:
                      "machine": machine(), "commit": git_commit(), "versions": {},
                      "args": vars(args), "builds": [], "skipped": {}}
     tools: list[Tool] = []
+    registry: subprocess.Popen | None = None
     try:
-        if cases & {"multistage", "context", "fanin", "biglayer"}:
+        go_bases = None
+        if "go" in cases:
+            log("go: a registry on loopback and the base images (examples/make-base-images.sh)")
+            try:
+                host, registry = workload.start_registry(work / "registry")
+                go_bases = workload.make_go_base_images(host, work / "go-bases", args.cloche)
+            except (OSError, RuntimeError, subprocess.TimeoutExpired) as e:
+                log(f"skipping the go case: {e}")
+                results["skipped"]["go"] = str(e)[-500:]
+        if cases & {"multistage", "context", "fanin", "biglayer"} or go_bases:
             base = workload.make_base_rootfs(work / "base" / "rootfs")
             base_tar = work / "base" / "rootfs.tar"
             subprocess.run(["tar", "-C", str(base), "-cf", str(base_tar), "."], check=True)
@@ -208,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                 projects.append(workload.make_fanin(work / "fanin"))
             if "biglayer" in cases:
                 projects.append(workload.make_biglayer(work / "biglayer"))
+            if go_bases:
+                projects.append(workload.make_go(work / "go", *go_bases))
             for project in projects:
                 log(f"{project.name}: {project.files} files, {project.size / 1e6:.0f} MB")
                 results["builds"].append(bench_project(project, tools, args.repeat, args.slow))
@@ -222,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
                 tool.cleanup()
             except Exception as e:  # noqa: BLE001 - cleanup is best effort
                 log(f"cleanup of {tool.name}: {e}")
+        if registry is not None:
+            registry.terminate()
+            try:
+                registry.wait(10)
+            except subprocess.TimeoutExpired:
+                registry.kill()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     results["machine"]["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())

@@ -1,9 +1,11 @@
 """The three builders under test, each behind the same small interface.
 
-``reset()`` empties the tool's build cache and leaves the base image present (a cold build
-measures building, not pulling); ``build(project)`` runs one build to completion and returns
-its wall time and image ID. Every build writes its image where the tool keeps images: cloche's
-store, the Docker engine's image store, buildah's containers/storage.
+``reset()`` empties the tool's build cache (cache mounts included) and leaves the base image
+present, ``pull(ref)`` puts a registry image in the tool's image store, unpacked as the tool
+keeps a base it builds on, both untimed (a cold build measures building, not pulling);
+``build(project)`` runs one build to completion and returns its wall time and image ID. Every
+build writes its image where the tool keeps images: cloche's store, the Docker engine's image
+store, buildah's containers/storage.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ def _timed(cmd: list[str], iidfile: Path, env: dict[str, str] | None = None) -> 
     return Timing(seconds, image_id)
 
 
+def _build_args(project: Project) -> list[str]:
+    return [x for name, value in project.build_args for x in ("--build-arg", f"{name}={value}")]
+
+
 def _version(cmd: list[str]) -> str:
     try:
         return _run(cmd, timeout=60).stdout.strip().splitlines()[0]
@@ -74,6 +80,9 @@ class Tool:
         return None
 
     def reset(self) -> None:
+        raise NotImplementedError
+
+    def pull(self, ref: str) -> None:
         raise NotImplementedError
 
     def build(self, project: Project) -> Timing:
@@ -106,12 +115,22 @@ class Cloche(Tool):
         self.root = self.workdir / f"root{self.generation}"
         _run([self.exe, "import", "--root", str(self.root), str(self.base_rootfs), BASE_REF])
 
+    def pull(self, ref: str) -> None:
+        _run([self.exe, "pull", "--root", str(self.root), "-q", ref])
+        # Docker and buildah unpack a base image's layers when they pull it, cloche when a build
+        # first uses it (once per store): a build of just FROM does that here, untimed, like
+        # theirs, and leaves no build cache record
+        from_only = self.workdir / "from-only"
+        from_only.mkdir(exist_ok=True)
+        (from_only / "Dockerfile").write_text(f"FROM {ref}\n")
+        _run([self.exe, "build", "--root", str(self.root), "--progress", "quiet", str(from_only)])
+
     def build(self, project: Project) -> Timing:
         # as installed: Python's bytecode cache on (a sandbox may set PYTHONDONTWRITEBYTECODE,
         # which makes every run compile cloche's modules again, ~0.3 s)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         return _timed([self.exe, "build", "--root", str(self.root), "--progress", "quiet",
-                       "--build-arg", f"BASE={BASE_REF}", "-f", str(project.dockerfile),
+                       *_build_args(project), "-f", str(project.dockerfile),
                        "-t", f"cloche-bench/{project.name}:cloche",
                        "--iidfile", str(self.iidfile), str(project.context)], self.iidfile,
                       env=env)
@@ -121,7 +140,8 @@ class Cloche(Tool):
 
 
 class BuildKit(Tool):
-    """The Docker engine's BuildKit; ``docker builder prune -af`` empties its cache."""
+    """The Docker engine's BuildKit; ``docker builder prune -af`` empties its cache (cache
+    mounts included). Images pulled for a case stay in the engine until cleanup."""
 
     name = "buildkit"
 
@@ -129,6 +149,7 @@ class BuildKit(Tool):
         super().__init__(*args, **kw)
         self.env = dict(os.environ, DOCKER_BUILDKIT="1")
         self.images: set[str] = set()
+        self.pulled: set[str] = set()
 
     def version(self) -> str:
         return "docker " + _version([DOCKER, "version", "-f", "{{.Server.Version}}"])
@@ -145,8 +166,15 @@ class BuildKit(Tool):
         if _run([DOCKER, "image", "inspect", BASE_REF], check=False).returncode != 0:
             _run([DOCKER, "import", str(self.base_tar), BASE_REF])
 
+    def pull(self, ref: str) -> None:
+        # like the busybox base: pulled once, kept across resets (the engine's image store is
+        # not its build cache); a loopback registry is plain HTTP to the engine by default
+        if _run([DOCKER, "image", "inspect", ref], check=False).returncode != 0:
+            _run([DOCKER, "pull", "-q", ref])
+        self.pulled.add(ref)
+
     def build(self, project: Project) -> Timing:
-        timing = _timed([DOCKER, "build", "-q", "--build-arg", f"BASE={BASE_REF}",
+        timing = _timed([DOCKER, "build", "-q", *_build_args(project),
                          "-f", str(project.dockerfile), "-t", f"cloche-bench/{project.name}:buildkit",
                          "--iidfile", str(self.iidfile), str(project.context)],
                         self.iidfile, env=self.env)
@@ -155,15 +183,19 @@ class BuildKit(Tool):
         return timing
 
     def cleanup(self) -> None:
-        tags = [f"cloche-bench/{n}:buildkit" for n in ("multistage", "fan-in", "big-layer")]
+        tags = [f"cloche-bench/{n}:buildkit"
+                for n in ("multistage", "fan-in", "big-layer", "go-hello")]
         out = _run([DOCKER, "images", "-q", "--filter", "reference=cloche-bench/*"], check=False)
         ids = set(out.stdout.split()) | self.images
         _run([DOCKER, "rmi", "-f", *tags, *sorted(ids)], check=False)
+        if self.pulled:  # their registry goes away with the run
+            _run([DOCKER, "rmi", *sorted(self.pulled)], check=False)
 
 
 class Buildah(Tool):
     """buildah bud with ``--layers`` (its build cache) and chroot isolation, in its own
-    storage root; a fresh root is a cold cache."""
+    storage root, its cache mounts (``$TMPDIR/buildah-cache``) in that root too; a fresh
+    root is a cold cache."""
 
     name = "buildah"
 
@@ -175,6 +207,11 @@ class Buildah(Tool):
 
     def _g(self) -> list[str]:
         return ["buildah", "--root", str(self.root / "root"), "--runroot", str(self.root / "run")]
+
+    def _env(self) -> dict[str, str]:
+        tmp = self.root / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        return dict(os.environ, TMPDIR=str(tmp))
 
     def version(self) -> str:
         return _version(["buildah", "--version"])
@@ -204,11 +241,15 @@ class Buildah(Tool):
                   f"docker-archive:{self.docker_archive}:{BASE_REF}"])
         _run([*self._g(), "pull", "-q", f"docker-archive:{self.docker_archive}"])
 
+    def pull(self, ref: str) -> None:
+        _run([*self._g(), "pull", "-q", "--tls-verify=false", ref], env=self._env())
+
     def build(self, project: Project) -> Timing:
         return _timed([*self._g(), "bud", "--isolation", "chroot", "--layers", "-q",
-                       "--build-arg", f"BASE={BASE_REF}", "-f", str(project.dockerfile),
+                       *_build_args(project), "-f", str(project.dockerfile),
                        "-t", f"cloche-bench/{project.name}:buildah",
-                       "--iidfile", str(self.iidfile), str(project.context)], self.iidfile)
+                       "--iidfile", str(self.iidfile), str(project.context)], self.iidfile,
+                      env=self._env())
 
     def cleanup(self) -> None:
         self._drop_store()

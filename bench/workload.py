@@ -1,10 +1,13 @@
-"""The inputs the benchmark builds: a busybox base rootfs, a multi-stage project, a big context.
+"""The inputs the benchmark builds: a busybox base rootfs, a multi-stage project, a big context,
+and examples/go-hello with its two base images served by a registry on loopback.
 
 Everything is generated here (no Docker Hub on this machine), from a fixed seed, so two runs
 build the same bytes. The multi-stage project stands in for a compiled service: a ``deps``
 stage (like ``go mod download``) from a lock file, a ``build`` stage that copies the sources
 and "compiles" them into one binary-like file, and a ``scratch`` release stage that copies
-only that file, the same graph as examples/multistage.
+only that file, the same graph as examples/multistage. The go project is the real thing: Go
+compiles examples/go-hello in a golang image (examples/make-base-images.sh makes it, and a
+distroless/static-like runtime image, from a cached debootstrap).
 """
 
 from __future__ import annotations
@@ -12,11 +15,17 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import socket
 import subprocess
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 BASE_REF = "localhost/cloche-bench/busybox:1"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+REGISTRY_BIN = "/usr/bin/docker-registry"
 
 MULTISTAGE_DOCKERFILE = """\
 ARG BASE
@@ -90,6 +99,8 @@ class Project:
     size: int
     change_target: Path     # content edited in the one-file-changed rebuild
     touch_target: Path      # mtime bumped in the mtime-only rebuild
+    build_args: tuple[tuple[str, str], ...] = (("BASE", BASE_REF),)
+    pulls: tuple[str, ...] = ()  # registry images every tool pulls after its reset, untimed
 
     def change_one_file(self, generation: int) -> None:
         """Append a line: same path, new content (and size)."""
@@ -206,6 +217,82 @@ def make_biglayer(root: Path, *, seed: int = 8) -> Project:
     dockerfile.write_text(BIGLAYER_DOCKERFILE)
     return Project("big-layer", ctx, dockerfile, 3, (16 << 20) + 19,
                    change_target=ctx / "note.txt", touch_target=ctx / "other.txt")
+
+
+def start_registry(root: Path) -> tuple[str, subprocess.Popen]:
+    """Debian's docker-registry on a free loopback port, storing under ``root``: returns
+    ``127.0.0.1:PORT`` and the process (the caller stops it). Plain HTTP, which Docker, cloche
+    and (with ``--tls-verify=false``) buildah accept for a loopback address."""
+    if not os.access(REGISTRY_BIN, os.X_OK):
+        raise FileNotFoundError(f"{REGISTRY_BIN} not found (apt-get install docker-registry)")
+    root.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = root / "config.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'storage'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n")
+    with open(root / "registry.log", "wb") as log:
+        proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=log, stderr=log)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2)
+            return f"127.0.0.1:{port}", proc
+        except urllib.error.HTTPError:
+            return f"127.0.0.1:{port}", proc  # it answers
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("docker-registry did not start: "
+                                   + (root / "registry.log").read_text()[-1000:]) from None
+            time.sleep(0.1)
+
+
+def make_go_base_images(registry: str, store: Path, cloche: str) -> tuple[str, str]:
+    """examples/make-base-images.sh into a scratch cloche store, pushed to ``registry``:
+    returns the golang and the runtime image's registry references. The debootstrap is cached
+    in /var/cache/cloche-examples (the first run on a machine takes a few minutes)."""
+    proc = subprocess.run([str(EXAMPLES / "make-base-images.sh"), "--cloche", cloche,
+                           "--root", str(store), "--push", registry],
+                          capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"make-base-images.sh exited {proc.returncode}:\n"
+                           f"{proc.stderr[-2000:]}{proc.stdout[-500:]}")
+    refs = dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+    return refs["GOLANG_IMAGE"], refs["RUNTIME_IMAGE"]
+
+
+def make_go(root: Path, golang_image: str, runtime_image: str) -> Project:
+    """examples/go-hello as it is: Go compiles main.go (and the standard library, the first
+    time) in the golang image with a ``RUN --mount=type=cache`` Go build cache, and the binary
+    alone ships in the distroless/static-like image. The one-file change edits main.go (a
+    comment appended: Go compiles it again); the mtime-only change touches main_test.go, which
+    ``COPY *.go`` copies but the binary does not use. Cold means: build cache and Go build
+    cache (the cache mount) empty, both base images already pulled and unpacked (bench/run.py
+    pulls them after each reset, untimed), for every tool alike.
+
+    The Dockerfile's ``# syntax=docker/dockerfile:1`` line is dropped in the copy: it makes
+    BuildKit pull a frontend image from Docker Hub, and the engine's built-in frontend reads
+    this Dockerfile the same (cloche and buildah ignore the line)."""
+    example = EXAMPLES / "go-hello"
+    ctx = root / "context"
+    ctx.mkdir(parents=True)
+    size = files = 0
+    for src in sorted(example.iterdir()):
+        if src.is_file() and src.name != "Dockerfile":
+            shutil.copy2(src, ctx / src.name)
+            size += src.stat().st_size
+            files += 1
+    lines = (example / "Dockerfile").read_text().splitlines(keepends=True)
+    dockerfile = root / "Dockerfile"
+    dockerfile.write_text("".join(line for line in lines if not line.startswith("# syntax=")))
+    return Project("go-hello", ctx, dockerfile, files, size, change_target=ctx / "main.go",
+                   touch_target=ctx / "main_test.go",
+                   build_args=(("GOLANG_IMAGE", golang_image), ("RUNTIME_IMAGE", runtime_image)),
+                   pulls=(golang_image, runtime_image))
 
 
 def make_export_tree(root: Path, target_bytes: int, *, seed: int = 200) -> tuple[int, int]:

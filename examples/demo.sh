@@ -31,6 +31,7 @@ missing=()
 command -v "$CLOCHE" >/dev/null || { echo "demo: cannot run cloche as '$CLOCHE'" >&2; exit 1; }
 [ -x /usr/sbin/debootstrap ] || command -v debootstrap >/dev/null || missing+=(debootstrap)
 [ -x "$REGISTRY_BIN" ] || missing+=(docker-registry)
+command -v slirp4netns >/dev/null || missing+=(slirp4netns)  # the network of RUN steps
 if [ ${#missing[@]} -gt 0 ] && [ "${CLOCHE_DEMO_INSTALL:-1}" = 1 ] && command -v apt-get >/dev/null; then
     # A fresh Debian machine: `make demo` is one of the two set-up commands, so it installs
     # what it needs (CLOCHE_DEMO_INSTALL=0 turns that off).
@@ -40,6 +41,7 @@ if [ ${#missing[@]} -gt 0 ] && [ "${CLOCHE_DEMO_INSTALL:-1}" = 1 ] && command -v
     missing=()
     [ -x /usr/sbin/debootstrap ] || command -v debootstrap >/dev/null || missing+=(debootstrap)
     [ -x "$REGISTRY_BIN" ] || missing+=(docker-registry)
+    command -v slirp4netns >/dev/null || missing+=(slirp4netns)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
     echo "demo: missing on this machine: ${missing[*]}" >&2

@@ -7,8 +7,9 @@ Names load on first use, so that ``import cloche`` stays cheap for the CLI.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from cloche import _lazy
 
 __version__ = "0.1.0"
 
@@ -42,13 +43,7 @@ __all__ = [  # a literal: type checkers read it (a test keeps it equal to _EXPOR
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = _lazy.exports(__name__, _EXPORTS, globals())
 
 
 if TYPE_CHECKING:

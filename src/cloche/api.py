@@ -33,12 +33,15 @@ def build(options: BuildOptions | str = ".", *, listener: ev.Listener | None = N
           tags: Sequence[str] = (), build_args: Mapping[str, str] | None = None,
           target: str | None = None, dockerfile: str | None = None,
           outputs: Sequence[str | OutputSpec] = (), secrets: Sequence[str | SecretSpec] = (),
-          prefetch: Prefetch | None = None, **more: Any) -> BuildResult:
+          prefetch: Prefetch | None = None, allow: Sequence[str] = (),
+          **more: Any) -> BuildResult:
     """Build an image as ``docker build`` would and store it under ``tags``.
 
     ``options`` is a BuildOptions, or the context directory with the keyword arguments
     spelled like the CLI's flags (``no_cache=True``, ``platform="linux/arm64"``, ``root=``
     for the store...). ``listener`` receives typed progress events from worker threads.
+    ``allow`` grants RUN steps entitlements, as ``--allow`` does: ``"network.host"``,
+    ``"security.insecure"`` (off by default: a Dockerfile cannot take them).
     Two builds may run at once in threads of one process: each has its own cancel scope.
     """
     if not isinstance(options, BuildOptions):
@@ -47,7 +50,7 @@ def build(options: BuildOptions | str = ".", *, listener: ev.Listener | None = N
             target=target, dockerfile=dockerfile,
             outputs=tuple(o if isinstance(o, OutputSpec) else parse_output(o) for o in outputs),
             secrets=tuple(s if isinstance(s, SecretSpec) else parse_secret(s) for s in secrets),
-            **more)
+            allow=(allow,) if isinstance(allow, str) else tuple(allow), **more)
     from cloche import engine
 
     if prefetch is None:

@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 
 from cloche import api
-from cloche.cli._progress import LiveRenderer
+from cloche.cli._live import LiveRenderer
 from cloche.engine.options import BuildOptions
 from tests.engine.conftest import BASE, Builder
 from tests.fixtures.services import require_tool

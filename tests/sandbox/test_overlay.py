@@ -55,6 +55,17 @@ def test_layers_stack_top_first_at_any_depth(tmp_path: Path, count: int) -> None
                    if p.is_dir() and _mounted(p))
 
 
+def test_a_writable_overlay_is_volatile(tmp_path: Path) -> None:
+    """Unmounting a step's overlay does not sync what it wrote (the cache copes after a
+    reboot, see tests/engine/test_plain_layers.py); read-only overlays have no upper."""
+    upper, work, merged = _dirs(tmp_path)
+    with mount_overlay(_layers(tmp_path, 2), upper, work, merged):
+        with open("/proc/self/mountinfo") as f:
+            line = next(x for x in f if x.split()[4] == str(merged))
+    options = line.split(" - ", 1)[1].split()[2].split(",")
+    assert "volatile" in options or "fsync=volatile" in options  # newer kernels say the latter
+
+
 def test_no_lowers_uses_an_empty_dir(tmp_path: Path) -> None:
     upper, work, merged = _dirs(tmp_path)
     with mount_overlay([], upper, work, merged):

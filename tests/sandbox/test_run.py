@@ -116,8 +116,13 @@ def test_network_none_has_only_loopback_up(layer: Layer) -> None:
     assert int(flags, 16) & 0x1  # IFF_UP
 
 
-def test_default_network_is_the_hosts(layer: Layer) -> None:
-    step = layer.run("ls /sys/class/net")
+def test_default_network_is_a_namespace_of_its_own(layer: Layer) -> None:
+    step = layer.run("ls /sys/class/net")  # slirp4netns's tap (tests/security/test_network.py)
+    assert sorted(step.text.split()) == ["lo", "tap0"]
+
+
+def test_host_network_is_the_hosts(layer: Layer) -> None:
+    step = layer.run("ls /sys/class/net", network="host")  # the engine asks for --allow first
     assert sorted(step.text.split()) == sorted(os.listdir("/sys/class/net"))
 
 

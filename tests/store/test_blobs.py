@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cloche.errors import ImageNotFoundError
+from cloche.errors import ImageNotFoundError, StoreError
 from cloche.oci.digest import Digest, DigestMismatchError
 from cloche.store.blobs import BlobNotFoundError, BlobStore
 
@@ -60,6 +60,26 @@ def test_size_mismatch_stores_nothing(blobs: BlobStore) -> None:
         with blobs.writer(Digest.from_bytes(data), size=99) as w:
             w.write(data)
     assert list(blobs.digests()) == []
+
+
+def test_a_writer_hashed_by_its_caller_stores_under_the_named_digest(blobs: BlobStore) -> None:
+    data = b"layer bytes" * 1000
+    with blobs.writer(hashed_by_caller=True) as w:
+        w.write(data)
+        w.name_as(Digest.from_bytes(data), len(data))
+    assert w.digest == Digest.from_bytes(data) and blobs.read_bytes(w.digest) == data
+
+
+def test_a_writer_hashed_by_its_caller_refuses_a_wrong_size_or_no_name(blobs: BlobStore) -> None:
+    with pytest.raises(StoreError, match="5 bytes written, 6 named"):
+        with blobs.writer(hashed_by_caller=True) as w:
+            w.write(b"hello")
+            w.name_as(Digest.from_bytes(b"hello!"), 6)
+    with pytest.raises(StoreError, match="name_as was not called"):
+        with blobs.writer(hashed_by_caller=True) as w:
+            w.write(b"hello")
+    assert list(blobs.digests()) == []
+    assert not any(blobs.tmp_dir.iterdir())
 
 
 def test_exception_in_block_discards(blobs: BlobStore) -> None:

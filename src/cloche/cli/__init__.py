@@ -21,3 +21,6 @@ if (_os.path.basename(_sys.argv[0] if _sys.argv else "") == "cloche"
         or (_sys.argv and _sys.argv[0].endswith(_os.path.join("cloche", "cli", "main.py")))) \
         and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
     _signal.signal(_signal.SIGINT, _interrupted_early)
+    for _sig in (_signal.SIGTERM, _signal.SIGHUP):  # stopped as by Ctrl-C (cli.main)
+        if _signal.getsignal(_sig) is _signal.SIG_DFL:
+            _signal.signal(_sig, _interrupted_early)

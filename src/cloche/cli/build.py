@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 import click
@@ -31,7 +32,10 @@ MAX_SECRET_SIZE = 500 * 1024  # BuildKit's limit for a secret file
               help="Do not use the cache for this stage (repeatable).")
 @click.option("--pull", is_flag=True, help="Always pull base images, even when stored.")
 @click.option("--network", default="default", show_default=True,
-              type=click.Choice(opts.NETWORK_MODES), help="Network of RUN steps.")
+              type=click.Choice(opts.NETWORK_MODES), help="Network of RUN steps "
+              "(default: a namespace of their own; host needs --allow network.host).")
+@click.option("--allow", "allow", multiple=True, metavar="ENTITLEMENT",
+              help="Grant RUN steps network.host or security.insecure (repeatable).")
 @click.option("--label", "labels", multiple=True, help="KEY=VALUE image label (repeatable).")
 @click.option("--progress", default="auto", show_default=True,
               type=click.Choice(opts.PROGRESS_MODES), help="How progress is shown.")
@@ -43,15 +47,24 @@ MAX_SECRET_SIZE = 500 * 1024  # BuildKit's limit for a secret file
               help="Write build metadata (JSON) here.")
 @click.option("--jobs", "-j", default=0, type=click.IntRange(min=0),
               help="Stages run at once (default: cores).")
+@click.option("--pids-limit", "pids_limit", type=click.IntRange(min=-1), default=None,
+              help="Processes each RUN step may have (default 4096; -1: unlimited).")
+@click.option("--memory", "-m", "memory", metavar="SIZE",
+              help="Memory each RUN step may use, e.g. 2g (default: unlimited).")
+@click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]",
+              help="A resource limit of RUN steps, e.g. nofile=1024:2048 (repeatable).")
+@click.option("--shm-size", "shm_size", metavar="SIZE",
+              help="Size of /dev/shm in RUN steps (default 64m).")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path),
               help="Store directory (default: $CLOCHE_ROOT, /var/lib/cloche for root).")
 def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target: str | None,
             build_args: tuple[str, ...], secrets: tuple[str, ...], ssh: tuple[str, ...],
             platform: str | None, no_cache: bool, no_cache_filter: tuple[str, ...],
-            pull: bool, network: str,
+            pull: bool, network: str, allow: tuple[str, ...],
             labels: tuple[str, ...], progress: str, outputs: tuple[str, ...], push: bool,
             iidfile: str | None, metadata_file: str | None, jobs: int,
-            root: Path | None) -> None:
+            root: Path | None, pids_limit: int | None = None, memory: str | None = None,
+            ulimits: tuple[str, ...] = (), shm_size: str | None = None) -> None:
     """Build an image from a Dockerfile, as `docker build` does, without a daemon."""
     from cloche.engine import prefetch_context
 
@@ -82,17 +95,18 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
         target=target, build_args=opts.parse_key_values(build_args, "--build-arg", from_env=True),
         secrets=secret_specs, ssh=ssh, platform=platform,
         no_cache=no_cache, no_cache_filter=tuple(n.lower() for n in no_cache_filter),
-        pull=pull, network=network,
+        pull=pull, network=network, allow=allow,
         labels=opts.parse_key_values(labels, "--label"),
         outputs=output_specs, push=push, iidfile=iidfile,
-        metadata_file=metadata_file, jobs=jobs, root=root)
-    from cloche.cli._progress import LiveRenderer, make_renderer
+        metadata_file=metadata_file, jobs=jobs, root=root,
+        pids_limit=pids_limit, ulimits=tuple(opts.parse_ulimit(u) for u in ulimits),
+        memory=opts.parse_ram_size(memory, "--memory") if memory is not None else None,
+        shm_size=opts.parse_ram_size(shm_size, "--shm-size") if shm_size is not None else None)
+    from cloche.cli._progress import make_renderer
 
     renderer = make_renderer(progress)
-    if isinstance(renderer, LiveRenderer):
-        with renderer:
-            result = api.build(options, listener=renderer, prefetch=prefetch)
-    else:
+    live = renderer if isinstance(renderer, AbstractContextManager) else nullcontext()
+    with live:  # the tty view draws while the build runs
         result = api.build(options, listener=renderer, prefetch=prefetch)
     if progress == "quiet":
         click.echo(str(result.digest))

@@ -69,8 +69,8 @@ class _Group(click.Group):
             # a file or device the library did not expect to fail: still one located line
             if isinstance(err, BrokenPipeError):
                 _broken_pipe()
-            where = f" {err.filename}" if err.filename else ""
-            click.echo(f"error:{where}: {err.strerror or err}", err=True)
+            where = f" {err.filename}:" if err.filename else ""
+            click.echo(f"error:{where} {err.strerror or err}", err=True)
             sys.exit(1)
         except Exception as err:
             if os.environ.get("CLOCHE_DEBUG"):
@@ -102,9 +102,19 @@ def cli() -> None:
     """cloche builds container images from Dockerfiles, without a daemon."""
 
 
+def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    """SIGTERM and SIGHUP (a CI runner cancelling the job, a closed terminal) stop cloche as
+    Ctrl-C does: the build's steps are killed, its scratch removed, ``interrupted``, 130.
+    Left to their default, they ended the process at once and left its files behind."""
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     if signal.getsignal(signal.SIGINT) not in (signal.SIG_IGN, signal.SIG_DFL):
         signal.signal(signal.SIGINT, signal.default_int_handler)  # see cloche/cli/__init__.py
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
+            signal.signal(sig, _stop_like_ctrl_c)
     try:
         cli(prog_name="cloche")
     except KeyboardInterrupt:  # while click parses the arguments, outside invoke()

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from cloche.cli._common import check_root, parse_platform, root_option
+from cloche.fs.outfile import OutputFileError
 
 
 @click.command("save")
@@ -28,5 +29,8 @@ def command(images: tuple[str, ...], output: Path | None, fmt: str, platform: st
     check_root(root)
     if output is None and sys.stdout.isatty():
         raise click.UsageError("refusing to write an archive to a terminal; use -o FILE")
-    api.save(images, output if output is not None else sys.stdout.buffer, format=fmt,
-             platform=plat, root=root)
+    try:
+        api.save(images, output if output is not None else sys.stdout.buffer, format=fmt,
+                 platform=plat, root=root)
+    except OutputFileError as err:  # the library names the file; the flag is ours
+        raise err.with_flag("-o") from err

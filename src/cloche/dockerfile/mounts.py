@@ -9,13 +9,14 @@ second when given an ``expand`` function. The build engine reads the resulting :
 from __future__ import annotations
 
 import csv
+import posixpath
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from cloche.errors import DockerfileError
 
-__all__ = ["Mount", "MountError", "MOUNT_TYPES", "parse_mount", "parse_size"]
+__all__ = ["Mount", "MountError", "MOUNT_TYPES", "check_target", "parse_mount", "parse_size"]
 
 MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
 SHARING_MODES = ("shared", "private", "locked")
@@ -166,4 +167,25 @@ def parse_mount(spec: str, expand: Callable[[str], str] | None = None) -> Mount:
             raise MountError("both source and id can't be set")
     if kind in ("bind", "cache", "tmpfs") and not values.get("target"):
         raise MountError(f"mount target required for {kind} mount")
+    target = values.get("target")
+    if isinstance(target, str) and target.startswith("/"):
+        check_target(target)  # a relative one is checked once joined to WORKDIR
     return Mount(**values)  # type: ignore[arg-type]
+
+
+KERNEL_DIRS = ("proc", "sys", "dev")
+
+
+def check_target(target: str) -> None:
+    """Refuse a mount target inside /proc, /sys or /dev (``target`` is absolute).
+
+    The step's kernel file systems are mounted there before its mounts: /proc/1/root is the
+    host's root at that time, and runc (under BuildKit) refuses any target inside /proc.
+    cloche refuses /sys and /dev as well (the heredoc scripts it mounts itself under
+    /dev/pipes aside); symlinks that lead there are refused by the sandbox.
+    """
+    parts = [p for p in posixpath.normpath(target).split("/") if p]
+    if parts and parts[0] in KERNEL_DIRS:
+        raise MountError(f"mount target {target} is inside /{parts[0]}",
+                         hint="RUN --mount cannot mount on /proc, /sys or /dev; "
+                              "use another target, such as /mnt")

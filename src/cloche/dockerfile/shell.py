@@ -9,21 +9,30 @@ character (``\\`` or the one set by ``# escape=``). Its quirks are deliberate: t
 
 Errors raise :class:`ShellExpansionError` without a location; the caller (which knows the
 instruction) fills it in with ``DockerfileError.with_location``.
+
+Unlike BuildKit, an expanded word is bounded (``MAX_WORD``, 1 MiB): ``ENV A=${A}${A}`` doubles
+a value at each line, so thirty such lines would ask for gigabytes. A word whose own text is
+longer may keep its length; only expansion cannot grow it past the bound. Everything here is
+linear in the text it builds: words are collected as lists of pieces (``str +=`` on an
+attribute copies the whole string each time), and the pattern modifiers use ``_glob``.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from cloche.dockerfile._glob import Glob, PatternError
 from cloche.errors import DockerfileError
 
-__all__ = ["ShellExpansionError", "expand_word", "expand_words", "expand_heredoc"]
+__all__ = ["MAX_WORD", "ShellExpansionError", "expand_word", "expand_words", "expand_heredoc"]
 
 _EOF = ""
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
+MAX_WORD = 1 << 20  # characters an expansion may produce (a longer literal word keeps its own)
+_GO_SPACES = re.compile(r"[^\S\x1c-\x1f]+")  # runs of Go's unicode.IsSpace (see _is_space)
 
 
 class ShellExpansionError(DockerfileError):
@@ -32,7 +41,7 @@ class ShellExpansionError(DockerfileError):
 
 def expand_word(word: str, env: Mapping[str, str], escape: str = "\\") -> str:
     """``word`` after variable expansion and quote removal, as one string (ProcessWord)."""
-    return _Lexer(word, env, escape).run()[0]
+    return _Lexer(word, env, escape, limit=max(MAX_WORD, len(word))).run()[0]
 
 
 def expand_words(word: str, env: Mapping[str, str], escape: str = "\\") -> list[str]:
@@ -40,12 +49,12 @@ def expand_words(word: str, env: Mapping[str, str], escape: str = "\\") -> list[
 
     White space that comes from a variable splits too, unless the variable is quoted.
     """
-    return _Lexer(word, env, escape).run()[1]
+    return _Lexer(word, env, escape, limit=max(MAX_WORD, len(word))).run()[1]
 
 
 def expand_heredoc(text: str, env: Mapping[str, str], escape: str = "\\") -> str:
     """A heredoc body with an unquoted delimiter: ``$`` expands, quotes stay literal."""
-    return _Lexer(text, env, escape, skip_quotes=True).run()[0]
+    return _Lexer(text, env, escape, skip_quotes=True, limit=max(MAX_WORD, len(text))).run()[0]
 
 
 def _is_letter(ch: str) -> bool:
@@ -62,39 +71,42 @@ def _is_space(ch: str) -> bool:
 
 
 class _Words:
-    """Accumulates words the way BuildKit's wordsStruct does (raw parts never split)."""
+    """Accumulates words the way BuildKit's wordsStruct does (raw parts never split).
+
+    The current word is a list of pieces, joined when it ends: linear in what it collects."""
 
     def __init__(self) -> None:
-        self.word = ""
+        self.parts: list[str] = []
         self.words: list[str] = []
-        self.in_word = False
+
+    def _end_word(self) -> None:
+        if self.parts:
+            word = "".join(self.parts)
+            self.parts = []
+            if word:
+                self.words.append(word)
 
     def add_char(self, ch: str) -> None:
         if _is_space(ch):
-            if self.in_word and self.word:
-                self.words.append(self.word)
-                self.word = ""
-                self.in_word = False
+            self._end_word()
         else:
-            self.add_raw_char(ch)
+            self.parts.append(ch)
 
     def add_raw_char(self, ch: str) -> None:
-        self.word += ch
-        self.in_word = True
+        self.parts.append(ch)
 
     def add_string(self, text: str) -> None:
-        for ch in text:
-            self.add_char(ch)
+        first, *rest = _GO_SPACES.split(text)
+        self.parts.append(first)
+        for piece in rest:  # a run of white space came before each of these
+            self._end_word()
+            self.parts.append(piece)
 
     def add_raw_string(self, text: str) -> None:
-        self.word += text
-        self.in_word = True
+        self.parts.append(text)
 
     def get(self) -> list[str]:
-        if self.word:
-            self.words.append(self.word)
-            self.word = ""
-            self.in_word = False
+        self._end_word()
         return self.words
 
 
@@ -106,6 +118,16 @@ class _Lexer:
     skip_quotes: bool = False
     raw_escapes: bool = False
     pos: int = 0
+    limit: int = MAX_WORD
+
+    def grow(self, size: int) -> int:
+        """``size`` (what one buffer holds), checked against the bound of an expanded word."""
+        if size > self.limit:
+            raise ShellExpansionError(
+                f"expanded word is larger than 1 MiB ({MAX_WORD} characters)",
+                hint="a variable that repeats itself (ENV A=${A}${A}) doubles at each line; "
+                     "cloche bounds an expanded word where BuildKit has no bound")
+        return size
 
     # -- scanner -------------------------------------------------------------------------
     def peek(self) -> str:
@@ -127,6 +149,7 @@ class _Lexer:
         saved, self.raw_escapes = self.raw_escapes, raw_escapes
         try:
             result: list[str] = []
+            size = 0
             words = _Words()
             while (ch := self.peek()) != _EOF:
                 if ch in stops:
@@ -134,11 +157,13 @@ class _Lexer:
                     return "".join(result), words.get(), ch
                 if ch == "$":
                     value = self.process_dollar()
+                    size = self.grow(size + len(value))
                     result.append(value)
                     words.add_string(value)
                     continue
                 if not self.skip_quotes and ch in "'\"":
                     value = self.process_single_quote() if ch == "'" else self.process_double_quote()
+                    size = self.grow(size + len(value))
                     result.append(value)
                     words.add_raw_string(value)
                     continue
@@ -154,6 +179,7 @@ class _Lexer:
                 else:
                     words.add_char(ch)
                 result.append(ch)
+                size += 1
             if stops:
                 raise ShellExpansionError(
                     f"unexpected end of statement while looking for matching {stops[0]}")
@@ -176,6 +202,7 @@ class _Lexer:
     def process_double_quote(self) -> str:
         self.next()
         out: list[str] = []
+        size = 0
         while True:
             ch = self.peek()
             if ch == _EOF:
@@ -185,7 +212,9 @@ class _Lexer:
                 self.next()
                 return "".join(out)
             if ch == "$":
-                out.append(self.process_dollar())
+                value = self.process_dollar()
+                size = self.grow(size + len(value))
+                out.append(value)
                 continue
             ch = self.next()
             if ch == self.escape:
@@ -197,6 +226,7 @@ class _Lexer:
                 if following in ('"', "$", self.escape):
                     ch = self.next()
             out.append(ch)
+            size += 1
 
     def process_name(self) -> str:
         """A variable name: letters, digits and ``_``; or all digits; or one special char."""
@@ -265,7 +295,7 @@ class _Lexer:
         greedy = word.startswith(ch)
         if greedy:
             word = word[1:]
-        return _trim(value, word, suffix=ch == "%", greedy=greedy)
+        return _trim(value, _glob(word), suffix=ch == "%", greedy=greedy)
 
     def _read_word(self, raw_escapes: bool = False) -> str:
         try:
@@ -287,72 +317,49 @@ class _Lexer:
         except ShellExpansionError:
             raise ShellExpansionError("syntax error: missing '}'") from None
         value = self.lookup(name)[0]
-        return _replace(value, pattern, replacement, replace_all)
+        return _replace(value, _glob(pattern), replacement, replace_all, self.grow)
 
 
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
-    """A shell pattern (``*``, ``?``, ``[...]``, ``\\x``) as an anchored regular expression."""
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "*":
-            out.append(".*")
-        elif ch == "?":
-            out.append(".")
-        elif ch == "\\" and i + 1 < len(pattern):
-            i += 1
-            out.append(re.escape(pattern[i]))
-        elif ch == "[":
-            end = pattern.find("]", i + 2)
-            if end < 0:
-                out.append(re.escape(ch))
-            else:
-                body = pattern[i + 1:end]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = end
-        else:
-            out.append(re.escape(ch))
-        i += 1
+def _glob(pattern: str) -> Glob:
     try:
-        return re.compile("".join(out), re.DOTALL)
-    except re.error as err:
-        raise ShellExpansionError(f"invalid pattern {pattern!r}: {err}") from None
+        return Glob(pattern)
+    except PatternError as err:
+        raise ShellExpansionError(str(err)) from None
 
 
-def _trim(value: str, pattern: str, *, suffix: bool, greedy: bool) -> str:
-    regex = _pattern_regex(pattern)
-    sizes = range(len(value), -1, -1) if greedy else range(len(value) + 1)
-    for size in sizes:
-        part = value[len(value) - size:] if suffix else value[:size]
-        if regex.fullmatch(part):
-            return value[:len(value) - size] if suffix else value[size:]
-    return value
+def _trim(value: str, glob: Glob, *, suffix: bool, greedy: bool) -> str:
+    """``${v#p}`` (prefix) or ``${v%p}`` (suffix), shortest or (greedy) longest match."""
+    if suffix:
+        size = glob.reversed().match(value[::-1], 0, longest=greedy)
+        return value if size is None else value[:len(value) - size]
+    end = glob.match(value, 0, longest=greedy)
+    return value if end is None else value[end:]
 
 
-def _replace(value: str, pattern: str, replacement: str, replace_all: bool) -> str:
-    regex = _pattern_regex(pattern)
+def _replace(value: str, glob: Glob, replacement: str, replace_all: bool,
+             grow: Callable[[int], int]) -> str:
+    """``${v/p/r}`` and ``${v//p/r}``: leftmost, longest matches; an empty match is replaced
+    and the next character kept. ``grow`` bounds the result as it is built."""
     out: list[str] = []
+    size = 0
     start = 0
     while start <= len(value):
-        for end in range(len(value), start - 1, -1):
-            if regex.fullmatch(value, start, end):
-                break
-        else:
-            if start < len(value):
-                out.append(value[start])
-            start += 1
-            continue
+        found = glob.search(value, start)
+        if found is None:
+            out.append(value[start:])
+            break
+        begin, end = found
+        out.append(value[start:begin])
         out.append(replacement)
-        if end == start:
-            if start < len(value):
-                out.append(value[start])
-            start += 1
+        size = grow(size + begin - start + len(replacement))
+        if end == begin:
+            if begin < len(value):
+                out.append(value[begin])
+                size += 1
+            start = begin + 1
         else:
             start = end
         if not replace_all:
             out.append(value[start:])
-            return "".join(out)
+            break
     return "".join(out)

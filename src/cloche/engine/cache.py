@@ -9,6 +9,12 @@ written once for every later build. Records are small JSON files written under a
 name and renamed, so a killed build leaves either the whole record or none; a record whose
 blob or directory is gone is a miss, never a wrong result.
 
+Snapshots are written through volatile overlays (never synced, see sandbox/overlay.py), so a
+record names the boot that wrote it. After a reboot (a crash may have lost unsynced files) a
+record is trusted only as far as its layer blob, which the store syncs: the snapshot is
+emptied and marked to be unpacked again from that blob (``Workspace.unpack``), and a record
+whose layer was never written (a lazy layer) is a miss.
+
 The stat cache maps a context file's path to (device, inode, size, mtime, ctime) and the hash
 of its content: an unchanged file is never read again, a touched file is re-read (and, its
 content being the same, keeps its cache key).
@@ -27,10 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from cloche.compression import Compression
-from cloche.engine.workspace import PENDING_LAYER, lazy_layer, pending_layer
+from cloche.engine.workspace import LOCAL_LAYERS, PENDING_LAYER, lazy_layer, pending_layer
+from cloche.fs.rmtree import rmtree
 from cloche.oci.digest import Digest
 from cloche.oci.image import Layer, LazyLayer
-from cloche.store import Store, atomic_write
+from cloche.store import Store, atomic_write, locked
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,7 @@ def _write(path: Path, data: bytes) -> None:
 class BuildCache:
     """Step records under ``<store>/cache/steps``."""
 
-    def __init__(self, store: Store, compression: Compression = Compression.GZIP) -> None:
+    def __init__(self, store: Store, compression: Compression = LOCAL_LAYERS) -> None:
         self.store = store
         self.compression = compression  # of the blobs written for lazy layers
         self.root = store.cache_dir / "steps"
@@ -69,6 +76,9 @@ class BuildCache:
             if not snapshot.is_dir():
                 return None
             diff_id = Digest.parse(meta["diff_id"])
+            earlier_boot = doc.get("boot") != boot_id()
+            if earlier_boot and meta.get("digest") is None:
+                return None  # files maybe lost in a crash, and no blob to restore them from
             layer: Layer
             if meta.get("digest") is None:  # never written: written from the snapshot
                 if (snapshot.parent / PENDING_LAYER).exists():
@@ -83,6 +93,10 @@ class BuildCache:
                 if (snapshot.parent / PENDING_LAYER).exists() \
                         and pending_layer(snapshot) != digest:
                     return None  # a step directory still to unpack, from a layer it cannot name
+                if earlier_boot:
+                    _restore_from_blob(snapshot, digest)
+                    _write(self._path(key), json.dumps({**doc, "boot": boot_id()},
+                                                       sort_keys=True).encode())
                 layer = Layer(digest, diff_id, int(meta["size"]), meta["media_type"],
                               self.store.blobs)
                 self.store.blobs.touch(digest)
@@ -94,7 +108,7 @@ class BuildCache:
     def put(self, key: str, created_by: str, layer: Layer | None, snapshot: Path | None,
             created: str | None = None) -> None:
         doc: dict[str, object] = {"key": key, "created_by": created_by, "layer": None,
-                                  "created": created}
+                                  "created": created, "boot": boot_id()}
         if layer is not None and snapshot is not None:
             doc["snapshot"] = str(snapshot.relative_to(self.store.root))
             if isinstance(layer, LazyLayer) and not layer.materialized:
@@ -121,6 +135,35 @@ class BuildCache:
 
     def records(self) -> list[Path]:
         return sorted(self.root.glob("*/*.json")) if self.root.is_dir() else []
+
+
+_BOOT: list[str] = []
+
+
+def boot_id() -> str:
+    """This boot's identity (the kernel's random boot id): snapshots of another boot may have
+    lost files that were never synced."""
+    if not _BOOT:
+        try:
+            with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+                _BOOT.append(f.read().strip())
+        except OSError:
+            _BOOT.append("unknown")
+    return _BOOT[0]
+
+
+def _restore_from_blob(snapshot: Path, digest: Digest) -> None:
+    """Empty ``snapshot`` and mark it to be unpacked from the layer ``digest`` on first use
+    (under the lock ``Workspace.unpack`` takes; the old files go by rename first)."""
+    with locked(snapshot.parent / ".lock"):
+        if pending_layer(snapshot) == digest:
+            return  # another build did it
+        # named as Workspace.unpack's scratch, which it sweeps should this be killed here
+        stale = snapshot.parent / f"unpacking-stale-{os.getpid()}-{threading.get_ident()}"
+        os.rename(snapshot, stale)
+        snapshot.mkdir()
+        atomic_write(snapshot.parent / PENDING_LAYER, str(digest).encode())
+        rmtree(stale, ignore_errors=True)
 
 
 def _layer_meta(layer: Layer) -> dict[str, object]:

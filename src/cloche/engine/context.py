@@ -13,8 +13,8 @@ another stage, without them.
 from __future__ import annotations
 
 import io
+import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +26,8 @@ from cloche.engine.dockerignore import PatternMatcher, load_matcher
 from cloche.engine.extract import Prefixed, extract_tar
 from cloche.engine.sources import SourceTree
 from cloche.errors import ConfigError
+from cloche.fs.rmtree import rmtree
+from cloche.sandbox.scratch import make_scratch
 
 __all__ = ["BuildContext", "ContextError", "context_from_directory", "context_from_stream",
            "open_context"]
@@ -58,7 +60,7 @@ class BuildContext:
 
     def cleanup(self) -> None:
         if self.temporary is not None:
-            shutil.rmtree(self.temporary, ignore_errors=True)
+            rmtree(self.temporary, ignore_errors=True)
 
 
 def context_from_directory(path: Path, dockerfile: Path | None = None) -> BuildContext:
@@ -85,21 +87,22 @@ def context_from_stream(stream: BinaryIO, *, dockerfile_name: str = "Dockerfile"
     """
     head = stream.read(512)
     rest: BinaryIO = io.BufferedReader(Prefixed(head, stream))
-    base = Path(tempfile.mkdtemp(prefix="cloche-context-", dir=workdir))
+    base = make_scratch("context", workdir)  # in $TMPDIR, named so a sweep finds it stale
     root = base / "context"
     root.mkdir(mode=0o755)
     try:
         if detect_compression(head) is not Compression.NONE or _looks_like_tar(head):
             extract_tar(rest, root, label="context tar from stdin", keep_owner=False)
             candidate = root / dockerfile_name
-            found = candidate if candidate.is_file() else None
+            # Not followed here: the engine reads it inside the context (it may be a link).
+            found = candidate if os.path.lexists(candidate) else None
         else:
             found = base / "Dockerfile"
             with open(found, "wb") as out:
                 shutil.copyfileobj(rest, out)
         return BuildContext(root, load_matcher(root, found), found, temporary=base)
     except BaseException:
-        shutil.rmtree(base, ignore_errors=True)
+        rmtree(base, ignore_errors=True)
         raise
 
 

@@ -56,6 +56,7 @@ from cloche.engine.fsutil import (
 from cloche.engine.sources import MatchedSource, SourceTree, match_sources, walk_source
 from cloche.errors import ClocheError
 from cloche.fs.gopath import go_clean
+from cloche.fs.regular import open_regular
 from cloche.fs.users import resolve_chown
 
 COPY_WORKERS = 4
@@ -343,7 +344,7 @@ def _copy_into(request: CopyRequest, tree: SourceTree, root: Path, unpack: bool,
             if unpack and is_tar_archive(src.host):
                 target = kept_parent
                 copier.mkdirs(target)
-                with open(src.host, "rb") as raw:
+                with os.fdopen(open_regular(src.host, what=f"{what} {spec}"), "rb") as raw:
                     # --chown is not applied to the entries: BuildKit keeps the tar's owners
                     result = extract_tar(raw, target, label=f"{what} {spec}")
                 copier.entries += result.entries

@@ -18,6 +18,7 @@ it (``may_include_below``), as BuildKit's fsutil walker does.
 
 from __future__ import annotations
 
+import io
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from pathlib import Path
 from cloche.errors import ClocheError
 from cloche.fs.gopath import BadPatternError, compile_pattern, go_clean
 from cloche.fs.gopath import match as go_match
+from cloche.fs.regular import read_regular_in_root, regular_in_root
 
 __all__ = ["DockerignoreError", "IgnorePattern", "PatternMatcher", "find_ignore_file",
            "load_matcher", "parse_dockerignore"]
@@ -238,13 +240,19 @@ class PatternMatcher:
 
 
 def find_ignore_file(context_dir: Path, dockerfile: Path | None = None) -> Path | None:
-    """``<Dockerfile>.dockerignore`` beside the Dockerfile if present, else ``.dockerignore``."""
+    """``<Dockerfile>.dockerignore`` beside the Dockerfile if present, else ``.dockerignore``.
+
+    Each is looked up inside its own folder (the Dockerfile's, the context): a symlink is
+    followed as BuildKit follows it, never out of that folder (a link to a host file counts
+    as no ignore file). The path returned is the one as named, for messages.
+    """
     if dockerfile is not None:
-        specific = dockerfile.parent / (dockerfile.name + ".dockerignore")
-        if specific.is_file():
-            return specific
-    generic = context_dir / ".dockerignore"
-    return generic if generic.is_file() else None
+        name = dockerfile.name + ".dockerignore"
+        if regular_in_root(dockerfile.parent, name) is not None:
+            return dockerfile.parent / name
+    if regular_in_root(context_dir, ".dockerignore") is not None:
+        return context_dir / ".dockerignore"
+    return None
 
 
 def load_matcher(context_dir: Path, dockerfile: Path | None = None) -> PatternMatcher:
@@ -252,5 +260,6 @@ def load_matcher(context_dir: Path, dockerfile: Path | None = None) -> PatternMa
     found = find_ignore_file(context_dir, dockerfile)
     if found is None:
         return PatternMatcher()
-    text = found.read_text(encoding="utf-8", errors="replace")
+    data = read_regular_in_root(found.parent, found.name, what=str(found))
+    text = io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace").read()
     return PatternMatcher.from_text(text, source=str(found))

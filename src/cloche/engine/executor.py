@@ -45,6 +45,7 @@ from cloche.oci.config import ImageConfig
 from cloche.oci.image import Image
 from cloche.oci.mutate import now
 from cloche.oci.platform import Platform
+from cloche.plan.entitlements import check_steps
 from cloche.plan.graph import BuildPlan, PlannedStage
 from cloche.plan.keys import base_key
 from cloche.plan.steps import Step
@@ -227,6 +228,8 @@ class Executor:
         self.listener(ev.StageStarted(planned.index, planned.name, planned.base))
         state, triggers = self._initial_state(planned)
         steps = stage_steps(self.plan, planned, triggers, state.env)
+        # a base image's ONBUILD triggers are known only now: none runs without its --allow
+        check_steps(steps, self.options.allow, self.plan.dockerfile.tree)
         total = len(steps) + 1
         cmd_set = False
         base_layers = len(state.layers)
@@ -286,7 +289,11 @@ class Executor:
                     f"base image {planned.base} has platform {got}, expected {wanted} for this "
                     "build (InvalidBaseImagePlatform); its RUN steps run as that platform",
                     planned.line))
-            rootfs = self.workspace.image_rootfs(image)
+            try:  # the layers are checked against the config's diff ids as they unpack
+                rootfs = self.workspace.image_rootfs(image, planned.base)
+            except ClocheError as err:
+                raise BuildError(err.message, stage=planned.display_name, file=self.file,
+                                 line=planned.line, hint=err.hint) from err
             config = image.config
             if not any(e.startswith("PATH=") for e in config.env):
                 config = config.replace(env=(f"PATH={DEFAULT_PATH}",) + config.env)

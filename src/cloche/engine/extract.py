@@ -13,6 +13,7 @@ zstd), never by the file name, and everything is streamed.
 from __future__ import annotations
 
 import io
+import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from cloche.compression import DecompressionError, open_decompressed
 from cloche.engine.fsutil import Owner
 from cloche.errors import ClocheError, LayerError, UnsafePathError
 from cloche.fs.extract import ExtractError, Extractor
+from cloche.fs.regular import NotRegularFileError, open_regular
 from cloche.layers.reader import LayerReader
 
 __all__ = ["ArchiveError", "Prefixed", "ExtractResult", "extract_tar", "is_tar_archive"]
@@ -61,10 +63,16 @@ class Prefixed(io.RawIOBase):
 def is_tar_archive(path: Path) -> bool:
     """Whether ``path`` holds a (possibly compressed) tar with at least one entry.
 
-    This is BuildKit's test for ADD: decompress, then read one tar header.
+    This is BuildKit's test for ADD: decompress, then read one tar header. Only a regular file
+    can be one (BuildKit's ``isArchivePath`` says no to any other type): a FIFO or a device in
+    the context is never opened, since opening one may block for ever or act on the device.
     """
     try:
-        with open(path, "rb") as raw, open_decompressed(raw) as data:
+        fd = open_regular(path, what=str(path))
+    except (NotRegularFileError, OSError):
+        return False
+    try:
+        with os.fdopen(fd, "rb") as raw, open_decompressed(raw) as data:
             with tarfile.open(fileobj=data, mode="r|") as tf:
                 return tf.next() is not None
     except (tarfile.TarError, OSError, EOFError, DecompressionError):

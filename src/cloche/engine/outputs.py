@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from cloche.compression import Compression
+from cloche.engine.export_fs import export_local, export_tar
 from cloche.engine.options import BuildOptions, OutputSpec
 from cloche.errors import ConfigError
+from cloche.fs.outfile import OutputFileError, write_output_file
 from cloche.oci.image import Image
 from cloche.store import Store
 
@@ -42,28 +42,23 @@ def _ref_name(name: str | None) -> str | None:
 def _open_dest(dest: str) -> tuple[BinaryIO | str, bool]:
     if dest == "-":
         return sys.stdout.buffer, False
-    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputFileError("the output", dest, err, "--output") from err
     return dest, True
 
 
-def _flatten_into(image: Image, dest: Path) -> None:
-    from cloche.layers.apply import flatten
-
-    streams = [layer.open() for layer in image.layers]
-    try:
-        flatten(streams, dest)
-    finally:
-        for s in streams:
-            s.close()
-
-
 def write_output(spec: OutputSpec, image: Image, tags: tuple[str, ...], store: Store) -> Exported:
+    from cloche.store.compressed import for_distribution  # an output: imported on use
+
     names = spec.names or tags
     if spec.type == "oci":
         from cloche.oci.archive import write_oci_archive
 
         target, _ = _open_dest(spec.dest or "")
-        write_oci_archive(target, image, name=_ref_name(names[0] if names else None))
+        write_oci_archive(target, for_distribution(store, image),
+                          name=_ref_name(names[0] if names else None))
         return Exported()
     if spec.type == "docker":
         from cloche.oci.docker_archive import write_docker_archive
@@ -71,36 +66,32 @@ def write_output(spec: OutputSpec, image: Image, tags: tuple[str, ...], store: S
         target, _ = _open_dest(spec.dest or "")
         write_docker_archive(target, image, tags=names)
         return Exported()
-    if spec.type == "local":
-        _flatten_into(image, Path(spec.dest or "."))
+    if spec.type == "local":  # the final tree merged into the folder, nothing deleted there
+        export_local(image, Path(spec.dest or "."), store)
         return Exported()
-    if spec.type == "tar":
-        from cloche.layers.tree import write_tree
-
-        with tempfile.TemporaryDirectory(prefix="cloche-tar-", dir=store.root) as tmp:
-            root = Path(tmp) / "rootfs"
-            _flatten_into(image, root)
-            target, is_path = _open_dest(spec.dest or "")
-            if is_path:
-                with open(target, "wb") as out:  # type: ignore[arg-type]
-                    write_tree(root, out, Compression.NONE)
-            else:
-                write_tree(root, target, Compression.NONE)  # type: ignore[arg-type]
+    if spec.type == "tar":  # written under a temporary name, renamed once whole
+        export_tar(image, spec.dest or "-", store)
         return Exported()
     if spec.type == "image":
         if not names:
             raise ConfigError("--output type=image needs name= (or -t)")
         store.put_image(image, names)
-        pushed = push_all(image, names) if spec.push else ()
+        pushed = push_all(store, image, names) if spec.push else ()
         return Exported(names, pushed)
     raise ConfigError(f"unknown output type {spec.type!r}")
 
 
-def push_all(image: Image, names: tuple[str, ...]) -> tuple[str, ...]:
+def push_all(store: Store, image: Image, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Push ``image`` under each name, its plain layers compressed first (as docker push);
+    the store's names then name what the registry has (same config, same image ID)."""
     from cloche.registry.push import push_image
+    from cloche.store.compressed import for_distribution  # compresses: imported on use
 
+    ready = for_distribution(store, image)
     for name in names:
-        push_image(image, name)
+        push_image(ready, name)
+    if ready is not image:
+        store.put_image(ready, names)
     return names
 
 
@@ -112,21 +103,33 @@ def export(image: Image, options: BuildOptions, store: Store) -> Exported:
         store.put_image(image, options.tags)
         names = options.tags
     for spec in options.outputs:
-        done = write_output(spec, image, options.tags, store)
+        try:
+            done = write_output(spec, image, options.tags, store)
+        except OutputFileError as err:  # the archive writers know the file, not the flag
+            raise err.with_flag("--output") from err
         names += tuple(n for n in done.names if n not in names)
         pushed += done.pushed
     if options.push:
         if not options.tags:
             raise ConfigError("--push needs a name: add -t NAME:TAG")
-        pushed += push_all(image, tuple(t for t in options.tags if t not in pushed))
+        pushed += push_all(store, image, tuple(t for t in options.tags if t not in pushed))
     if options.iidfile:
-        Path(options.iidfile).write_text(str(image.config_digest))
+        write_output_file(options.iidfile, str(image.config_digest).encode(),
+                          what="the image ID file", flag="--iidfile")
     if options.metadata_file:
+        # once pushed, the digest a registry knows (the compressed twin's, from its record)
+        if pushed:
+            from cloche.store.compressed import for_distribution  # imported on use
+
+            shown = for_distribution(store, image)
+        else:
+            shown = image
         meta = {"containerimage.config.digest": str(image.config_digest),
-                "containerimage.digest": str(image.digest)}
+                "containerimage.digest": str(shown.digest)}
         if names:
             meta["image.name"] = ",".join(names)
-        Path(options.metadata_file).write_text(json.dumps(meta, indent=2) + "\n")
+        write_output_file(options.metadata_file, (json.dumps(meta, indent=2) + "\n").encode(),
+                          what="the metadata file", flag="--metadata-file")
     return Exported(names, pushed)
 
 

@@ -8,6 +8,8 @@ into the modules behind it.
 
 from __future__ import annotations
 
+import io
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,9 @@ from cloche.engine.fastwalk import Prefetch, prefetch_context
 from cloche.engine.options import BuildOptions
 from cloche.engine.outputs import export
 from cloche.engine.prune import DiskUsage, PruneReport, disk_usage, prune
+from cloche.engine.scratch import sweep_stale
 from cloche.errors import ConfigError, SandboxError
+from cloche.fs.regular import NotRegularFileError, read_regular_in_root
 from cloche.oci.digest import Digest
 from cloche.oci.image import Image
 from cloche.store import Store
@@ -58,6 +62,7 @@ def build(options: BuildOptions, *, store: Store, listener: ev.Listener = ev.ign
     """
     from cloche.dockerfile.stages import parse_dockerfile
     from cloche.oci.platform import Platform
+    from cloche.plan.entitlements import check_plan
     from cloche.plan.graph import build_plan
     from cloche.sandbox.runner import require_root
 
@@ -70,6 +75,10 @@ def build(options: BuildOptions, *, store: Store, listener: ev.Listener = ev.ign
     stdin = sys.stdin.buffer if options.context == "-" else None
     hint_file = Path(options.dockerfile) if options.dockerfile and options.dockerfile != "-" \
         else None
+    from cloche.sandbox.cgroups import require
+
+    require(options.limits())  # --memory/--pids-limit on a host without cgroups: fail now
+    sweep_stale(store)  # what killed builds left: scratch, cgroups, old plaintext secrets
     with store.lease(), open_context(options.context, dockerfile=hint_file,
                                      stdin=stdin) as context:
         text, name = _read_dockerfile(options, context.dockerfile)
@@ -77,6 +86,7 @@ def build(options: BuildOptions, *, store: Store, listener: ev.Listener = ev.ign
         platform = Platform.parse(options.platform) if options.platform else Platform.host()
         plan = build_plan(dockerfile, options.target, options.build_args,
                           platform=str(platform) if options.platform else None)
+        check_plan(plan, options.allow)  # --allow: refused before anything runs
         outcome = Executor(plan, options, store, context, listener, platform,
                            prefetch=prefetch).run()
         exported = export(outcome.image, options, store)
@@ -97,9 +107,24 @@ def _read_dockerfile(options: BuildOptions, context_dockerfile: Path | None) -> 
     else:
         path = Path(options.context) / "Dockerfile"
     try:
-        return path.read_text(), str(path) if options.dockerfile else "Dockerfile"
+        # Read inside its own directory, as BuildKit does: a Dockerfile that is a symlink to a
+        # host file (an attacker's context) reaches nothing outside that directory.
+        data = read_regular_in_root(path.parent, path.name, what=f"the Dockerfile {path}")
+        text = io.TextIOWrapper(io.BytesIO(data)).read()  # as Path.read_text decodes it
+        return text, str(path) if options.dockerfile else "Dockerfile"
     except FileNotFoundError:
-        raise ConfigError(f"no Dockerfile at {path}",
+        link = _link_note(path)
+        raise ConfigError(f"no Dockerfile at {path}{link}",
                           hint="pass -f PATH, or put a Dockerfile in the context") from None
+    except NotRegularFileError as err:
+        raise ConfigError(err.message) from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not a text file") from None
+
+
+def _link_note(path: Path) -> str:
+    """Why a Dockerfile that is a symlink was not found (its target, read inside its folder)."""
+    try:
+        return f" (a symlink to {os.readlink(path)!r}, resolved inside {path.parent})"
+    except OSError:
+        return ""

@@ -11,37 +11,21 @@ Running builds hold a store lease; pruning waits for them.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cloche.engine.scratch import sweep_stale
+from cloche.fs.rmtree import rmtree
+from cloche.fs.usage import tree_blocks
 from cloche.oci.digest import Digest
 from cloche.store import Store, locked
 
 
 def tree_size(path: Path) -> int:
-    """Bytes used under ``path`` (allocated blocks; links not followed)."""
-    total = 0
-    stack = [path]
-    while stack:
-        current = stack.pop()
-        try:
-            with os.scandir(current) as it:
-                for entry in it:
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    total += st.st_blocks * 512
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(Path(entry.path))
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
-            continue
-    return total
+    """Bytes used under ``path`` (allocated blocks; links not followed; any depth)."""
+    return tree_blocks(path)
 
 
 @dataclass(frozen=True)
@@ -155,33 +139,19 @@ def prune(store: Store, *, everything: bool = False, until: float | None = None,
         steps = store.snapshots_dir / "steps"
         for step in steps.iterdir() if steps.is_dir() else []:
             if step not in wanted:
-                shutil.rmtree(step, ignore_errors=True)
+                rmtree(step, ignore_errors=True)
         stored = {img.descriptor.digest.hex for img in store.list_images()}
         images = store.snapshots_dir / "images"
         for snap in images.iterdir() if images.is_dir() else []:
             if everything or snap.name not in stored:
-                shutil.rmtree(snap, ignore_errors=True)
+                rmtree(snap, ignore_errors=True)
         if everything:
-            shutil.rmtree(store.cache_dir / "mounts", ignore_errors=True)
-        _remove_stale_builds(store)
+            rmtree(store.cache_dir / "mounts", ignore_errors=True)
+        sweep_stale(store, thorough=True)  # killed builds' scratch, cgroups, old secrets
         roots = [e.layer for e in remaining if e.layer is not None]
     store.gc(grace_seconds=0, extra_roots=roots)
+    from cloche.store.compressed import forget_missing
+
+    forget_missing(store)  # compressed twins gc removed
     after = disk_usage(store).cache_bytes
     return PruneReport(removed, max(0, before - after))
-
-
-def _remove_stale_builds(store: Store) -> None:
-    """Scratch folders of builds that were killed (their lock file is free)."""
-    builds = store.builds_dir
-    for lock in builds.glob("*.lock") if builds.is_dir() else []:
-        fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            continue
-        try:
-            shutil.rmtree(lock.with_suffix(""), ignore_errors=True)
-            lock.unlink(missing_ok=True)
-        finally:
-            os.close(fd)

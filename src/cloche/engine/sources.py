@@ -163,11 +163,18 @@ def match_sources(tree: SourceTree, spec: str) -> list[MatchedSource]:
 
 def _expand(tree: SourceTree, spec: str, dir_host: Path, rest: list[str], base: str,
             out: list[MatchedSource]) -> None:
-    try:
-        names = sorted(os.listdir(dir_host))
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    for name in names:
+    """The matches of the wildcard components ``rest`` below ``dir_host``, depth first in
+    name order; iterative (a pattern may have as many components as a line holds)."""
+    frames: list[tuple[Iterator[str], Path, list[str]]] = []
+    names = _sorted_names(dir_host)
+    if names is not None:
+        frames.append((iter(names), dir_host, rest))
+    while frames:
+        names_left, dir_host, rest = frames[-1]
+        name = next(names_left, None)
+        if name is None:
+            frames.pop()
+            continue
         if not go_match(rest[0], name):
             continue
         host = dir_host / name
@@ -176,8 +183,8 @@ def _expand(tree: SourceTree, spec: str, dir_host: Path, rest: list[str], base: 
         if tree.excluded(rel, is_dir=stat.S_ISDIR(st.st_mode)):
             continue
         if len(rest) > 1:
-            if stat.S_ISDIR(st.st_mode):
-                _expand(tree, spec, host, rest[1:], base, out)
+            if stat.S_ISDIR(st.st_mode) and (below := _sorted_names(host)) is not None:
+                frames.append((iter(below), host, rest[1:]))
             continue
         if stat.S_ISLNK(st.st_mode):  # a matched link is followed, inside the tree
             host = _resolve(tree, rel)
@@ -188,6 +195,13 @@ def _expand(tree: SourceTree, spec: str, dir_host: Path, rest: list[str], base: 
                 raise _not_found(tree, spec, f" (the match {rel!r} is a symlink that resolves "
                                  f"to /{tree.rel(host)}, which does not exist)") from None
         out.append(MatchedSource(spec, tree.rel(host), host, stat.S_ISDIR(st.st_mode), base, rel))
+
+
+def _sorted_names(dir_host: Path) -> list[str] | None:
+    try:
+        return sorted(os.listdir(dir_host))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 @dataclass(frozen=True)
@@ -219,33 +233,60 @@ def walk_source(tree: SourceTree, src: MatchedSource,
     yield from _walk(tree, src.host, "", excludes)
 
 
+@dataclass
+class _WalkFrame:
+    """One directory being walked: its entries left, and, for an excluded directory entered
+    because an exception may re-include something below, its entry, yielded (as ``implied``)
+    just before the first thing below it is."""
+
+    entries: Iterator[os.DirEntry[str]]
+    prefix: str
+    implied: WalkEntry | None = None
+
+
+def _scan_sorted(dir_host: str) -> Iterator[os.DirEntry[str]]:
+    with os.scandir(dir_host) as it:
+        return iter(sorted(it, key=lambda e: e.name))
+
+
 def _walk(tree: SourceTree, dir_host: Path | str, prefix: str,
           excludes: PatternMatcher | None) -> Iterator[WalkEntry]:
+    """Depth first, names sorted, parents first; iterative, for trees of any depth."""
     ignore = tree.ignore if tree.ignore.patterns else None
     extra = excludes if excludes is not None and excludes.patterns else None
     root = str(tree.root)
     cut = 1 if root == "/" else len(root) + 1
-    with os.scandir(dir_host) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for entry in entries:
+    stack = [_WalkFrame(_scan_sorted(str(dir_host)), prefix)]
+    waiting: list[_WalkFrame] = []  # frames (outermost first) whose implied entry is not out
+    while stack:
+        frame = stack[-1]
+        entry = next(frame.entries, None)
+        if entry is None:
+            stack.pop()
+            if waiting and waiting[-1] is frame:  # nothing below it was yielded: dropped
+                waiting.pop()
+            continue
         name = entry.name
-        rel = f"{prefix}/{name}" if prefix else name
+        rel = f"{frame.prefix}/{name}" if frame.prefix else name
         st = entry.stat(follow_symlinks=False)
         is_dir = stat.S_ISDIR(st.st_mode)
         if ignore is not None or extra is not None:
             hidden = [(m, r) for m, r in ((ignore, entry.path[cut:]), (extra, rel))
                       if m is not None and m.matches(r)]
             if hidden:
-                if not is_dir or not all(m.may_include_below(r) for m, r in hidden):
-                    continue
-                children = list(_walk(tree, entry.path, rel, excludes))
-                if children:
-                    yield WalkEntry(rel, entry.path, st, implied=True)
-                    yield from children
+                if is_dir and all(m.may_include_below(r) for m, r in hidden):
+                    below = _WalkFrame(_scan_sorted(entry.path), rel,
+                                       WalkEntry(rel, entry.path, st, implied=True))
+                    stack.append(below)
+                    waiting.append(below)
                 continue
+        for parent in waiting:
+            assert parent.implied is not None
+            yield parent.implied
+        waiting.clear()
         yield WalkEntry(rel, entry.path, st)
         if is_dir:
-            yield from _walk(tree, entry.path, rel, excludes)
+            stack.append(_WalkFrame(_scan_sorted(entry.path), rel))
 
 
 _TYPE_CHARS = {stat.S_IFREG: "f", stat.S_IFDIR: "d", stat.S_IFLNK: "l", stat.S_IFCHR: "c",

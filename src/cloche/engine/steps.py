@@ -84,7 +84,7 @@ class BuildSources(Sources):
                 yield SourceTree.stage(root, ref.name)
             return
         image = self.images.get(ref.reference)
-        yield SourceTree.stage(self.workspace.image_rootfs(image), ref.reference)
+        yield SourceTree.stage(self.workspace.image_rootfs(image, ref.reference), ref.reference)
 
     def identity(self, ref: Ref | None, paths: tuple[str, ...],
                  excludes: tuple[str, ...]) -> str:

@@ -14,14 +14,14 @@ whose target is that stage, a push), from the snapshot, which the build never ch
 
 Base images are flattened once into ``<root>/snapshots/images/<digest>/rootfs`` and shared by
 every build that uses them (a lock file serialises the first extraction; the result appears by
-rename, so a killed extraction leaves only a temporary directory behind).
+rename from the build's own folder, so a killed extraction leaves only scratch that the
+sweep of stale builds removes, engine/scratch.py).
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import threading
 import uuid
 from collections.abc import Iterator
@@ -31,6 +31,7 @@ from pathlib import Path
 from cloche.compression import Compression
 from cloche.engine.slots import UNBOUNDED, CpuSlots
 from cloche.errors import LayerError, StoreError
+from cloche.fs.rmtree import rmtree
 from cloche.fs.tarentry import TarEntry
 from cloche.layers.diff import upper_is_empty, write_overlay_diff
 from cloche.layers.tarwriter import LayerBlob
@@ -40,6 +41,10 @@ from cloche.oci.image import Image, Layer, LazyLayer
 from cloche.sandbox.overlay import mount_overlay
 from cloche.store import Store, atomic_write, locked
 
+# The store keeps a build's layers as plain tars, as the Docker engine keeps its layers:
+# compressing is the costliest part of a big layer and only a push or an archive needs it
+# (cloche.store.compressed writes the compressed blobs then, once per layer).
+LOCAL_LAYERS = Compression.NONE
 PENDING_LAYER = "unpack-layer"  # beside an upper directory whose files are still in a layer
 
 
@@ -55,27 +60,27 @@ def pending_layer(upper: Path) -> Digest | None:
 class Workspace:
     """The scratch space of one build, under the store root (same filesystem as snapshots)."""
 
-    def __init__(self, store: Store, compression: Compression = Compression.GZIP, *,
+    def __init__(self, store: Store, compression: Compression = LOCAL_LAYERS, *,
                  cpu: CpuSlots = UNBOUNDED) -> None:
         self.store = store
         self.compression = compression
         self.cpu = cpu  # taken around the CPU-bound work here (layers, unpacking, flattening)
         self._stage = threading.local()  # .ships: this thread's stage ships its layers
-        self.root = store.builds_dir / f"build-{uuid.uuid4().hex[:12]}"
-        self.root.mkdir(parents=True, exist_ok=False)
-        # Held while the build runs: `cloche prune` removes the folders of dead builds only.
-        self._lock_fd = os.open(self.root.with_suffix(".lock"),
-                                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        self.root, self._lock_fd = _claim_build_dir(store.builds_dir)
         self._counter = 0
         self._lock = threading.Lock()
 
     def _new_dir(self, prefix: str) -> Path:
-        with self._lock:
-            self._counter += 1
-            path = self.root / f"{prefix}{self._counter}"
+        path = self.scratch_path(prefix)
         path.mkdir()
         return path
+
+    def scratch_path(self, prefix: str) -> Path:
+        """A new name in this build's folder: what is made there and not yet renamed into the
+        store when the build is killed, the sweep of stale builds removes (engine/scratch.py)."""
+        with self._lock:
+            self._counter += 1
+            return self.root / f"{prefix}{self._counter}"
 
     @contextmanager
     def step(self, lowers: tuple[Path, ...]) -> Iterator[tuple[Path, Path]]:
@@ -91,10 +96,10 @@ class Workspace:
         for d in (upper, work, merged):
             d.mkdir()
         try:
-            with mount_overlay(list(lowers), upper, work, merged):
+            with mount_overlay(list(lowers), upper, work, merged, scratch=self.root):
                 yield merged, upper
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            rmtree(work, True)
             try:
                 merged.rmdir()
             except OSError:
@@ -109,7 +114,7 @@ class Workspace:
             return
         with self.step(lowers) as (merged, upper):
             yield merged
-        shutil.rmtree(upper.parent, ignore_errors=True)
+        rmtree(upper.parent, True)
 
     @contextmanager
     def shipping(self, ships: bool) -> Iterator[None]:
@@ -127,12 +132,13 @@ class Workspace:
         """The layer for a step's upper directory; None when nothing changed. Its blob is
         written now when the stage ships (``shipping``), else on first need (``LazyLayer``)."""
         if upper_is_empty(upper):
-            shutil.rmtree(upper.parent, ignore_errors=True)
+            rmtree(upper.parent, True)
             return None
         with self.cpu.slot():
             if getattr(self._stage, "ships", False):
-                with self.store.blobs.writer() as sink:
+                with self.store.blobs.writer(hashed_by_caller=True) as sink:
                     blob = write_overlay_diff(upper, sink, self.compression)
+                    sink.name_as(blob.digest, blob.size)
                 return self._layer(blob)
             tar = write_overlay_diff(upper, _Discard(), Compression.NONE)
         return lazy_layer(self.store, upper, tar.diff_id, tar.size, self.compression)
@@ -144,8 +150,9 @@ class Workspace:
         """The layer of a step written from entries (a COPY straight to its layer, see
         build/direct_copy.py). ``upper`` stays empty and is marked: ``unpack`` fills it from
         the layer when a step is stacked on it."""
-        with self.cpu.slot(), self.store.blobs.writer() as sink:
+        with self.cpu.slot(), self.store.blobs.writer(hashed_by_caller=True) as sink:
             blob = write_entries(iter(pairs), sink, self.compression)
+            sink.name_as(blob.digest, blob.size)
         atomic_write(upper.parent / PENDING_LAYER, str(blob.digest).encode())
         return self._layer(blob)
 
@@ -161,14 +168,14 @@ class Workspace:
                 if not marker.exists():
                     continue
                 for stale in lower.parent.glob("unpacking-*"):  # killed before the rename
-                    shutil.rmtree(stale, ignore_errors=True)
+                    rmtree(stale, True)
                 with os.scandir(lower) as it:
                     done = next(it, None) is not None  # killed after the rename
                 if not done:
                     digest = pending_layer(lower)
                     if digest is None:
                         raise StoreError(f"{marker}: not a layer digest")
-                    tmp = lower.parent / f"unpacking-{os.getpid()}-{threading.get_ident()}"
+                    tmp = self.scratch_path("unpacking-")  # found stale if killed
                     from cloche.layers.apply import apply_layer
 
                     with self.store.blobs.open(digest) as stream:
@@ -177,15 +184,20 @@ class Workspace:
                 marker.unlink()
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
+        from cloche.sandbox.cgroups import remove_build_groups
+
+        rmtree(self.root, True)
+        remove_build_groups(self.root.name)  # the steps' cgroups are named after the build
         self.root.with_suffix(".lock").unlink(missing_ok=True)
         os.close(self._lock_fd)
 
     # -- base images -----------------------------------------------------------------------
 
-    def image_rootfs(self, image: Image) -> Path:
-        """The flattened root filesystem of ``image``, extracted once per store."""
-        from cloche.layers.apply import flatten
+    def image_rootfs(self, image: Image, name: str | None = None) -> Path:
+        """The flattened root filesystem of ``image``, extracted once per store. Each layer
+        is checked against its config's diff id; errors name the image (``name``, its
+        reference, else its digest) and the layer, and leave no half-made tree behind."""
+        from cloche.layers.apply import flatten_image
 
         if not image.layers:
             empty = self.store.snapshots_dir / "empty"
@@ -199,12 +211,35 @@ class Workspace:
         with self.cpu.slot(), locked(base / ".lock"):
             if rootfs.is_dir():
                 return rootfs
-            tmp = base / f"extracting-{os.getpid()}-{threading.get_ident()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            streams = (layer.open() for layer in image.layers)
-            flatten(streams, tmp)
+            tmp = self.scratch_path("extracting-")  # the build's folder: found stale if killed
+            try:
+                flatten_image(image, tmp, name=name or str(image.digest))
+            except BaseException:
+                rmtree(tmp, ignore_errors=True)
+                raise
             os.rename(tmp, rootfs)
         return rootfs
+
+
+def _claim_build_dir(builds: Path) -> tuple[Path, int]:
+    """A new ``build-<id>`` folder and the fd of its lock, held while the build runs: the
+    sweep of stale builds (engine/scratch.py) removes only folders whose lock is free, and
+    folders without a lock. So the lock comes first, and is checked to be still linked once
+    held (a sweep may have taken it, found no folder and unlinked it in between)."""
+    builds.mkdir(parents=True, exist_ok=True)
+    while True:
+        root = builds / f"build-{uuid.uuid4().hex[:12]}"
+        lock = root.with_suffix(".lock")
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            linked = os.stat(lock, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            linked = False
+        if linked:
+            root.mkdir()
+            return root, fd
+        os.close(fd)
 
 
 class _Discard:
@@ -222,8 +257,9 @@ def lazy_layer(store: Store, snapshot: Path, diff_id: Digest, tar_size: int,
     fails the export with a LayerError instead of shipping a layer its config does not name.
     """
     def produce() -> tuple[Digest, int, str]:
-        with store.blobs.writer() as sink:
+        with store.blobs.writer(hashed_by_caller=True) as sink:
             blob = write_overlay_diff(snapshot, sink, compression)
+            sink.name_as(blob.digest, blob.size)
             if blob.diff_id != diff_id:
                 raise LayerError(f"{snapshot}: the step's files changed after the step "
                                  f"(diff id {blob.diff_id}, recorded {diff_id})")

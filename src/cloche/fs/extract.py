@@ -19,7 +19,13 @@ A tar is input anyone could have made; its names and links are attacker-controll
 - Owners and non-``user.`` xattrs are applied with ``same_owner`` (default: when root), or
   replaced by ``owner``; modes and mtimes always. A directory's mode and mtime are set after
   the whole tar, when its children are in (a 0555 directory still gets its files, and they do
-  not touch its mtime).
+  not touch its mtime). overlayfs' private xattrs (``trusted.overlay.*``, ``user.overlay.*``)
+  are never applied, as containerd drops them: on a directory used as an overlay lower they
+  would make files vanish (an ``overlay.whiteout`` in an ``overlay.opaque=x`` directory) or
+  redirect lookups, while the same tar flattened elsewhere shows them.
+- Files keep their holes: a sparse member's holes are skipped (its data regions written at
+  their offsets, the size set with ftruncate), and so is any whole chunk of zeros in a plain
+  file. A 99-byte layer holding a 2 GiB sparse file used to become 2 GiB of disk.
 
 Whiteouts follow the OCI spec when ``whiteouts`` is on: ``.wh.NAME`` removes NAME from the
 lower layers, ``.wh..wh..opq`` empties its directory of lower contents; neither touches what
@@ -31,19 +37,23 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
-import shutil
 import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
 from cloche.errors import ClocheError, UnsafePathError
+from cloche.fs.dircache import DirCache
 from cloche.fs.paths import NotInRootError, open_dir_at
+from cloche.fs.rmtree import rmtree
 from cloche.fs.tarentry import OPAQUE_MARKER, WHITEOUT_PREFIX, EntryType, TarEntry
 
 __all__ = ["ExtractError", "Extractor"]
 
 _CHUNK = 1 << 20
+_ZEROS = bytes(_CHUNK)
+# overlayfs' own metadata: whiteouts, opaque directories, redirects (see the docstring)
+OVERLAY_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.")
 
 
 class ExtractError(ClocheError, ValueError):
@@ -87,6 +97,7 @@ class Extractor:
         """Write ``entries`` (a reader's (entry, content) pairs, in tar order); returns how
         many were seen. Directory metadata is applied at the end."""
         root_fd = os.open(self.dest, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._dirs = DirCache(root_fd)
         added: set[str] = set()
         dir_meta: list[tuple[str, int, int]] = []  # (path, mode, mtime), applied last
         count = 0
@@ -104,6 +115,7 @@ class Extractor:
             for path, mode, mtime in reversed(dir_meta):
                 self._set_dir_meta(root_fd, path, mode, mtime)
         finally:
+            self._dirs.close()
             os.close(root_fd)
         return count
 
@@ -116,13 +128,13 @@ class Extractor:
         except FileNotFoundError:
             return None
 
-    @staticmethod
-    def _remove(dir_fd: int, name: str, st: os.stat_result | None = None) -> None:
+    def _remove(self, dir_fd: int, name: str, st: os.stat_result | None = None) -> None:
         st = st or Extractor._lstat(dir_fd, name)
         if st is None:
             return
+        self._dirs.forget()  # the cached directory may be in what goes
         if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(name, dir_fd=dir_fd)
+            rmtree(name, dir_fd=dir_fd)
         else:
             os.unlink(name, dir_fd=dir_fd)
 
@@ -140,7 +152,7 @@ class Extractor:
         else:
             parent, _, name = path.rpartition("/")
             try:
-                pfd = open_dir_at(root_fd, parent, create=False, what=path)
+                pfd = self._dirs.open(parent, create=False, what=path)
             except NotInRootError:
                 return  # removed by a later entry of the same tar
             try:
@@ -170,11 +182,11 @@ class Extractor:
         what = f"tar entry {entry.path!r}"
         if whiteout:
             try:  # nothing below to delete when the directory does not exist
-                pfd = open_dir_at(root_fd, entry.parent, create=False, what=what)
+                pfd = self._dirs.open(entry.parent, create=False, what=what)
             except NotInRootError:  # missing, or not a directory: nothing there to delete
                 return
         else:
-            pfd = open_dir_at(root_fd, entry.parent, create=True, what=what)
+            pfd = self._dirs.open(entry.parent, create=True, what=what)
         try:
             if whiteout and entry.is_opaque:
                 self._clear_lower(pfd, entry.parent, added)
@@ -244,14 +256,19 @@ class Extractor:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         fd = os.open(entry.name, flags, 0o600, dir_fd=pfd)
         try:
-            left = entry.size
-            while left and content is not None:
-                chunk = content.read(min(_CHUNK, left))
-                if not chunk:
-                    raise ExtractError(f"tar entry {entry.path!r}: content ends early")
-                _write_all(fd, chunk)
-                left -= len(chunk)
-                self.bytes += len(chunk)
+            if content is not None and entry.size:
+                regions = entry.sparse if entry.sparse is not None else ((0, entry.size),)
+                end = 0
+                for offset, length in regions:
+                    if offset < end or length < 0 or offset + length > entry.size:
+                        raise ExtractError(f"tar entry {entry.path!r}: bad sparse map "
+                                           f"(region {offset}+{length} of {entry.size} bytes)")
+                    if length:
+                        if offset != end or entry.sparse is not None:
+                            content.seek(offset)
+                        self._write_region(fd, entry, content, offset, length)
+                    end = offset + length
+                os.ftruncate(fd, entry.size)  # the holes at the end, if any
             ids = self._ids(entry)
             if ids is not None:
                 os.fchown(fd, *ids)
@@ -260,6 +277,20 @@ class Extractor:
             os.utime(fd, ns=(entry.mtime * 1_000_000_000,) * 2)
         finally:
             os.close(fd)
+
+    def _write_region(self, fd: int, entry: TarEntry, content: BinaryIO, offset: int,
+                      length: int) -> None:
+        """``length`` bytes of content at ``offset``; whole chunks of zeros become holes."""
+        left = length
+        while left:
+            chunk = content.read(min(_CHUNK, left))
+            if not chunk:
+                raise ExtractError(f"tar entry {entry.path!r}: content ends early")
+            if chunk != _ZEROS:
+                _pwrite_all(fd, chunk, offset)
+            offset += len(chunk)
+            left -= len(chunk)
+            self.bytes += len(chunk)
 
     def _link(self, root_fd: int, pfd: int, entry: TarEntry) -> None:
         what = f"hard link {entry.path!r} -> {entry.linkname!r}"
@@ -312,6 +343,8 @@ class Extractor:
         for key, value in entry.xattrs:
             if not self.same_owner and not key.startswith("user."):
                 continue
+            if key.startswith(OVERLAY_XATTR_PREFIXES):
+                continue
             try:
                 os.setxattr(path, key, value, follow_symlinks=follow)
             except OSError as e:  # as Docker: a file system without xattrs is not an error
@@ -320,7 +353,9 @@ class Extractor:
                                        f"{e.strerror}") from e
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written

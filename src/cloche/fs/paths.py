@@ -11,6 +11,9 @@ Two forms of the same rule: ``resolve_in_root`` gives a host path (for code that
 with no-follow calls on the last component), ``open_dir_at`` walks from a directory fd one
 component at a time with ``O_NOFOLLOW``, so that no path is ever re-resolved by the kernel
 outside the walk (the extractor uses it: a tar may swap a parent for a symlink mid-stream).
+``walk_in_root`` is that walk for any last component, making what is missing through a
+callback (the sandbox's mount points), and ``open_dir_strict`` the walk that follows no
+symlink at all (undoing what a walk made).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
 from cloche.errors import ClocheError, UnsafePathError
@@ -145,4 +149,111 @@ def open_dir_at(root_fd: int, rel: str, *, create: bool, what: str) -> int:
         return fds.pop()
     finally:
         for fd in fds:
+            os.close(fd)
+
+
+# A callback that makes a missing entry of a walk: (parent directory fd, name, whether it is
+# a directory, the entry's resolved components below the root). It may raise to refuse.
+Maker = Callable[[int, str, bool, tuple[str, ...]], None]
+_ENTRY_FLAGS = os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def make_entry(parent_fd: int, name: str, is_dir: bool, parts: tuple[str, ...]) -> None:
+    """The plain ``Maker``: a directory 0755 or an empty file 0644, whatever the umask."""
+    if is_dir:
+        os.mkdir(name, 0o755, dir_fd=parent_fd)
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=parent_fd)
+    else:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o644, dir_fd=parent_fd)
+    try:
+        os.fchmod(fd, 0o755 if is_dir else 0o644)
+    finally:
+        os.close(fd)
+
+
+def walk_in_root(root_fd: int, path: str, *, make: Maker | None = None,
+                 dir_last: bool = True) -> tuple[int, tuple[str, ...]]:
+    """An ``O_PATH`` fd of ``path`` below the directory ``root_fd``, and its components once
+    resolved; the caller closes the fd.
+
+    The same rule as ``resolve_in_root`` (symlinks followed with the root as ``/``, ``..``
+    stopping there), but no path string is ever handed to the kernel: each component is
+    opened with ``O_NOFOLLOW`` from its parent's fd, and a symlink is read and walked by this
+    loop. A mount met on the way is crossed (the fd is of what is mounted), and a magic link
+    of /proc (``/proc/1/root``) is only ever read, never followed, so mounts made on the fd
+    (through ``/proc/self/fd/N``) stay inside the root even when /proc is mounted in it.
+    A missing component is made by ``make`` (a directory, or, for the last one with
+    ``dir_last=False``, a file) and the walk goes on into it; without ``make`` it raises
+    NotInRootError, as does a non-directory in the middle of the path.
+    """
+    fds = [os.dup(root_fd)]
+    names: list[str] = []
+    todo = [p for p in reversed(path.split("/")) if p not in ("", ".")]
+    links = 0
+    try:
+        while todo:
+            name = todo.pop()
+            if name == "..":
+                if names:
+                    os.close(fds.pop())
+                    names.pop()
+                continue
+            last = not todo
+            try:
+                fd = os.open(name, _ENTRY_FLAGS, dir_fd=fds[-1])
+            except FileNotFoundError:
+                if make is None:
+                    raise NotInRootError(f"{path!r}: {name!r} does not exist inside the root") \
+                        from None
+                try:
+                    make(fds[-1], name, dir_last or not last, (*names, name))
+                except FileExistsError:
+                    pass  # made meanwhile: open it
+                todo.append(name)
+                continue
+            st = os.fstat(fd)
+            if stat.S_ISLNK(st.st_mode):
+                os.close(fd)
+                links += 1
+                if links > MAX_SYMLINKS:
+                    raise UnsafePathError(f"too many levels of symbolic links resolving {path!r}")
+                target = os.readlink(name, dir_fd=fds[-1])
+                if target.startswith("/"):
+                    while names:
+                        os.close(fds.pop())
+                        names.pop()
+                todo.extend(p for p in reversed(target.split("/")) if p not in ("", "."))
+                continue
+            fds.append(fd)
+            names.append(name)
+            if todo and not stat.S_ISDIR(st.st_mode):
+                raise NotInRootError(f"{path!r}: {'/'.join(names)} is not a directory")
+        return fds.pop(), tuple(names)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def open_dir_strict(root_fd: int, parts: Sequence[str]) -> int | None:
+    """A read-only fd of the directory ``parts`` below ``root_fd``, following no symlink at
+    all; None when a component is missing, not a directory or a symlink (now). For undoing
+    what a walk made: if the way there changed, what is at its end is not ours any more."""
+    fd = os.dup(root_fd)
+    try:
+        for name in parts:
+            try:
+                nxt = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                              dir_fd=fd)
+            except OSError as e:
+                if e.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                    return None
+                raise
+            os.close(fd)
+            fd = nxt
+        result, fd = fd, -1
+        return result
+    finally:
+        if fd >= 0:
             os.close(fd)

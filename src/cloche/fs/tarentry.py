@@ -54,6 +54,8 @@ class TarEntry:
     ``mode`` holds permission bits with setuid/setgid/sticky (0o7777), never type bits.
     ``linkname`` is the symlink target as written, or the hard link's target path (cleaned).
     ``xattrs`` is a sorted tuple of (name, value bytes) pairs.
+    ``sparse``: for a sparse file read from a tar, its data regions (offset, length), in
+    order; the rest of its ``size`` bytes are holes (zeros never stored). None otherwise.
     """
 
     path: str
@@ -67,6 +69,7 @@ class TarEntry:
     devmajor: int = 0
     devminor: int = 0
     xattrs: tuple[tuple[str, bytes], ...] = field(default=())
+    sparse: tuple[tuple[int, int], ...] | None = field(default=None, compare=False)
 
     @property
     def name(self) -> str:

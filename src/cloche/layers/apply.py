@@ -3,8 +3,9 @@
 The writing itself is ``cloche.fs.extract.Extractor``, the one tar extractor (ADD's archives
 use it too), whose docstring gives the confinement and whiteout rules. What this module adds
 is the layer's side: the blob is decompressed and read as typed entries by ``LayerReader``
-(names cleaned, '..' escapes refused), its diff_id is computed on the way and checked, and
-errors are LayerErrors.
+(names cleaned, '..' escapes refused, the expanded size bounded), its diff_id is computed on
+the way and checked, and errors are LayerErrors. ``flatten_image`` checks every layer of an
+image against its config's ``rootfs.diff_ids`` and names the image and the layer in errors.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from typing import BinaryIO
 
 from cloche.errors import LayerError
 from cloche.fs.extract import ExtractError, Extractor
+from cloche.layers.diffids import DiffIdMismatchError, diff_id_mismatch
 from cloche.layers.reader import LayerReader
 from cloche.oci.digest import Digest, verify
+from cloche.oci.image import Image
 
-__all__ = ["ApplyResult", "LayerApplier", "apply_layer", "flatten"]
+__all__ = ["ApplyResult", "LayerApplier", "apply_layer", "flatten", "flatten_image"]
 
 
 @dataclass(frozen=True)
@@ -85,4 +88,32 @@ def flatten(layer_streams: Iterable[BinaryIO], dest: str | Path, *,
             stream.close()
     if expected is not None and len(results) != len(expected):
         raise LayerError(f"{len(results)} layers for {len(expected)} diff_ids")
+    return results
+
+
+def flatten_image(image: Image, dest: str | Path, *, name: str, devices: str = "error"
+                  ) -> list[ApplyResult]:
+    """Apply the layers of ``image`` bottom-up to ``dest``, each checked against the diff id
+    its config names; errors name the image (``name``: its reference) and the layer.
+
+    A config that lies about a layer (DiffIdMismatchError), or lists another number of layers,
+    is refused; ``dest`` should then be thrown away.
+    """
+    diff_ids = image.config.diff_ids
+    if len(diff_ids) != len(image.layers):
+        raise DiffIdMismatchError(f"{name}: the manifest has {len(image.layers)} layers but "
+                                  f"the config's rootfs.diff_ids lists {len(diff_ids)}")
+    applier = LayerApplier(dest, devices=devices)
+    results = []
+    for layer, expected in zip(image.layers, diff_ids):
+        try:
+            with layer.open() as stream:
+                result = applier.apply(stream)
+        except LayerError as e:  # the same type, naming where it happened
+            e.message = f"{name}: layer {layer.digest}: {e.message}"
+            e.args = (e.message,)
+            raise
+        if result.diff_id != expected:
+            raise diff_id_mismatch(name, layer.digest, expected, result.diff_id)
+        results.append(result)
     return results

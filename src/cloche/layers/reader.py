@@ -7,6 +7,11 @@ survives the trip; xattr values (``SCHILY.xattr.*``, and libarchive's base64
 ``LIBARCHIVE.xattr.*``) come back as the exact bytes. Every name and hard link target goes
 through ``clean_path``: an entry that climbs out with '..' is refused here, before any caller
 can act on it.
+
+A sparse member (GNU or PAX sparse) comes with its map of data regions (``TarEntry.sparse``),
+so the extractor writes holes as holes. The layer's expanded size, the bytes of its
+uncompressed tar plus the holes of its sparse files, is bounded (``cloche.fs.limits``): a
+small blob cannot ask for terabytes of disk, or of hashing.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import BinaryIO, cast
 
 from cloche.compression import Compression, open_decompressed
 from cloche.errors import LayerError, UnsafePathError
+from cloche.fs.limits import max_layer_size, too_large
 from cloche.fs.tarentry import EntryType, TarEntry, clean_path
 from cloche.oci.digest import Digest, Digester
 
@@ -34,11 +40,19 @@ _TYPES = {
 
 
 class _HashingReader:
-    """Hashes everything read through it: the tar's bytes, for the diff_id."""
+    """Hashes everything read through it: the tar's bytes, for the diff_id; and keeps the
+    layer's expanded size (those bytes, plus ``holes``) under ``limit``."""
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: BinaryIO, limit: int) -> None:
         self._stream = stream
         self.digester = Digester("sha256")
+        self.limit = limit
+        self.holes = 0
+
+    def grow(self, holes: int = 0) -> None:
+        self.holes += holes
+        if self.digester.size + self.holes > self.limit:
+            raise too_large(self.limit)
 
     def read(self, size: int = -1) -> bytes:
         try:
@@ -48,6 +62,8 @@ class _HashingReader:
         except Exception as e:  # any decompressor's complaint means corrupt or cut bytes
             raise LayerError(f"corrupt or truncated stream: {type(e).__name__}: {e}") from e
         self.digester.update(data)
+        if data:
+            self.grow()
         return data
 
     def drain(self) -> None:
@@ -76,10 +92,15 @@ def _entry(info: tarfile.TarInfo) -> TarEntry:
         linkname = clean_path(linkname, what=f"hard link {info.name!r} -> target")
         if not linkname:
             raise UnsafePathError(f"hard link {info.name!r} points at the root directory")
+    sparse = None
+    if kind is EntryType.FILE and info.sparse is not None:
+        # GNU headers pad the map with (0, 0) slots; a region of no bytes says nothing
+        regions = cast("list[tuple[int, int]]", info.sparse)  # typeshed: list[int]
+        sparse = tuple((int(offset), int(length)) for offset, length in regions if length)
     return TarEntry(path=path, type=kind, mode=info.mode & 0o7777, uid=info.uid, gid=info.gid,
                     size=info.size if kind is EntryType.FILE else 0, mtime=int(info.mtime),
                     linkname=linkname, devmajor=info.devmajor, devminor=info.devminor,
-                    xattrs=_xattrs(info.pax_headers))
+                    xattrs=_xattrs(info.pax_headers), sparse=sparse)
 
 
 class LayerReader:
@@ -87,14 +108,15 @@ class LayerReader:
 
     ``stream`` is the blob as stored (compressed or not; sniffed by magic) unless
     ``decompress`` is False. After a complete iteration ``diff_id`` holds the digest of the
-    uncompressed tar, trailing padding included.
+    uncompressed tar, trailing padding included. ``limit`` bounds the expanded size
+    (default: ``CLOCHE_MAX_LAYER_SIZE``); past it, LayerTooLargeError.
     """
 
     def __init__(self, stream: BinaryIO, *, decompress: bool = True,
-                 expect: Compression | None = None) -> None:
+                 expect: Compression | None = None, limit: int | None = None) -> None:
         raw = open_decompressed(stream, expect=expect) if decompress else stream
         self._owned = raw if raw is not stream else None  # the caller closes its own stream
-        self._hashing = _HashingReader(raw)
+        self._hashing = _HashingReader(raw, max_layer_size() if limit is None else limit)
         self.diff_id: Digest | None = None
 
     def __iter__(self) -> Iterator[tuple[TarEntry, BinaryIO | None]]:
@@ -122,6 +144,9 @@ class LayerReader:
                     break
                 archive.members.clear()  # stream mode: keep memory bounded
                 entry = _entry(info)
+                if entry.sparse is not None:
+                    stored = sum(length for _, length in entry.sparse)
+                    self._hashing.grow(max(0, entry.size - stored))
                 content = archive.extractfile(info) if entry.type is EntryType.FILE else None
                 yield entry, cast(BinaryIO, _Checked(content, entry)) if content is not None else None
         try:
@@ -132,17 +157,28 @@ class LayerReader:
 
 
 class _Checked:
-    """A file's content that turns tarfile's errors into LayerErrors naming the entry."""
+    """A file's content that turns tarfile's errors into LayerErrors naming the entry.
+
+    It reads tarfile's raw member reader (under its buffer), whose ``seek`` only moves its
+    position: skipping a sparse file's hole reads nothing, where the buffered object refuses
+    to seek a stream at all."""
 
     def __init__(self, inner: BinaryIO, entry: TarEntry) -> None:
-        self._inner = inner
+        self._inner = cast(BinaryIO, getattr(inner, "raw", inner))
         self._entry = entry
 
     def read(self, size: int = -1) -> bytes:
-        try:
-            return self._inner.read(size)
+        try:  # the raw reader reads everything for None, nothing for -1
+            return self._inner.read(size if size >= 0 else None)  # type: ignore[arg-type]
         except (tarfile.TarError, EOFError, OSError) as e:
             raise LayerError(f"tar entry {self._entry.path!r}: truncated content ({e})") from e
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Forward only (the tar is a stream): the extractor skips a sparse file's holes."""
+        try:
+            return self._inner.seek(offset, whence)
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise LayerError(f"tar entry {self._entry.path!r}: bad sparse map ({e})") from e
 
 
 def iter_layer(stream: BinaryIO, *, decompress: bool = True

@@ -9,13 +9,13 @@ them for shared layers) resolved inside the archive only.
 from __future__ import annotations
 
 import io
-import os
 import posixpath
 import tarfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from cloche.errors import ClocheError
+from cloche.fs.outfile import AtomicOutput
 from cloche.oci._streams import WindowReader
 from cloche.oci.errors import ImageFormatError
 
@@ -163,28 +163,22 @@ class TarIndex:
             return f.read()
 
 
-def open_destination(dest: str | Path | BinaryIO) -> tuple[BinaryIO, str | None]:
-    """A writable stream for ``dest``: a path is written under a temporary name (returned
-    second) and renamed by ``finish_destination`` once complete."""
+def open_destination(dest: str | Path | BinaryIO) -> tuple[BinaryIO, AtomicOutput | None]:
+    """A writable stream for ``dest``: a path is written through ``AtomicOutput`` (returned
+    second: whole under its name once ``finish_destination`` says ok, else nothing; a device
+    or a pipe written in place), and its errors name the file."""
     if isinstance(dest, (str, Path)):
-        tmp = f"{dest}.tmp-{os.getpid()}"
-        try:
-            return open(tmp, "wb"), tmp
-        except OSError as err:
-            raise DestinationError(f"cannot write {dest}: {err.strerror or err}") from err
+        out = AtomicOutput(dest, what="the archive").__enter__()
+        return cast(BinaryIO, out), out
     return dest, None
 
 
-def finish_destination(stream: BinaryIO, tmp: str | None, dest: str | Path | BinaryIO,
-                       ok: bool) -> None:
-    if tmp is None:
+def finish_destination(stream: BinaryIO, out: AtomicOutput | None,
+                       dest: str | Path | BinaryIO, ok: bool) -> None:
+    if out is None:
         stream.flush()
         return
-    stream.close()
     if ok:
-        os.replace(tmp, dest)  # type: ignore[arg-type]
+        out.__exit__(None, None, None)
     else:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        out.__exit__(DestinationError, DestinationError("not complete"), None)

@@ -24,6 +24,7 @@ from typing import BinaryIO
 
 from cloche.compression import Compression, DecompressionError, detect_compression, open_decompressed
 from cloche.errors import InvalidReferenceError, StoreError
+from cloche.fs.rmtree import rmtree
 from cloche.oci.archive import OciArchive, write_oci_archive
 from cloche.oci.image import Image
 from cloche.oci.layout import resolve_image
@@ -90,7 +91,7 @@ def load(store: Store, source: str | Path | BinaryIO, *,
             return _load_oci(store, path, platform, label)
         return _load_docker(store, path)
     finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        rmtree(tmp_dir, True)
 
 
 def _plain_tar(source: str | Path | BinaryIO, tmp_dir: Path, label: str) -> Path:
@@ -145,6 +146,7 @@ def _load_oci(store: Store, path: Path, platform: Platform | None,
         image = resolve_image(index.with_manifests([entry]), archive.blobs, platform=platform,
                               source=label)
         names = _names_for(entry.annotations)
+        _check_layers(store, image, names[0] if names else f"{label} ({entry.digest})")
         store.put_image(image, names)
         out.append(LoadedImage(image, tuple(names)))
     return out
@@ -173,6 +175,7 @@ def _load_docker(store: Store, path: Path) -> list[LoadedImage]:
     out = []
     for image, tags in DockerArchive(path).images():
         names = [str(parse_name(t)) for t in tags]
+        _check_layers(store, image, names[0] if names else f"{path} ({image.config_digest})")
         same = _same_image(store, image)
         if same is None:
             store.put_image(image, names)
@@ -182,6 +185,14 @@ def _load_docker(store: Store, path: Path) -> list[LoadedImage]:
             image = store.image(str(same.descriptor.digest))
         out.append(LoadedImage(image, tuple(names)))
     return out
+
+
+def _check_layers(store: Store, image: Image, name: str) -> None:
+    """Refuse an image whose config's diff ids are not its layers' (as ``docker load``
+    does): the store would otherwise pass the false ones into every image built on it."""
+    from cloche.layers.diffids import verify_diff_ids
+
+    verify_diff_ids(image, name, records=store.root / "diffids")
 
 
 def _same_image(store: Store, image: Image) -> StoredImage | None:

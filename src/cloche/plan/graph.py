@@ -249,25 +249,27 @@ def _at_line(instruction: Instruction, line: int) -> Instruction:
 
 
 def _find_cycle(edges: Mapping[int, tuple[int, ...]]) -> list[int] | None:
-    """One dependency loop as a list of stage indexes (first repeated at the end), or None."""
+    """One dependency loop as a list of stage indexes (first repeated at the end), or None.
+
+    A depth-first search with an explicit stack: a Dockerfile may chain thousands of stages."""
     state: dict[int, int] = {}  # 1 = on the current path, 2 = done
-    path: list[int] = []
-
-    def visit(node: int) -> list[int] | None:
-        state[node] = 1
-        path.append(node)
-        for nxt in edges.get(node, ()):
-            if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
-            if nxt not in state and (cycle := visit(nxt)):
-                return cycle
-        state[node] = 2
-        path.pop()
-        return None
-
     for start in sorted(edges):
-        if start not in state and (cycle := visit(start)):
-            return cycle
+        if start in state:
+            continue
+        path = [start]
+        todo = [iter(edges.get(start, ()))]
+        state[start] = 1
+        while todo:
+            nxt = next(todo[-1], None)
+            if nxt is None:
+                state[path.pop()] = 2
+                todo.pop()
+            elif state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            elif nxt not in state:
+                state[nxt] = 1
+                path.append(nxt)
+                todo.append(iter(edges.get(nxt, ())))
     return None
 
 

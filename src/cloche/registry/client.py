@@ -6,6 +6,8 @@ argument so tests can route everything anywhere. What comes in is verified: a ma
 the digest asked for (or the one the registry announced), a blob against its digest while it
 streams, and a blob download that breaks off resumes with ``Range`` where it stopped.
 Transient failures (429, 5xx, dropped connections) are retried a bounded number of times.
+Every request has an overall deadline (``deadline.py``: ``CLOCHE_REGISTRY_TIMEOUT``), which a
+registry that trickles its answers cannot stretch: it then fails, naming the registry.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -26,6 +29,13 @@ from cloche.oci import mediatypes as mt
 from cloche.oci.digest import Digest, Digester
 from cloche.registry.auth import Credentials, get_credentials, parse_challenge
 from cloche.registry.config import Endpoint, RegistryConfig
+from cloche.registry.deadline import (
+    Deadline,
+    RegistryTimeoutError,
+    check_current,
+    on_request,
+    registry_timeout,
+)
 from cloche.registry.errors import (
     BlobVerificationError,
     NotFoundError,
@@ -67,8 +77,12 @@ class RegistryClient:
         docker_config: Path | None = None,
         retries: int = 4, backoff: float = 0.5, timeout: float = 60.0,
         chunked_threshold: int = DEFAULT_CHUNKED_THRESHOLD, chunk_size: int = 16 << 20,
+        deadline: float | None = None,
     ) -> None:
+        """``timeout`` bounds each socket operation; ``deadline`` (seconds; default
+        ``CLOCHE_REGISTRY_TIMEOUT``, 300) a whole request, see ``deadline.py``."""
         self.config = config if config is not None else RegistryConfig.load()
+        self.deadline = deadline if deadline is not None else registry_timeout()
         self.retries = retries
         self.backoff = backoff
         self.chunked_threshold = chunked_threshold
@@ -89,13 +103,17 @@ class RegistryClient:
             if client is None:
                 timeout = httpx.Timeout(self._timeout, connect=15.0)
                 headers = {"User-Agent": "cloche"}
+                # each request under its thread's deadline, on a connection of its own
+                hooks = {"request": [on_request]}
+                limits = httpx.Limits(max_keepalive_connections=0)
                 if self._transport is not None:
                     client = httpx.Client(transport=self._transport, follow_redirects=True,
-                                          headers=headers, timeout=timeout)
+                                          headers=headers, timeout=timeout, event_hooks=hooks)
                 else:
                     try:
                         client = httpx.Client(verify=verify_tls, follow_redirects=True,
-                                              headers=headers, timeout=timeout)
+                                              headers=headers, timeout=timeout,
+                                              event_hooks=hooks, limits=limits)
                     except (OSError, ssl.SSLError) as err:
                         raise ConfigError(
                             f"cannot load the CA certificates for HTTPS: {err}",
@@ -115,14 +133,31 @@ class RegistryClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @contextmanager
+    def _deadline(self, ep: Endpoint, what: str) -> Iterator[Deadline]:
+        """The block's requests (retries and token requests included) under one deadline;
+        RegistryTimeoutError, naming the registry, when it passes."""
+        with Deadline(self.deadline, ep.reference.registry, what) as deadline:
+            try:
+                yield deadline
+            except (httpx.TransportError, RegistryError):
+                deadline.check()  # a connection the deadline cut: say so
+                raise
+            if deadline.expired:  # a cut that read as a clean end
+                raise deadline.error()
+
     # --- the API ----------------------------------------------------------------------
 
     def ping(self, ep: Endpoint) -> None:
         """GET /v2/: proves the endpoint speaks the API (401 counts: it wants auth)."""
         try:
-            resp = self._send(ep, "GET", "/v2/", scopes=(), what="ping", ok=(200, 401),
-                              auth=False)
+            with self._deadline(ep, f"ping {ep.base_url}/v2/"):
+                resp = self._send(ep, "GET", "/v2/", scopes=(), what="ping", ok=(200, 401),
+                                  auth=False)
+                resp.close()
         except RegistryError as err:
+            if isinstance(err, RegistryTimeoutError):
+                raise
             if err.status is not None:
                 raise
             cause = err.__cause__ or err
@@ -131,23 +166,24 @@ class RegistryClient:
                 f"{ep.base_url}/v2/: {cause}", reference=str(ep.reference), retryable=True,
                 hint="check the network, or configure a mirror for it "
                      "([registry.\"HOST\"] mirrors = [...] in the cloche config file)") from err
-        resp.close()
 
     def check_login(self, ep: Endpoint) -> None:
         """GET /v2/ with credentials (basic, or a token fetched with them); AuthError if refused."""
-        resp = self._send(ep, "GET", "/v2/", scopes=(), what="login to", ok=(200,))
-        resp.close()
+        with self._deadline(ep, f"login to {ep.reference.registry}"):
+            resp = self._send(ep, "GET", "/v2/", scopes=(), what="login to", ok=(200,))
+            resp.close()
 
     def get_manifest(self, ep: Endpoint, identifier: str | None = None) -> FetchedManifest:
         """The manifest or index at a tag or digest, verified against that digest, or against
         the ``Docker-Content-Digest`` the registry sent for a tag."""
         ident = identifier or ep.reference.identifier
-        resp = self._send(ep, "GET", self._path(ep, "manifests", ident), what="manifest",
-                          headers={"Accept": MANIFEST_ACCEPT}, ok=(200,))
-        try:
-            data = self._read_limited(resp, MAX_MANIFEST_SIZE, ep, ident)
-        finally:
-            resp.close()
+        with self._deadline(ep, f"manifest {self._ref(ep, ident)}"):
+            resp = self._send(ep, "GET", self._path(ep, "manifests", ident), what="manifest",
+                              headers={"Accept": MANIFEST_ACCEPT}, ok=(200,))
+            try:
+                data = self._read_limited(resp, MAX_MANIFEST_SIZE, ep, ident)
+            finally:
+                resp.close()
         media_type = resp.headers.get("content-type", "").split(";")[0].strip()
         expected = digest_or_none(ident) or digest_or_none(resp.headers.get("docker-content-digest"))
         actual = Digest.from_bytes(data, expected.algorithm if expected else "sha256")
@@ -161,9 +197,10 @@ class RegistryClient:
     def head_manifest(self, ep: Endpoint, identifier: str | None = None) -> FetchedManifest | None:
         """Digest and type of a manifest without its body (data is empty); None when absent."""
         ident = identifier or ep.reference.identifier
-        resp = self._send(ep, "HEAD", self._path(ep, "manifests", ident), what="manifest",
-                          headers={"Accept": MANIFEST_ACCEPT}, ok=(200, 404))
-        resp.close()
+        with self._deadline(ep, f"manifest {self._ref(ep, ident)}"):
+            resp = self._send(ep, "HEAD", self._path(ep, "manifests", ident), what="manifest",
+                              headers={"Accept": MANIFEST_ACCEPT}, ok=(200, 404))
+            resp.close()
         if resp.status_code == 404:
             return None
         digest = digest_or_none(resp.headers.get("docker-content-digest")) or digest_or_none(ident)
@@ -172,10 +209,11 @@ class RegistryClient:
         return FetchedManifest(b"", resp.headers.get("content-type", ""), digest)
 
     def put_manifest(self, ep: Endpoint, identifier: str, data: bytes, media_type: str) -> Digest:
-        resp = self._send(ep, "PUT", self._path(ep, "manifests", identifier), what="manifest",
-                          push=True, content=data, headers={"Content-Type": media_type},
-                          ok=(200, 201, 202))
-        resp.close()
+        with self._deadline(ep, f"manifest {self._ref(ep, identifier)}"):
+            resp = self._send(ep, "PUT", self._path(ep, "manifests", identifier),
+                              what="manifest", push=True, content=data,
+                              headers={"Content-Type": media_type}, ok=(200, 201, 202))
+            resp.close()
         digest = Digest.from_bytes(data)
         answered = digest_or_none(resp.headers.get("docker-content-digest"))
         if answered is not None and answered.algorithm == digest.algorithm and answered != digest:
@@ -185,9 +223,10 @@ class RegistryClient:
         return digest
 
     def blob_exists(self, ep: Endpoint, digest: Digest) -> bool:
-        resp = self._send(ep, "HEAD", self._path(ep, "blobs", str(digest)), what="blob",
-                          ok=(200, 404))
-        resp.close()
+        with self._deadline(ep, f"blob {self._ref(ep, str(digest))}"):
+            resp = self._send(ep, "HEAD", self._path(ep, "blobs", str(digest)), what="blob",
+                              ok=(200, 404))
+            resp.close()
         return resp.status_code == 200
 
     def fetch_blob(self, ep: Endpoint, digest: Digest, size: int | None,
@@ -204,31 +243,15 @@ class RegistryClient:
             headers = {"Accept-Encoding": "identity"}
             if received:
                 headers["Range"] = f"bytes={received}-"
-            resp = self._send(ep, "GET", self._path(ep, "blobs", str(digest)), what="blob",
-                              headers=headers, ok=(200, 206))
             try:
-                skip = received - range_start(resp) if received else 0
-                if skip < 0:
-                    raise RegistryError(f"blob {ref}: the registry resumed at the wrong offset",
-                                        reference=ref, status=resp.status_code)
-                for chunk in resp.iter_raw(CHUNK):
-                    if skip:
-                        cut = min(skip, len(chunk))
-                        chunk, skip = chunk[cut:], skip - cut
-                    if size is not None and digester.size + len(chunk) > size:
-                        raise BlobVerificationError(
-                            f"blob {ref}: the registry sent more than the {size} bytes announced",
-                            expected=digest, actual=digester.digest(), reference=ref)
-                    digester.update(chunk)
-                    sink(chunk)
+                with self._deadline(ep, f"blob {ref}") as deadline:
+                    self._fetch_once(ep, digest, size, sink, digester, headers, deadline)
             except httpx.TransportError as err:
                 breaks += 1
                 if breaks > self.retries:
                     raise connection_error(err, "blob", ref) from err
                 self._sleep(breaks)
                 continue
-            finally:
-                resp.close()
             if size is not None and digester.size < size:
                 breaks += 1
                 if breaks > self.retries:
@@ -244,15 +267,44 @@ class RegistryClient:
                 " (nothing was stored)", expected=digest, actual=actual, reference=ref)
         return digester.size
 
+    def _fetch_once(self, ep: Endpoint, digest: Digest, size: int | None,
+                    sink: Callable[[bytes], object], digester: Digester,
+                    headers: dict[str, str], deadline: Deadline) -> None:
+        """One GET of a blob (from where ``digester`` stopped) into ``sink``; the deadline
+        grows with the bytes that arrive (see ``Deadline.progress``)."""
+        ref = self._ref(ep, str(digest))
+        received = digester.size
+        resp = self._send(ep, "GET", self._path(ep, "blobs", str(digest)), what="blob",
+                          headers=headers, ok=(200, 206))
+        try:
+            skip = received - range_start(resp) if received else 0
+            if skip < 0:
+                raise RegistryError(f"blob {ref}: the registry resumed at the wrong offset",
+                                    reference=ref, status=resp.status_code)
+            for chunk in resp.iter_raw():  # as it arrives: the deadline sees progress
+                if skip:
+                    cut = min(skip, len(chunk))
+                    chunk, skip = chunk[cut:], skip - cut
+                if size is not None and digester.size + len(chunk) > size:
+                    raise BlobVerificationError(
+                        f"blob {ref}: the registry sent more than the {size} bytes announced",
+                        expected=digest, actual=digester.digest(), reference=ref)
+                digester.update(chunk)
+                sink(chunk)
+                deadline.progress(digester.size - received)
+        finally:
+            resp.close()
+
     def start_upload(self, ep: Endpoint, digest: Digest | None = None,
                      mount_from: str | None = None) -> str | None:
         """POST an upload; None when the blob was mounted from ``mount_from`` (201)."""
         params = {"mount": str(digest), "from": mount_from} if mount_from and digest else None
         extra = (f"repository:{mount_from}:pull",) if params else ()
-        resp = self._send(ep, "POST", self._path(ep, "blobs", "uploads/"), what="blob upload",
-                          push=True, params=params, extra_scopes=extra, ok=(201, 202),
-                          content=b"")
-        resp.close()
+        with self._deadline(ep, f"blob upload {self._ref(ep, '')}"):
+            resp = self._send(ep, "POST", self._path(ep, "blobs", "uploads/"),
+                              what="blob upload", push=True, params=params,
+                              extra_scopes=extra, ok=(201, 202), content=b"")
+            resp.close()
         if resp.status_code == 201 and params:
             return None
         location: str | None = resp.headers.get("location")
@@ -274,12 +326,15 @@ class RegistryClient:
             with opener() as f:
                 while chunk := f.read(self.chunk_size):
                     end = offset + len(chunk) - 1
-                    resp = self._send_url(ep, "PATCH", location, what="blob upload", push=True,
-                                          content=chunk, ok=(202, 204), headers={
-                                              "Content-Type": "application/octet-stream",
-                                              "Content-Range": f"{offset}-{end}",
-                                              "Content-Length": str(len(chunk))})
-                    resp.close()
+                    with self._deadline(ep, f"blob upload {self._ref(ep, str(digest))}") as dl:
+                        dl.extend(len(chunk))
+                        resp = self._send_url(
+                            ep, "PATCH", location, what="blob upload", push=True,
+                            content=chunk, ok=(202, 204), headers={
+                                "Content-Type": "application/octet-stream",
+                                "Content-Range": f"{offset}-{end}",
+                                "Content-Length": str(len(chunk))})
+                        resp.close()
                     location = urljoin(str(resp.url), resp.headers.get("location", location))
                     offset = end + 1
             body: Body = b""
@@ -288,9 +343,12 @@ class RegistryClient:
             body = file_chunks(opener)
             headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         url = httpx.URL(location).copy_merge_params({"digest": str(digest)})
-        resp = self._send_url(ep, "PUT", str(url), what="blob upload", push=True, content=body,
-                              headers=headers, ok=(201, 204))
-        resp.close()
+        with self._deadline(ep, f"blob upload {self._ref(ep, str(digest))}") as dl:
+            if size <= self.chunked_threshold:
+                dl.extend(size)
+            resp = self._send_url(ep, "PUT", str(url), what="blob upload", push=True,
+                                  content=body, headers=headers, ok=(201, 204))
+            resp.close()
         return "uploaded"
 
     def list_tags(self, ep: Endpoint, page_size: int | None = None) -> list[str]:
@@ -299,14 +357,16 @@ class RegistryClient:
         url: str | None = ep.base_url + self._path(ep, "tags", "list")
         params = {"n": str(page_size)} if page_size else None
         while url:
-            resp = self._send_url(ep, "GET", url, what="tag list", params=params, ok=(200,))
-            try:
-                data = resp.read()
-            finally:
-                resp.close()
+            with self._deadline(ep, f"tag list {self._ref(ep, '')}"):
+                resp = self._send_url(ep, "GET", url, what="tag list", params=params,
+                                      ok=(200,))
+                try:
+                    data = resp.read()
+                finally:
+                    resp.close()
             try:
                 tags.extend(httpx.Response(200, content=data).json().get("tags") or [])
-            except ValueError as err:
+            except (ValueError, RecursionError, AttributeError) as err:
                 raise RegistryError(f"tag list {self._ref(ep, '')}: invalid JSON",
                                     reference=self._ref(ep, "")) from err
             nxt = resp.links.get("next", {}).get("url")
@@ -335,6 +395,7 @@ class RegistryClient:
                                         f"{limit} bytes; refusing it", reference=self._ref(ep, ident))
                 parts.append(chunk)
         except httpx.TransportError as err:
+            check_current()
             raise connection_error(err, "manifest", self._ref(ep, ident)) from err
         return b"".join(parts)
 
@@ -372,6 +433,7 @@ class RegistryClient:
                                                content=body)
                 resp = client.send(request, stream=True)
             except httpx.TransportError as err:
+                check_current()  # cut by the deadline: no retry
                 attempt += 1
                 # Nothing listening (refused, unknown host) is rarely cured by waiting: one
                 # quick retry, not the full backoff meant for dropped and reset connections.

@@ -48,7 +48,7 @@ def error_from_response(response: httpx.Response, what: str, reference: str) -> 
                     codes.append(str(item["code"]))
                 if item.get("message"):
                     messages.append(str(item["message"]))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         pass
     detail = "; ".join(f"{c}: {m}" if m else c for c, m in zip(codes, messages + [""] * len(codes)))
     if not detail:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cloche import events as ev
 from cloche.errors import ClocheError, RegistryError
+from cloche.layers.diffids import verify_diff_ids
 from cloche.oci import mediatypes as mt
 from cloche.oci.descriptor import Descriptor
 from cloche.oci.digest import Digest
@@ -172,7 +173,8 @@ def pull_image(ref: Reference | str, store: Store, platform: Platform | str | No
 
     A tagged reference names the image in the store by its canonical name (``busybox`` ->
     ``docker.io/library/busybox:latest``); a digest-only reference stores it unnamed, as Docker
-    shows ``<none>`` for it, and it is found by digest."""
+    shows ``<none>`` for it, and it is found by digest. Every layer is checked against the
+    diff id its config names (DiffIdMismatchError names the reference and the layer)."""
     if isinstance(ref, str):
         ref = Reference.parse(ref)
     if isinstance(platform, str):
@@ -183,6 +185,9 @@ def pull_image(ref: Reference | str, store: Store, platform: Platform | str | No
         data = store.blobs.read_bytes(result.descriptor.digest)
         image = Image.from_manifest(data, store.blobs, media_type=result.descriptor.media_type,
                                     name=str(ref))
+        # the config's diff ids must be the layers' (as moby's layer store checks on pull):
+        # an image whose config lies gets no name, and is never built on
+        verify_diff_ids(image, str(ref), records=store.root / "diffids")
         if ref.tag:
             store.tag(str(ref.with_tag(ref.tag)), result.descriptor)
         else:

@@ -97,6 +97,15 @@ def push_stored(store: Store, name: str, ref: Reference | str | None = None, *,
         source_ref = [Reference.parse(name)]
     except ValueError:
         source_ref = []
+    if mt.is_manifest(descriptor.media_type):
+        from cloche.store.compressed import for_distribution
+
+        # a built image keeps plain-tar layers: push their compressed twins, as docker push
+        image = store.image(str(descriptor.digest))
+        ready = for_distribution(store, image)
+        if ready is not image:
+            return push_image(ready, target_ref, client=client, config=config,
+                              mount_from=source_ref, listener=listener)
     data = store.blobs.read_bytes(descriptor.digest)
     return push_manifest(target_ref, data, descriptor.media_type, store.blobs, client=client,
                          config=config, mount_from=source_ref, listener=listener)

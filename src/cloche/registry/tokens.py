@@ -96,7 +96,7 @@ class Authorizer:
         try:
             body = resp.json()
             token = body.get("token") or body.get("access_token")
-        except ValueError:
+        except (ValueError, RecursionError, AttributeError):  # not JSON, nested, not an object
             token = None
         if not token:
             raise AuthError(f"token server {realm} answered without a token",

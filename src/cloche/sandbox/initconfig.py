@@ -22,13 +22,16 @@ class InitConfigError(ValueError):
 class InitMount:
     """One extra mount, with ``target`` already created (as a stub) on the host side."""
 
-    kind: Literal["bind", "tmpfs"]
+    kind: Literal["bind", "tmpfs", "secret"]
     path: str  # where it appears in the container, for messages
     target: str  # the host path of the mount point inside the rootfs
-    source: str | None = None
+    source: str | None = None  # secret: an empty host directory its private tmpfs goes on
     readonly: bool = False
     size: int | None = None
     mode: int | None = None
+    fd: int | None = None  # secret: the init's descriptor of a memfd holding the value
+    uid: int | None = None  # secret: the file's owner
+    gid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,11 @@ class InitConfig:
     sys: str
     files: tuple[tuple[str, str], ...]  # (host file, host target in the rootfs), read-only
     mounts: tuple[InitMount, ...] = ()
+    rlimits: tuple[tuple[str, int, int], ...] = ()  # --ulimit: (name, soft, hard); -1: none
+    shm_size: int = 64 * 1024 * 1024  # bytes of the step's /dev/shm tmpfs (--shm-size)
+    # network "default": the init's end of a pipe the runner writes one byte to once
+    # slirp4netns has wired the step's namespace (EOF: it never will); -1 otherwise
+    net_fd: int = -1
 
     def encode(self) -> bytes:
         return json.dumps(dataclasses.asdict(self)).encode()
@@ -69,11 +77,20 @@ class InitConfig:
             fields["env"] = tuple(fields["env"])
             fields["groups"] = tuple(fields["groups"])
             fields["files"] = tuple((str(a), str(b)) for a, b in fields["files"])
+            if "rlimits" in fields:
+                fields["rlimits"] = tuple(_rlimit(r) for r in fields["rlimits"])
             return cls(**fields, mounts=mounts)
         except (TypeError, ValueError) as e:
             if isinstance(e, InitConfigError):
                 raise
             raise InitConfigError(f"bad init configuration: {e}") from None
+
+
+def _rlimit(raw: Any) -> tuple[str, int, int]:
+    if not (isinstance(raw, list) and len(raw) == 3 and isinstance(raw[0], str)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in raw[1:])):
+        raise InitConfigError(f"InitConfig.rlimits: unexpected {raw!r}")
+    return raw[0], raw[1], raw[2]
 
 
 _TYPES: dict[str, tuple[type, ...]] = {

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +22,14 @@ from typing import IO
 import cloche
 from cloche.errors import SandboxError
 from cloche.fs.paths import resolve_in_root
+from cloche.fs.rmtree import rmtree
 from cloche.sandbox.cancel import CancelScope, StepCancelled, kill_step
+from cloche.sandbox.cgroups import StepGroup, Usage
 from cloche.sandbox.initconfig import InitConfig, InitMount
+from cloche.sandbox.network import UserNetwork
+from cloche.sandbox.network import resolv_conf as user_network_resolv_conf
+from cloche.sandbox.scratch import make_scratch
+from cloche.sandbox.secrets import SecretFiles
 from cloche.sandbox.spec import RunResult, RunSpec, Sink
 from cloche.sandbox.stubs import Stubs
 
@@ -52,13 +56,21 @@ def hosts_file(hostname: str, extra_hosts: tuple[tuple[str, str], ...] = ()) -> 
 
 
 def resolv_conf() -> str:
-    """The host's /etc/resolv.conf (the step shares the host network), or public resolvers."""
+    """The host's /etc/resolv.conf (what ``host`` and ``none`` steps get), or public
+    resolvers."""
     try:
         with open("/etc/resolv.conf", encoding="utf-8", errors="replace") as f:
             text = f.read(1 << 20)
     except OSError:
         return FALLBACK_RESOLV
     return text if "nameserver" in text else text + FALLBACK_RESOLV
+
+
+def step_resolv_conf(network: str) -> str:
+    """/etc/resolv.conf for a step: slirp's DNS relay on the default network (the host's
+    nameserver may be on its loopback, out of the step's reach), else the host's."""
+    host = resolv_conf()
+    return user_network_resolv_conf(host) if network == "default" else host
 
 
 def _write(path: Path, text: str) -> Path:
@@ -94,9 +106,13 @@ def _target(sink: Sink) -> int:
     return subprocess.PIPE
 
 
-def _config(spec: RunSpec, stubs: Stubs, files: list[tuple[str, str]], status_fd: int) -> InitConfig:
+def _config(spec: RunSpec, stubs: Stubs, files: list[tuple[str, str]], status_fd: int,
+            secrets: SecretFiles) -> InitConfig:
     mounts = []
     for m in spec.mounts:
+        if m.kind == "secret":  # held in memory, never in a host file (sandbox/secrets.py)
+            mounts.append(secrets.init_mount(m, str(stubs.ensure(m.target, is_dir=False))))
+            continue
         is_dir = m.kind == "tmpfs" or (m.source is not None and m.source.is_dir())
         if m.source is not None and not m.source.exists():
             raise SandboxError(f"mount source {m.source} for {m.target} does not exist")
@@ -114,6 +130,8 @@ def _config(spec: RunSpec, stubs: Stubs, files: list[tuple[str, str]], status_fd
         dev=str(stubs.ensure("/dev", is_dir=True)),
         sys=str(stubs.ensure("/sys", is_dir=True)),
         files=tuple((src, str(stubs.ensure(dst, is_dir=False))) for src, dst in files),
+        rlimits=tuple((u.name, u.soft, u.hard) for u in spec.limits.ulimits),
+        shm_size=spec.limits.shm_size,
         mounts=tuple(mounts))
 
 
@@ -144,9 +162,13 @@ def run(spec: RunSpec) -> RunResult:
         raise SandboxError(f"root filesystem {spec.rootfs} is not a directory")
     spec = dataclasses.replace(spec, rootfs=spec.rootfs.resolve(), mounts=tuple(
         dataclasses.replace(m, source=m.source.resolve()) if m.source else m for m in spec.mounts))
-    scratch = Path(tempfile.mkdtemp(prefix="cloche-run-"))
+    scratch = make_scratch("run", spec.scratch)  # found stale if cloche is killed
     stubs = Stubs(spec.rootfs)
+    secrets = SecretFiles(scratch)
+    group: StepGroup | None = None
+    usage = Usage()
     proc: subprocess.Popen[bytes] | None = None
+    net: UserNetwork | None = None  # network "default": slirp4netns, tied to this step
     pumps: list[threading.Thread] = []
     failures: list[BaseException] = []
     status_r, status_w = os.pipe()
@@ -157,14 +179,25 @@ def run(spec: RunSpec) -> RunResult:
     try:
         files = [(str(_write(scratch / "hosts", hosts_file(spec.hostname, spec.extra_hosts))),
                   "/etc/hosts"),
-                 (str(_write(scratch / "resolv.conf", resolv_conf())), "/etc/resolv.conf")]
+                 (str(_write(scratch / "resolv.conf", step_resolv_conf(spec.network))),
+                  "/etc/resolv.conf")]
         _ensure_cwd(spec)
-        cfg = _config(spec, stubs, files, status_w)
+        cfg = _config(spec, stubs, files, status_w, secrets)
+        if spec.network == "default":
+            net = UserNetwork(host_loopback=spec.host_loopback)
+            cfg = dataclasses.replace(cfg, net_fd=net.init_fd)
+        group = StepGroup.create(spec.cgroup, spec.limits)  # limits (sandbox/cgroups.py)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": _SRC_DIR}
         proc = subprocess.Popen(
             [sys.executable, "-S", "-m", "cloche.sandbox.init"],
             stdin=subprocess.PIPE, stdout=_target(spec.stdout), stderr=_target(spec.stderr),
-            pass_fds=(status_w,), start_new_session=True, env=env, cwd="/")
+            pass_fds=(status_w, *secrets.fds, *((net.init_fd,) if net else ())),
+            start_new_session=True, env=env, cwd="/")
+        secrets.close()  # the init holds them now
+        if net is not None:
+            net.handed_over()
+        if group is not None:
+            group.add(proc.pid)  # before it reads its configuration, so before it forks
         os.close(status_w)
         status_w = -1
         for stream, sink in ((proc.stdout, spec.stdout), (proc.stderr, spec.stderr)):
@@ -185,6 +218,9 @@ def run(spec: RunSpec) -> RunResult:
         first = _read_line(status_r)
         if first.startswith("pid1 "):
             pid1 = pid1_box[0] = _pidfd(int(first.split()[1]))
+            if net is not None:  # the helper is in the step's network namespace by now
+                helper = proc
+                net.start(helper.pid, alive=lambda: helper.poll() is None)
         timed_out = False
         try:
             proc.wait(spec.timeout)
@@ -201,25 +237,33 @@ def run(spec: RunSpec) -> RunResult:
             t.join()
         raise
     finally:
+        if net is not None:
+            net.close()
         was_cancelled = scope._leave(key)
         os.close(status_r)
         if status_w >= 0:
             os.close(status_w)
         if pid1 >= 0:
             os.close(pid1)
+        secrets.close()
+        if group is not None:
+            usage = group.usage()
+            group.remove()
         removed, parents = stubs.remove()
-        shutil.rmtree(scratch, ignore_errors=True)
+        rmtree(scratch, True)
     if was_cancelled:
         raise StepCancelled("the step was cancelled: the build was interrupted")
     if failures:
         raise failures[0]
     if timed_out:
-        return RunResult(137, 9, True, removed, parents)
+        return RunResult(137, 9, True, removed, parents, usage.oom_killed, usage.pids_refused)
     kind, _, value = status.partition(" ")
     if kind == "exit":
-        return RunResult(int(value), None, False, removed, parents)
+        return RunResult(int(value), None, False, removed, parents, usage.oom_killed,
+                         usage.pids_refused)
     if kind == "signal":
-        return RunResult(128 + int(value), int(value), False, removed, parents)
+        return RunResult(128 + int(value), int(value), False, removed, parents,
+                         usage.oom_killed, usage.pids_refused)
     if kind == "error":
         raise SandboxSetupError(f"the sandbox could not be set up: {value}")
     raise SandboxSetupError(f"the sandbox ended without a status (code {proc.returncode})")

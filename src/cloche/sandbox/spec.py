@@ -10,6 +10,7 @@ from typing import Literal, Union
 from cloche.errors import SandboxError
 from cloche.fs.users import ROOT, ResolvedUser
 from cloche.sandbox.cancel import CancelScope
+from cloche.sandbox.limits import Limits
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_HOSTNAME = "buildkitsandbox"  # what BuildKit's RUN steps see
@@ -27,23 +28,30 @@ class Mount:
     """An extra mount for the step (secrets, caches, ``RUN --mount=type=bind``...).
 
     ``kind`` is ``bind`` (``source`` is a host directory or file; the target stub takes the
-    same type) or ``tmpfs`` (``size`` in bytes, ``mode`` of its root). ``target`` is an
-    absolute path inside the container.
+    same type), ``tmpfs`` (``size`` in bytes, ``mode`` of its root) or ``secret`` (a read-only
+    file holding ``data``, owned by ``uid``:``gid`` with ``mode``, that exists only in the
+    step's own mount namespace: it is on no host file system, and goes when the step goes,
+    kill -9 of cloche included). ``target`` is an absolute path inside the container.
     """
 
     target: str
-    kind: Literal["bind", "tmpfs"] = "bind"
+    kind: Literal["bind", "tmpfs", "secret"] = "bind"
     source: Path | None = None
     readonly: bool = False
     size: int | None = None
     mode: int | None = None
+    data: bytes | None = field(default=None, repr=False)  # a secret's value: never shown
+    uid: int = 0
+    gid: int = 0
 
     def __post_init__(self) -> None:
         if not self.target.startswith("/"):
             raise SandboxError(f"mount target {self.target!r} must be an absolute path")
         if self.kind == "bind" and self.source is None:
             raise SandboxError(f"bind mount on {self.target} needs a source")
-        if self.kind not in ("bind", "tmpfs"):
+        if self.kind == "secret" and self.data is None:
+            raise SandboxError(f"secret mount on {self.target} needs its data")
+        if self.kind not in ("bind", "tmpfs", "secret"):
             raise SandboxError(f"unknown mount type {self.kind!r} for {self.target}")
 
 
@@ -61,6 +69,8 @@ class RunSpec:
     cwd: str = "/"
     user: ResolvedUser = ROOT
     hostname: str = DEFAULT_HOSTNAME
+    # "default": a network namespace of its own, wired out by slirp4netns (sandbox/network.py);
+    # "none": loopback only; "host": the host's namespace (an entitlement: --allow network.host)
     network: str = "default"
     mounts: tuple[Mount, ...] = ()
     extra_hosts: tuple[tuple[str, str], ...] = ()  # (name, ip) lines added to /etc/hosts
@@ -74,6 +84,16 @@ class RunSpec:
     # the build's cancel scope: its cancel() ends this step, and a
     # step that starts after it is killed at once; None: the step has a scope of its own
     cancel: CancelScope | None = field(default=None, compare=False)
+    # processes, memory, rlimits, /dev/shm (sandbox/limits.py); a pids limit by default
+    limits: Limits = Limits()
+    # the build the step belongs to: its cgroup is cloche/<cgroup>/<step> (sandbox/cgroups.py)
+    cgroup: str | None = None
+    # where the sandbox makes its host-side files: the build's folder, which the sweep of
+    # stale builds removes if cloche is killed; None: $TMPDIR (sandbox/scratch.py)
+    scratch: Path | None = None
+    # network "default" only: slirp's 10.0.2.2 reaches the host's loopback (off: out of reach);
+    # the engine sets it for a proxy build arg on the host's loopback (network.loopback_proxies)
+    host_loopback: bool = False
 
     def __post_init__(self) -> None:
         if not self.argv:
@@ -116,6 +136,8 @@ class RunResult:
     timed_out: bool = False
     stubs: tuple[str, ...] = ()
     stub_parents: tuple[str, ...] = ()
+    oom_killed: bool = False  # the kernel killed a process of the step at its memory limit
+    pids_refused: bool = False  # the step tried to fork beyond its pids limit
 
     @property
     def ok(self) -> bool:

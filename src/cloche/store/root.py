@@ -8,9 +8,12 @@ The order follows what users of other daemonless tools expect: an explicit ``roo
 from __future__ import annotations
 
 import os
+import stat
+from collections.abc import Iterable
 from pathlib import Path
 
 SYSTEM_ROOT = Path("/var/lib/cloche")
+PRIVATE_MODE = 0o700
 
 
 def default_root() -> Path:
@@ -31,3 +34,39 @@ def not_a_store(root: Path) -> str | None:
     if (root / "oci-layout").is_file():
         return None
     return "does not exist" if not root.exists() else "is not a cloche store (no oci-layout)"
+
+
+def make_private(root: Path, areas: Iterable[Path]) -> None:
+    """Create the store root and its engine ``areas`` owner-only, tightening older ones.
+
+    The store holds flattened images with their setuid files and device nodes, and RUN cache
+    mounts: a local user who can traverse to them runs a pulled image's setuid binary as root.
+    The root is made 0700 (BuildKit's /var/lib/buildkit is too) when cloche creates it, when it
+    is a store, or when it is an empty folder; a non-empty folder that is not a store is the
+    caller's own (``--root ~/shared``), so its mode stays and only the areas below it, which
+    hold the trees, are made 0700 (always, whatever the root).
+    """
+    try:
+        root.mkdir(mode=PRIVATE_MODE)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:  # missing parents get the usual modes, the root itself is private
+        root.parent.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=PRIVATE_MODE, exist_ok=True)
+    with os.scandir(root) as entries:
+        empty = next(entries, None) is None
+    if empty or (root / "oci-layout").exists():
+        _tighten(root)
+    for area in areas:
+        area.mkdir(mode=PRIVATE_MODE, exist_ok=True)
+        _tighten(area)
+
+
+def _tighten(path: Path) -> None:
+    """Drop the group and other bits of ``path`` (a store someone else owns is left alone)."""
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o077:
+        try:
+            os.chmod(path, mode & ~0o077)
+        except PermissionError:
+            pass

@@ -6,6 +6,9 @@
     <root>/snapshots/, <root>/cache/, <root>/builds/
                                        the build engine's areas (``Store.snapshots_dir``...)
 
+The root and the engine's areas are 0700 (see ``root.make_private``): they hold flattened
+images with their setuid files and device nodes, which no other local user may reach.
+
 Names are canonical references (``docker.io/library/busybox:latest``) so that ``busybox``,
 ``library/busybox:latest`` and ``docker.io/library/busybox`` are one image, as in Docker.
 An image is addressed by a name, by its manifest digest, or by its ID (the config digest, as
@@ -15,6 +18,7 @@ An image is addressed by a name, by its manifest digest, or by its ID (the confi
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -31,7 +35,7 @@ from cloche.oci.reference import Reference
 from cloche.store.blobs import BlobStore
 from cloche.store.index import REF_NAME, NameIndex, entry_name
 from cloche.store.lock import locked
-from cloche.store.root import default_root
+from cloche.store.root import default_root, make_private
 
 if TYPE_CHECKING:
     from cloche.oci.image import Image
@@ -41,6 +45,8 @@ _HEX_PREFIX = re.compile(r"^(?:sha256:)?([a-f0-9]{1,64})$")
 _INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
                 "application/vnd.docker.distribution.manifest.list.v2+json")
 DEFAULT_GC_GRACE = 3600.0
+# The areas that hold unpacked trees (setuid files, devices) or data being written: owner-only.
+_PRIVATE_AREAS = ("snapshots", "cache", "builds", "tmp")
 
 
 class AmbiguousImageError(ImageNotFoundError):
@@ -87,9 +93,12 @@ class Store:
     """A content store and its names; open one with ``Store.open``."""
 
     def __init__(self, root: Path) -> None:
+        # absolute: the sandbox's mounts and the cache's paths hang off it (a relative --root
+        # once broke every RUN's bind mounts)
+        root = Path(os.path.abspath(root))
         self.root = root
         try:
-            root.mkdir(parents=True, exist_ok=True)
+            make_private(root, [root / area for area in _PRIVATE_AREAS])
             self.blobs = BlobStore(root)
             self.index = NameIndex(root)
         except OSError as e:
@@ -313,7 +322,7 @@ class Store:
     def _json(self, digest: Digest) -> Any:
         try:
             return json.loads(self.blobs.read_bytes(digest))
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
             raise StoreError(f"blob {digest} is not JSON: {e}") from e
 
 

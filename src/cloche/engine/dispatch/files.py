@@ -7,7 +7,6 @@ beside the code whose result the key predicts.
 from __future__ import annotations
 
 import posixpath
-import shutil
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
@@ -23,6 +22,7 @@ from cloche.engine.fsutil import Owner, mkdir_all, resolve_dest
 from cloche.engine.sources import SourceTree, inline_tree
 from cloche.engine.state import StageState
 from cloche.fs.gopath import go_clean
+from cloche.fs.rmtree import rmtree
 from cloche.fs.users import resolve_user
 from cloche.oci.image import Layer
 from cloche.plan.steps import Ref, Step
@@ -68,7 +68,7 @@ def _heredoc_tree(instruction: ins.Copy | ins.Add, stack: ExitStack,
                   ctx: StepContext) -> tuple[SourceTree, tuple[str, ...]]:
     """Heredoc files (``COPY <<EOF /dest``) in a scratch tree, as BuildKit makes them."""
     scratch = Path(tempfile.mkdtemp(prefix="cloche-heredoc-", dir=ctx.workspace.root))
-    stack.callback(shutil.rmtree, scratch, True)
+    stack.callback(rmtree, scratch, True)
     docs = [(posixpath.basename(d.name) or "heredoc", d.content.encode()) for d in instruction.contents]
     return inline_tree(docs, scratch.resolve()), tuple(name for name, _ in docs)
 

@@ -23,11 +23,14 @@ from pathlib import Path
 
 from cloche.dockerfile import instructions as ins
 from cloche.dockerfile.mounts import Mount as MountSpec
+from cloche.dockerfile.mounts import MountError, check_target
 from cloche.engine.copy import CopyRequest, copy_into
 from cloche.engine.dispatch.context import StepContext
 from cloche.engine.fsutil import resolve_dest
 from cloche.engine.state import StageState
 from cloche.errors import BuildError
+from cloche.fs.copytree import copytree
+from cloche.fs.rmtree import rmtree
 from cloche.plan.steps import Ref
 from cloche.sandbox.spec import Mount
 from cloche.store import locked
@@ -89,7 +92,18 @@ def prepare_mounts(instruction: ins.Run, state: StageState, ctx: StepContext,
             else:
                 raise BuildError(f"--mount=type={spec.type} is not supported",
                                  stage=ctx.stage_name, file=ctx.file, line=instruction.line)
+        for mount in mounts:  # as expanded, joined to WORKDIR, secret ids included
+            _check_target(mount.target, instruction, ctx)
         yield result
+
+
+def _check_target(target: str, instruction: ins.Run, ctx: StepContext) -> None:
+    """No mount inside /proc, /sys or /dev (``dockerfile.mounts.check_target``), located."""
+    try:
+        check_target(target)
+    except MountError as err:
+        raise BuildError(f"--mount: {err.message}", stage=ctx.stage_name, file=ctx.file,
+                         line=instruction.line, hint=err.hint) from None
 
 
 def _bind(spec: MountSpec, ref: Ref | None, target: str, ctx: StepContext,
@@ -110,10 +124,10 @@ def _bind(spec: MountSpec, ref: Ref | None, target: str, ctx: StepContext,
                          file=ctx.file, line=ctx.step.line)
     if not spec.readonly and not private:
         scratch = Path(tempfile.mkdtemp(prefix="cloche-bind-rw-", dir=ctx.workspace.root))
-        stack.callback(shutil.rmtree, scratch, True)
+        stack.callback(rmtree, scratch, True)
         copy = scratch / "copy"
         if source.is_dir():
-            shutil.copytree(source, copy, symlinks=True)
+            copytree(source, copy)
         else:
             shutil.copy2(source, copy)
         source = copy
@@ -127,7 +141,7 @@ def _filtered_context(ctx: StepContext, stack: ExitStack) -> Path:
     step; this private copy is made only when there are ignore rules, and dropped after.
     """
     scratch = Path(tempfile.mkdtemp(prefix="cloche-bind-ctx-", dir=ctx.workspace.root))
-    stack.callback(shutil.rmtree, scratch, True)
+    stack.callback(rmtree, scratch, True)
     copy_into(CopyRequest((".",), "/"), ctx.build_context.tree, scratch)
     os.chmod(scratch, stat.S_IMODE(os.stat(ctx.build_context.root).st_mode))  # not mkdtemp's 0700
     return scratch
@@ -156,7 +170,7 @@ def _cache(spec: MountSpec, ref: Ref | None, target: str, ctx: StepContext,
             stack.enter_context(locked(lock, wait=False))
         except LockBusyError:
             directory = base / f"{key}-private-{uuid.uuid4().hex}"
-            stack.callback(shutil.rmtree, directory, True)
+            stack.callback(rmtree, directory, True)
     else:
         stack.enter_context(locked(lock, shared=True))
     if not directory.exists():
@@ -165,7 +179,7 @@ def _cache(spec: MountSpec, ref: Ref | None, target: str, ctx: StepContext,
             tree = stack.enter_context(ctx.sources.open(ref))
             origin = resolve_dest(tree.root, spec.source or "/")
             if origin.is_dir():
-                shutil.copytree(origin, seed, symlinks=True)
+                copytree(origin, seed)
         if not seed.exists():
             seed.mkdir()
         os.chmod(seed, spec.mode if spec.mode is not None else 0o755)
@@ -173,16 +187,16 @@ def _cache(spec: MountSpec, ref: Ref | None, target: str, ctx: StepContext,
         try:
             os.rename(seed, directory)  # a concurrent step may have made it first
         except OSError:
-            shutil.rmtree(seed, ignore_errors=True)
+            rmtree(seed, ignore_errors=True)
     return Mount(target=target, source=directory, readonly=spec.readonly)
 
 
 def _secret(spec: MountSpec, state: StageState, ctx: StepContext,
             stack: ExitStack, result: StepMounts) -> Mount | None:
-    """A secret as a file on a memory-backed tmpfs (mode 0400 by default), or an env var.
+    """A secret as a read-only file (mode 0400 by default), or an env var.
 
-    The value is read only here and written only to /dev/shm; it never reaches a layer, the
-    config, the history or any message.
+    The value is read only here and handed to the sandbox in memory; it never reaches a host
+    file, a layer, the config, the history or any message.
     """
     secret_id = spec.id or (posixpath.basename(spec.target) if spec.target else None)
     given = {s.id: s for s in ctx.options.secrets}
@@ -210,17 +224,11 @@ def _secret(spec: MountSpec, state: StageState, ctx: StepContext,
         result.env[spec.env] = value.decode("utf-8", "replace")
         if not spec.target:
             return None
-    holder = Path(tempfile.mkdtemp(prefix="cloche-secret-", dir="/dev/shm"))
-    stack.callback(shutil.rmtree, holder, True)
-    path = holder / "secret"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, value)
-    finally:
-        os.close(fd)
-    os.chown(path, spec.uid or 0, spec.gid or 0)
-    os.chmod(path, spec.mode if spec.mode is not None else 0o400)
-    return Mount(target=_target(spec, state), source=path, readonly=True)
+    # held in memory and mounted in the step's own namespace only (sandbox/secrets.py): no
+    # host file holds it, even when cloche is killed during the step
+    return Mount(target=_target(spec, state), kind="secret", data=value, readonly=True,
+                 mode=spec.mode if spec.mode is not None else 0o400,
+                 uid=spec.uid or 0, gid=spec.gid or 0)
 
 
 SSH_SOCKET_DIR = "/run/buildkit"

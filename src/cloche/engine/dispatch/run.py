@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -17,11 +15,16 @@ from cloche.engine.dispatch.mounts import prepare_mounts
 from cloche.engine.state import StageState
 from cloche.errors import BuildError
 from cloche.fs.gopath import go_clean
+from cloche.fs.rmtree import rmtree
 from cloche.fs.users import resolve_user
+from cloche.plan.entitlements import check_steps
 from cloche.plan.steps import Ref, Step
 from cloche.sandbox import runner
+from cloche.sandbox.limits import Limits, human_bytes
+from cloche.sandbox.network import loopback_proxies
 from cloche.sandbox.overlay import prune_copied_up
-from cloche.sandbox.spec import Mount, RunSpec
+from cloche.sandbox.scratch import make_scratch
+from cloche.sandbox.spec import Mount, RunResult, RunSpec
 
 PIPES = "/dev/pipes"  # where BuildKit mounts a heredoc script with a #! line
 
@@ -52,7 +55,10 @@ def run(instruction: ins.Run, state: StageState, ctx: StepContext,
         refs: tuple[Ref | None, ...] = ()) -> StageState:
     """Carry out one (expanded) RUN and return the stage after it; ``refs`` are its mounts'
     ``from=`` references as the plan resolved them."""
-    scripts = Path(tempfile.mkdtemp(prefix="cloche-heredoc-"))
+    # the executor checked the stage's steps already; this guard holds for any other caller
+    check_steps((Step(instruction),), ctx.options.allow, None)
+    network = step_network(instruction, ctx.options.network)
+    scripts = make_scratch("heredoc", ctx.workspace.root)  # found stale if cloche is killed
     try:
         argv, mounts = run_args(instruction, state, scripts)
         env = state.env
@@ -62,7 +68,11 @@ def run(instruction: ins.Run, state: StageState, ctx: StepContext,
                 user = resolve_user(merged, state.config.user)  # "" = root, no extra groups
                 out = LineSink(ctx, extra.secrets)
                 variables = env.run_environment()
-                variables.update(_proxy_env(env.scope.build_args))
+                proxies = _proxy_env(env.scope.build_args)
+                host_loopback = False
+                if network == "default":  # a proxy on the host's loopback: through slirp
+                    proxies, host_loopback = loopback_proxies(proxies)
+                variables.update(proxies)
                 variables.update(extra.env)
                 spec = RunSpec(
                     rootfs=merged, argv=argv,
@@ -70,28 +80,50 @@ def run(instruction: ins.Run, state: StageState, ctx: StepContext,
                     # WORKDIR keeps an absolute path as written ("/app/"); the step runs
                     # in the cleaned path
                     cwd=go_clean(state.config.working_dir or "/"), user=user,
-                    network=instruction.network or ctx.options.network,
+                    network=network, host_loopback=host_loopback,
                     security=instruction.security or "sandbox",
                     mounts=tuple(mounts) + tuple(extra.mounts), stdout=out, stderr=out,
-                    cancel=ctx.cancel)
+                    cancel=ctx.cancel, limits=ctx.options.limits(),
+                    cgroup=ctx.workspace.root.name, scratch=ctx.workspace.root)
                 result = runner.run(spec)
                 out.flush()
         prune_copied_up(upper, state.lowers, result.stub_parents)
     finally:
-        shutil.rmtree(scripts, ignore_errors=True)
+        rmtree(scripts, ignore_errors=True)
     if not result.ok:
-        shutil.rmtree(upper.parent, ignore_errors=True)
+        rmtree(upper.parent, ignore_errors=True)
         what = (f"killed by signal {result.signal}" if result.signal
                 else f"exit code {result.exit_code}")
+        what, hint = _over_limits(result, spec.limits, what)
         raise BuildError(
             f"process {hist.go_q_list(argv)} did not complete successfully: {what}",
             stage=ctx.stage_name, file=ctx.file, line=instruction.line,
-            output_tail=_tail(ctx.output_tail), exit_status=result.exit_code)
+            output_tail=_tail(ctx.output_tail), exit_status=result.exit_code, hint=hint)
     created_by = hist.run(argv, build_args)
     layer = ctx.workspace.commit(upper)
     if layer is None:
         return state.record(created_by, empty_layer=True)
     return state.with_layer(layer, upper, created_by)
+
+
+def _over_limits(result: RunResult, limits: Limits, what: str) -> tuple[str, str | None]:
+    """The failure told with the limit the step ran into, if it ran into one."""
+    if result.oom_killed and limits.memory is not None:
+        return (f"out of memory: the kernel killed a process of the step at the --memory "
+                f"limit of {human_bytes(limits.memory)} ({what})",
+                "give the steps more with --memory SIZE")
+    if result.pids_refused and limits.pids is not None:
+        return (f"{what}; the step tried to run more than {limits.pids} processes "
+                "(--pids-limit)", "raise it with --pids-limit N (-1: unlimited)")
+    return what, None
+
+
+def step_network(instruction: ins.Run, build_network: str) -> str:
+    """The step's network mode: ``RUN --network=default`` (or none given) is the build's
+    mode, as under BuildKit, so ``--network=none`` for the build holds for every step."""
+    if instruction.network is None or instruction.network == "default":
+        return build_network
+    return instruction.network
 
 
 def _tail(lines: Iterable[str], limit: int = 2000) -> str:
@@ -121,7 +153,7 @@ class RunHandler(Handler):
 
 RUN = RunHandler()
 
-__all__ = ["RUN", "RunHandler", "run", "run_args"]
+__all__ = ["RUN", "RunHandler", "run", "run_args", "step_network"]
 
 
 _PROXY_KINDS = ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
