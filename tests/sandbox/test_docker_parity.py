@@ -56,9 +56,16 @@ def parity_rootfs(busybox_rootfs: Path, tmp_path_factory: pytest.TempPathFactory
 def docker_image(docker: str, parity_rootfs: Path,
                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     tar_path = tmp_path_factory.mktemp("parity") / "rootfs.tar"
+    token = uuid.uuid4().hex[:12]
+    marker = tar_path.parent / "parity-id"
+    marker.write_text(token + "\n")
     with tarfile.open(tar_path, "w") as tar:
         tar.add(parity_rootfs, arcname=".")
-    name = f"cloche-sandbox-parity:{uuid.uuid4().hex[:12]}"
+        # a layer of its own per pytest worker: with the same content, two workers' images
+        # share Docker's layer, and BuildKit's cache of it breaks ("stat /bin/sh: no such
+        # file") when the other worker's teardown removes its image mid-build
+        tar.add(marker, arcname="etc/parity-id")
+    name = f"cloche-sandbox-parity:{token}"
     subprocess.run([docker, "import", str(tar_path), name], check=True, capture_output=True)
     yield name
     subprocess.run([docker, "rmi", "-f", name], capture_output=True)

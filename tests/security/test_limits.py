@@ -20,22 +20,11 @@ import pytest
 
 from cloche.errors import BuildError
 from tests.engine.conftest import BASE, CLOCHE, Builder, rootfs
+from tests.security.procs import pids_of
 
 
 def _sleeper() -> str:
     return f"sleep {5000 + uuid.uuid4().int % 997}"  # a command line no other test runs
-
-
-def _pids_of(command: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f.read().replace(b"\0", b" ").strip() == command.encode():
-                    found.append(int(pid))
-        except OSError:
-            continue
-    return found
 
 
 def _cgroup_mounts() -> list[tuple[str, str, set[str]]]:
@@ -75,10 +64,10 @@ def _while_running(builder: Builder, dockerfile: str, *flags: str) -> tuple[Path
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
-        while not _pids_of(sleeper):
+        while not pids_of(sleeper):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.05)
-        pid = _pids_of(sleeper)[0]
+        pid = pids_of(sleeper)[0]
         groups = _group_dir(pid, "pids"), _group_dir(pid, "memory")
         os.kill(pid, 15)
         _, err = proc.communicate(timeout=60)
@@ -106,10 +95,10 @@ def test_the_limits_are_set_on_the_steps_cgroup(builder: Builder) -> None:
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
-        while not _pids_of(sleeper):
+        while not pids_of(sleeper):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.05)
-        pid = _pids_of(sleeper)[0]
+        pid = pids_of(sleeper)[0]
         pids, memory = _group_dir(pid, "pids"), _group_dir(pid, "memory")
         seen["pids"] = (pids / "pids.max").read_text().strip()
         for name in ("memory.max", "memory.limit_in_bytes"):
@@ -133,10 +122,10 @@ def test_default_pids_limit_is_4096(builder: Builder) -> None:
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
-        while not _pids_of(sleeper):
+        while not pids_of(sleeper):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.05)
-        pid = _pids_of(sleeper)[0]
+        pid = pids_of(sleeper)[0]
         limit = (_group_dir(pid, "pids") / "pids.max").read_text().strip()
         os.kill(pid, 15)
         proc.communicate(timeout=60)
@@ -161,7 +150,7 @@ def test_forking_beyond_the_pids_limit_fails_the_step_cleanly(builder: Builder) 
     assert err.line == 2 and "--pids-limit" in err.render(), err.render()
     assert "can't fork" in err.render() or "Resource temporarily unavailable" in err.render()
     time.sleep(0.5)
-    assert _pids_of(sleeper) == [], "processes of the step outlived it"
+    assert pids_of(sleeper) == [], "processes of the step outlived it"
     assert _host_processes() < before + 50
 
 

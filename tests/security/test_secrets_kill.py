@@ -21,21 +21,9 @@ from pathlib import Path
 import pytest
 
 from tests.engine.conftest import BASE, CLOCHE, Builder
+from tests.security.procs import pids_of
 
 HOLDER_PREFIX = "cloche-secret-"  # where cloche up to issue 9 put a step's secret
-
-
-def _running(command: str) -> list[int]:
-    """PIDs of the processes whose command line is exactly ``command``."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if f.read().replace(b"\0", b" ").strip() == command.encode():
-                    found.append(int(pid))
-        except OSError:
-            continue  # a process that ended meanwhile
-    return found
 
 
 def _holding(value: bytes, *roots: Path) -> list[str]:
@@ -63,7 +51,7 @@ def _secret_build(builder: Builder, sleeper: str) -> tuple[subprocess.Popen[byte
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
-    while not _running(sleeper):
+    while not pids_of(sleeper):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             pytest.fail(f"the secret step never ran: {proc.communicate()}")
@@ -77,9 +65,9 @@ def _sleeper() -> str:
 
 def _assert_gone(builder: Builder, value: bytes, sleeper: str) -> None:
     deadline = time.monotonic() + 10
-    while _running(sleeper) and time.monotonic() < deadline:
+    while pids_of(sleeper) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _running(sleeper), "the secret step outlived the build"
+    assert not pids_of(sleeper), "the secret step outlived the build"
     places = (Path("/dev/shm"), builder.root, Path(tempfile.gettempdir()))
     assert _holding(value, *places) == []
 
