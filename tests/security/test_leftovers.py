@@ -148,9 +148,10 @@ def test_kill_9_during_a_step_leaves_no_scratch(builder: Builder, tmp_path: Path
 
 def _pids_group(command: str) -> Path:
     """The host directory of the pids cgroup of the process running ``command``."""
-    from tests.security.test_limits import _group_dir, _pids_of
+    from tests.security.procs import pids_of
+    from tests.security.test_limits import _group_dir
 
-    return _group_dir(_pids_of(command)[0], "pids")
+    return _group_dir(pids_of(command)[0], "pids")
 
 
 def test_planted_stale_scratch_is_swept_and_live_scratch_kept(builder: Builder,
