@@ -14,7 +14,9 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -22,6 +24,7 @@ from cloche.errors import BuildError
 from tests.engine.conftest import BASE, CLOCHE, Builder, rootfs
 from tests.security.procs import pids_of
 
+T = TypeVar("T")
 
 def _sleeper() -> str:
     return f"sleep {5000 + uuid.uuid4().int % 997}"  # a command line no other test runs
@@ -54,9 +57,11 @@ def _group_dir(pid: int, controller: str) -> Path:
     raise AssertionError(f"no {controller} cgroup for {pid}")
 
 
-def _while_running(builder: Builder, dockerfile: str, *flags: str) -> tuple[Path, Path]:
-    """Run a build whose step sleeps; returns the step's pids and memory cgroup directories
-    (read from the host while the step runs) once the build has ended."""
+def _while_running(builder: Builder, dockerfile: str, *flags: str,
+                   look: Callable[[int], T]) -> T:
+    """Run a build whose step sleeps (``SLEEPER`` in ``dockerfile``); ``look(pid)`` of the
+    sleeping process, from the host while the step runs; returns what it saw once the build
+    has ended (successfully: the sleeper is stopped, the step's ``; true`` goes on)."""
     sleeper = _sleeper()
     ctx = builder.context(dockerfile.replace("SLEEPER", sleeper))
     argv = CLOCHE + ["build", "--root", str(builder.root), "--progress", "plain", *flags,
@@ -68,7 +73,7 @@ def _while_running(builder: Builder, dockerfile: str, *flags: str) -> tuple[Path
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.05)
         pid = pids_of(sleeper)[0]
-        groups = _group_dir(pid, "pids"), _group_dir(pid, "memory")
+        seen = look(pid)
         os.kill(pid, 15)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -76,64 +81,39 @@ def _while_running(builder: Builder, dockerfile: str, *flags: str) -> tuple[Path
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
-    return groups
+    return seen
+
+
+def _groups(pid: int) -> tuple[Path, Path]:
+    return _group_dir(pid, "pids"), _group_dir(pid, "memory")
 
 
 def test_every_step_gets_a_pids_limit_by_default_and_its_cgroup_goes(builder: Builder) -> None:
-    pids, memory = _while_running(builder, f"FROM {BASE}\nRUN SLEEPER; true\n")
+    pids, memory = _while_running(builder, f"FROM {BASE}\nRUN SLEEPER; true\n", look=_groups)
     assert pids.name.startswith("step-") and pids.parent.name.startswith("build-")
     assert not pids.exists() and not pids.parent.exists(), "the step's cgroup stayed"
     assert not memory.name.startswith("step-")  # no memory limit by default: no group
 
 
 def test_the_limits_are_set_on_the_steps_cgroup(builder: Builder) -> None:
-    seen: dict[str, str] = {}
-    sleeper = _sleeper()
-    ctx = builder.context(f"FROM {BASE}\nRUN {sleeper}; true\n")
-    argv = CLOCHE + ["build", "--root", str(builder.root), "--progress", "plain",
-                     "--pids-limit", "321", "--memory", "96m", str(ctx)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while not pids_of(sleeper):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.05)
-        pid = pids_of(sleeper)[0]
-        pids, memory = _group_dir(pid, "pids"), _group_dir(pid, "memory")
-        seen["pids"] = (pids / "pids.max").read_text().strip()
+    def limits(pid: int) -> tuple[dict[str, str], Path, Path]:
+        pids, memory = _groups(pid)
+        seen = {"pids": (pids / "pids.max").read_text().strip()}
         for name in ("memory.max", "memory.limit_in_bytes"):
             if (memory / name).exists():
                 seen["memory"] = (memory / name).read_text().strip()
-        os.kill(pid, 15)
-        proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0
+        return seen, pids, memory
+
+    seen, pids, memory = _while_running(builder, f"FROM {BASE}\nRUN SLEEPER; true\n",
+                                        "--pids-limit", "321", "--memory", "96m", look=limits)
     assert seen == {"pids": "321", "memory": str(96 * 1024 * 1024)}
     assert not pids.exists() and not memory.exists()
 
 
 def test_default_pids_limit_is_4096(builder: Builder) -> None:
-    sleeper = _sleeper()
-    ctx = builder.context(f"FROM {BASE}\nRUN {sleeper}; true\n")
-    argv = CLOCHE + ["build", "--root", str(builder.root), "--progress", "plain", str(ctx)]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while not pids_of(sleeper):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.05)
-        pid = pids_of(sleeper)[0]
-        limit = (_group_dir(pid, "pids") / "pids.max").read_text().strip()
-        os.kill(pid, 15)
-        proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert limit == "4096"
+    limit = _while_running(builder, f"FROM {BASE}\nRUN SLEEPER; true\n",
+                           look=lambda pid: (_group_dir(pid, "pids") / "pids.max").read_text())
+    assert limit.strip() == "4096"
 
 
 def _host_processes() -> int:
