@@ -178,6 +178,26 @@ def test_arg_is_in_effect_from_its_own_line() -> None:
     assert env.environment == {"PATH": DEFAULT_PATH, "X": "2", "Y": "1"}
 
 
+def test_an_arg_name_is_never_expanded() -> None:
+    """As BuildKit: only the default expands; ``ARG ${src}=x`` declares an ARG literally named
+    ``${src}``, so ``$f`` stays empty (issue 11, divergence 3). Meta ARGs alike."""
+    df = parse("""
+        ARG g=1
+        ARG ${g}=meta
+        FROM scratch
+        ENV src=f
+        ARG ${src}=x
+        COPY [$f] /
+    """)
+    (_, arg, copy), env = walk(df)
+    assert isinstance(arg, Arg) and arg.args[0].name == "${src}" and arg.args[0].default == "x"
+    assert copy.sources == ("[]",)  # type: ignore[attr-defined]
+    assert env.environment["${src}"] == "x" and "f" not in env.environment
+    scope = resolve_global_scope(df, {}, target_platform="linux/amd64",
+                                 build_platform="linux/amd64")
+    assert scope.values["${g}"] == "meta" and "1" not in scope.values
+
+
 def test_build_arg_overrides_defaults_globally_and_in_stages() -> None:
     df = parse("""
         ARG BASE=alpine

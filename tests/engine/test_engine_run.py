@@ -76,6 +76,31 @@ def test_env_and_arg_are_visible_to_run(builder: Builder, tmp_path: Path) -> Non
     assert run_line.startswith("RUN |2 GREETING=hello WHO=tester /bin/sh -c ")
 
 
+def test_an_arg_named_with_a_variable_is_not_expanded(builder: Builder, tmp_path: Path) -> None:
+    """BuildKit declares ``ARG ${src}=x`` under the literal name: ``$f`` stays empty."""
+    dockerfile = (f"FROM {BASE}\n"
+                  "ENV src=f\n"
+                  "ARG ${src}=x\n"
+                  'RUN echo "[$f]" > /seen\n')
+    result = builder.build(dockerfile)
+    assert (rootfs(result.image, tmp_path / "out") / "seen").read_text() == "[]\n"
+    assert result.image.config.history[-1].created_by.startswith("RUN |1 ${src}=x /bin/sh -c ")
+
+
+def test_workdir_owners_in_an_image_without_passwd(builder: Builder) -> None:
+    """As BuildKit: USER root works without /etc/passwd (0:0), a bare number owns N:N."""
+    dockerfile = (f"FROM {BASE}\n"
+                  "RUN rm /etc/passwd /etc/group\n"
+                  "USER root\n"
+                  "WORKDIR /r\n"
+                  "USER 1234\n"
+                  "WORKDIR /n\n")
+    result = builder.build(dockerfile)
+    owners = {m.name.strip("./").rstrip("/"): (m.uid, m.gid)
+              for layer in result.image.layers[-2:] for m in layer_members(layer)}
+    assert owners["r"] == (0, 0) and owners["n"] == (1234, 1234)
+
+
 def test_network_none_leaves_only_loopback(builder: Builder, tmp_path: Path) -> None:
     dockerfile = (f"FROM {BASE}\n"
                   "RUN --network=none ls /sys/class/net > /none\n"

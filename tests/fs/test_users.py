@@ -15,6 +15,7 @@ from cloche.fs.users import (
     UnknownUserError,
     resolve_chown,
     resolve_user,
+    workdir_owner,
 )
 
 PASSWD = ("root:x:0:0:root:/root:/bin/sh\n"
@@ -71,6 +72,22 @@ def test_no_passwd_file(tmp_path: Path) -> None:
     assert resolve_user(tmp_path, "1000") == ResolvedUser(1000, 0, (), "/")
     with pytest.raises(UnknownUserError, match="no /etc/passwd"):
         resolve_user(tmp_path, "app")
+
+
+def test_without_passwd_root_is_0_0_and_workdir_takes_n_n(tmp_path: Path) -> None:
+    """As BuildKit (issue 11, divergence 5): root is uid 0 with or without /etc/passwd, and a
+    folder WORKDIR creates under a bare number no passwd entry names is owned N:N."""
+    assert resolve_user(tmp_path, "root") == ResolvedUser(0, 0, (), "/")
+    assert resolve_chown(tmp_path, "root") == (0, 0)
+    assert workdir_owner(tmp_path, "root") == (0, 0)
+    assert workdir_owner(tmp_path, "1234") == (1234, 1234)
+    assert workdir_owner(tmp_path, "1234:5") == (1234, 5)
+    assert resolve_user(tmp_path, "1234").gid == 0  # RUN's process: runc's default group
+
+
+def test_workdir_owner_follows_a_passwd_entry(rootfs: Path) -> None:
+    assert workdir_owner(rootfs, "1000") == (1000, 1000)  # app's own group from passwd
+    assert workdir_owner(rootfs, "app") == (1000, 1000)
 
 
 @pytest.mark.parametrize("spec", ["-1", "99999999999", "app:-5"])

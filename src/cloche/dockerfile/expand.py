@@ -92,7 +92,8 @@ def _expand(
     if isinstance(ins, (Env, Label)):
         return replace(ins, pairs=tuple((word(k), word(v)) for k, v in ins.pairs))
     if isinstance(ins, Arg):
-        return replace(ins, args=tuple(ArgDef(word(a.name), opt(a.default)) for a in ins.args))
+        # the default only: BuildKit never expands an ARG's name (``ARG ${x}=1`` names "${x}")
+        return replace(ins, args=tuple(ArgDef(a.name, opt(a.default)) for a in ins.args))
     if isinstance(ins, Expose):
         ports: list[str] = []
         for port in ins.ports:

@@ -182,6 +182,8 @@ def resolve_user(rootfs: Path, spec: str) -> ResolvedUser:
         uid, gid, home, name = matched.uid, matched.gid, matched.home or DEFAULT_HOME, matched.name
     elif uid_num is not None:
         uid, gid, home, name = uid_num, 0, _home_for(passwd, uid_num), ""
+    elif user_arg == "root":  # uid 0 by definition, even in an image without /etc/passwd
+        uid, gid, home, name = 0, 0, DEFAULT_HOME, ""
     else:
         where = "no /etc/passwd in the image" if passwd is None else "no matching entries in passwd file"
         raise UnknownUserError(f"unable to find user {user_arg}: {where}",
@@ -202,6 +204,18 @@ def resolve_user(rootfs: Path, spec: str) -> ResolvedUser:
     elif name:
         additional = tuple(g.gid for g in groups or () if name in g.members)
     return ResolvedUser(uid, gid, additional, home)
+
+
+def workdir_owner(rootfs: Path, spec: str) -> tuple[int, int]:
+    """The owner of a folder WORKDIR creates under ``USER spec``, as BuildKit's file operation
+    takes it: a bare number no passwd entry names is ``N:N`` (not RUN's ``N:0``), and root is
+    ``0:0`` even in an image without /etc/passwd; anything else as ``resolve_user``."""
+    user_arg, group_arg = _split(spec.strip())
+    user = resolve_user(rootfs, spec)
+    if group_arg is None and _int_or_none(user_arg) is not None and not any(
+            str(e.uid) == user_arg for e in read_passwd(rootfs) or ()):
+        return user.uid, user.uid
+    return user.uid, user.gid
 
 
 def resolve_chown(rootfs: Path, spec: str, *, strict: bool = True) -> tuple[int, int]:
@@ -225,7 +239,7 @@ def resolve_chown(rootfs: Path, spec: str, *, strict: bool = True) -> tuple[int,
         entry = next((e for e in passwd or () if e.name == user_arg), None) if user_arg else None
         if entry is not None:
             uid, gid = entry.uid, entry.gid
-        elif strict and user_arg:
+        elif strict and user_arg and user_arg != "root":  # root is 0 without a passwd file
             where = "no /etc/passwd in the image" if passwd is None else "no matching entries in passwd file"
             raise UnknownUserError(f"unable to find user {user_arg}: {where}",
                                    name=user_arg, kind="user", rootfs=rootfs)

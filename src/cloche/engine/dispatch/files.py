@@ -23,7 +23,7 @@ from cloche.engine.sources import SourceTree, inline_tree
 from cloche.engine.state import StageState
 from cloche.fs.gopath import go_clean
 from cloche.fs.rmtree import rmtree
-from cloche.fs.users import resolve_user
+from cloche.fs.users import workdir_owner
 from cloche.oci.image import Layer
 from cloche.plan.steps import Ref, Step
 
@@ -92,8 +92,7 @@ def workdir(instruction: ins.Workdir, state: StageState, ctx: StepContext) -> St
     with ctx.workspace.step(state.lowers) as (merged, upper):
         owner = None
         if state.config.user:
-            user = resolve_user(merged, state.config.user)
-            owner = Owner(user.uid, user.gid)
+            owner = Owner(*workdir_owner(merged, state.config.user))
         target = resolve_dest(merged, wd)
         if not target.is_dir():
             mkdir_all(merged, target, mode=0o755, owner=owner)
