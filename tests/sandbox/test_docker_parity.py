@@ -71,6 +71,23 @@ def docker_image(docker: str, parity_rootfs: Path,
     subprocess.run([docker, "rmi", "-f", name], capture_output=True)
 
 
+DOCKER_FLAKE = 'exec: "/bin/sh": stat /bin/sh: no such file or directory'
+
+
+def _docker_build(docker: str, ctx: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    """The reference build with Docker's BuildKit (v0.8), tried again when Docker's own runc
+    says its step's rootfs has no /bin/sh: seen in 2 of 5 full CI runs under -n 2, on a RUN
+    after a first one had run in the same rootfs, never alone, cause not found (see the
+    closing note of issue 9's session). Only the reference is retried, never cloche."""
+    for _ in range(3):
+        done = subprocess.run([docker, "build", "-q", "--no-cache", "-o",
+                               f"type=local,dest={out}", str(ctx)], capture_output=True,
+                              text=True, env={"DOCKER_BUILDKIT": "1", "PATH": "/usr/bin:/bin"})
+        if done.returncode == 0 or DOCKER_FLAKE not in done.stderr:
+            break
+    return done
+
+
 @pytest.fixture(scope="module")
 def docker_facts(docker: str, docker_image: str,
                  tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
@@ -83,9 +100,7 @@ def docker_facts(docker: str, docker_image: str,
     lines += ["FROM scratch"] + [f"COPY --from=s /tmp/facts-{label} /" for label in USERS]
     (ctx / "Dockerfile").write_text("\n".join(lines) + "\n")
     out = ctx / "out"
-    done = subprocess.run([docker, "build", "-q", "--no-cache", "-o", f"type=local,dest={out}",
-                           str(ctx)], capture_output=True, text=True,
-                          env={"DOCKER_BUILDKIT": "1", "PATH": "/usr/bin:/bin"})
+    done = _docker_build(docker, ctx, out)
     assert done.returncode == 0, done.stderr
     return {label: (out / f"facts-{label}").read_text() for label in USERS}
 
@@ -125,10 +140,7 @@ def test_chown_resolution_matches_buildkits_copy(docker: str, docker_image: str,
     lines += ["RUN stat -c '%u %g' " + " ".join(f"/c{i}" for i in range(len(CHOWNS)))
               + " > /owners", "FROM scratch", "COPY --from=s /owners /"]
     (tmp_path / "Dockerfile").write_text("\n".join(lines) + "\n")
-    done = subprocess.run([docker, "build", "-q", "--no-cache", "-o",
-                           f"type=local,dest={tmp_path / 'out'}", str(tmp_path)],
-                          capture_output=True, text=True,
-                          env={"DOCKER_BUILDKIT": "1", "PATH": "/usr/bin:/bin"})
+    done = _docker_build(docker, tmp_path, tmp_path / "out")
     assert done.returncode == 0, done.stderr
     theirs = [tuple(map(int, line.split()))
               for line in (tmp_path / "out" / "owners").read_text().splitlines()]
