@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import tarfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -52,21 +52,25 @@ def parity_rootfs(busybox_rootfs: Path, tmp_path_factory: pytest.TempPathFactory
     return root
 
 
-@pytest.fixture(scope="module")
-def docker_image(docker: str, parity_rootfs: Path,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tar_path = tmp_path_factory.mktemp("parity") / "rootfs.tar"
+def _import(docker: str, parity_rootfs: Path, work: Path) -> str:
+    """The parity rootfs as a Docker image with a layer of its own (a marker file makes it
+    unique, so no other image or pytest worker shares Docker's layer)."""
     token = uuid.uuid4().hex[:12]
-    marker = tar_path.parent / "parity-id"
+    tar_path = work / f"rootfs-{token}.tar"
+    marker = work / f"parity-id-{token}"
     marker.write_text(token + "\n")
     with tarfile.open(tar_path, "w") as tar:
         tar.add(parity_rootfs, arcname=".")
-        # a layer of its own per pytest worker: with the same content, two workers' images
-        # share Docker's layer, and BuildKit's cache of it breaks ("stat /bin/sh: no such
-        # file") when the other worker's teardown removes its image mid-build
         tar.add(marker, arcname="etc/parity-id")
     name = f"cloche-sandbox-parity:{token}"
     subprocess.run([docker, "import", str(tar_path), name], check=True, capture_output=True)
+    return name
+
+
+@pytest.fixture(scope="module")
+def docker_image(docker: str, parity_rootfs: Path,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    name = _import(docker, parity_rootfs, tmp_path_factory.mktemp("parity"))
     yield name
     subprocess.run([docker, "rmi", "-f", name], capture_output=True)
 
@@ -74,33 +78,46 @@ def docker_image(docker: str, parity_rootfs: Path,
 DOCKER_FLAKE = 'exec: "/bin/sh": stat /bin/sh: no such file or directory'
 
 
-def _docker_build(docker: str, ctx: Path, out: Path) -> subprocess.CompletedProcess[str]:
-    """The reference build with Docker's BuildKit (v0.8), tried again when Docker's own runc
-    says its step's rootfs has no /bin/sh: seen in 2 of 5 full CI runs under -n 2, on a RUN
-    after a first one had run in the same rootfs, never alone, cause not found (see the
-    closing note of issue 9's session). Only the reference is retried, never cloche."""
-    for _ in range(3):
-        done = subprocess.run([docker, "build", "-q", "--no-cache", "-o",
-                               f"type=local,dest={out}", str(ctx)], capture_output=True,
-                              text=True, env={"DOCKER_BUILDKIT": "1", "PATH": "/usr/bin:/bin"})
-        if done.returncode == 0 or DOCKER_FLAKE not in done.stderr:
-            break
+def _docker_build(docker: str, ctx: Path, out: Path, image: str, dockerfile: Callable[[str], str],
+                  parity_rootfs: Path) -> subprocess.CompletedProcess[str]:
+    """The reference build with Docker's BuildKit (v0.8) of ``dockerfile(image)``. When
+    Docker's own runc says a step's rootfs has no /bin/sh (seen in 3 of 6 full CI runs on this
+    machine's long-running engine, whose BuildKit logged "index pointing to missing record";
+    never alone; cause not found), it is built again FROM a freshly imported copy of the
+    image. Only the reference is retried, never cloche."""
+    fresh: list[str] = []
+    try:
+        for _ in range(3):
+            (ctx / "Dockerfile").write_text(dockerfile(image))
+            done = subprocess.run([docker, "build", "-q", "--no-cache", "-o",
+                                   f"type=local,dest={out}", str(ctx)], capture_output=True,
+                                  text=True, env={"DOCKER_BUILDKIT": "1", "PATH": "/usr/bin:/bin"})
+            if done.returncode == 0 or DOCKER_FLAKE not in done.stderr:
+                break
+            image = _import(docker, parity_rootfs, ctx.parent)
+            fresh.append(image)
+    finally:
+        for name in fresh:
+            subprocess.run([docker, "rmi", "-f", name], capture_output=True)
     return done
 
 
 @pytest.fixture(scope="module")
-def docker_facts(docker: str, docker_image: str,
+def docker_facts(docker: str, docker_image: str, parity_rootfs: Path,
                  tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     ctx = tmp_path_factory.mktemp("parity-ctx")
-    lines = [f"FROM {docker_image} AS s"]
-    for label, spec in USERS.items():
-        if spec:
-            lines.append(f"USER {spec}")
-        lines.append(f"RUN {{ {FACTS}; }} > /tmp/facts-{label} 2>&1")
-    lines += ["FROM scratch"] + [f"COPY --from=s /tmp/facts-{label} /" for label in USERS]
-    (ctx / "Dockerfile").write_text("\n".join(lines) + "\n")
+
+    def dockerfile(image: str) -> str:
+        lines = [f"FROM {image} AS s"]
+        for label, spec in USERS.items():
+            if spec:
+                lines.append(f"USER {spec}")
+            lines.append(f"RUN {{ {FACTS}; }} > /tmp/facts-{label} 2>&1")
+        lines += ["FROM scratch"] + [f"COPY --from=s /tmp/facts-{label} /" for label in USERS]
+        return "\n".join(lines) + "\n"
+
     out = ctx / "out"
-    done = _docker_build(docker, ctx, out)
+    done = _docker_build(docker, ctx, out, docker_image, dockerfile, parity_rootfs)
     assert done.returncode == 0, done.stderr
     return {label: (out / f"facts-{label}").read_text() for label in USERS}
 
@@ -134,13 +151,18 @@ CHOWNS = ("4242", "app", "1000:staff", ":staff", "app:4", "app:", "ghost", "ghos
 def test_chown_resolution_matches_buildkits_copy(docker: str, docker_image: str,
                                                  parity_rootfs: Path, tmp_path: Path) -> None:
     from cloche.fs.users import resolve_chown
-    (tmp_path / "f").write_text("data")
-    lines = [f"FROM {docker_image} AS s"]
-    lines += [f"COPY --chown={spec} f /c{i}" for i, spec in enumerate(CHOWNS)]
-    lines += ["RUN stat -c '%u %g' " + " ".join(f"/c{i}" for i in range(len(CHOWNS)))
-              + " > /owners", "FROM scratch", "COPY --from=s /owners /"]
-    (tmp_path / "Dockerfile").write_text("\n".join(lines) + "\n")
-    done = _docker_build(docker, tmp_path, tmp_path / "out")
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "f").write_text("data")
+
+    def dockerfile(image: str) -> str:
+        lines = [f"FROM {image} AS s"]
+        lines += [f"COPY --chown={spec} f /c{i}" for i, spec in enumerate(CHOWNS)]
+        lines += ["RUN stat -c '%u %g' " + " ".join(f"/c{i}" for i in range(len(CHOWNS)))
+                  + " > /owners", "FROM scratch", "COPY --from=s /owners /"]
+        return "\n".join(lines) + "\n"
+
+    done = _docker_build(docker, ctx, tmp_path / "out", docker_image, dockerfile, parity_rootfs)
     assert done.returncode == 0, done.stderr
     theirs = [tuple(map(int, line.split()))
               for line in (tmp_path / "out" / "owners").read_text().splitlines()]
