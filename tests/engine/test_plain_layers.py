@@ -118,9 +118,9 @@ def test_after_a_reboot_snapshots_come_back_from_their_blobs(builder: Builder) -
     result = api.build(BuildOptions(context=str(ctx), root=builder.root), listener=builder.recorder)
     assert layer_contents(result.image.layers[-1])["copy.txt"] == b"one\n"
     for path in _records(builder):
-        assert json.loads(path.read_text())["boot"] != "an-earlier-boot" or \
-            json.loads(path.read_text())["layer"] is None or \
-            json.loads(path.read_text())["layer"].get("digest") is None
+        doc = json.loads(path.read_text())
+        layer = doc["layer"]
+        assert doc["boot"] != "an-earlier-boot" or layer is None or layer.get("digest") is None
 
 
 def test_prune_forgets_twins_whose_blobs_are_gone(builder: Builder) -> None:

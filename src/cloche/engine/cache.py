@@ -22,6 +22,7 @@ content being the same, keeps its cache key).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import marshal
@@ -137,19 +138,15 @@ class BuildCache:
         return sorted(self.root.glob("*/*.json")) if self.root.is_dir() else []
 
 
-_BOOT: list[str] = []
-
-
+@functools.cache
 def boot_id() -> str:
     """This boot's identity (the kernel's random boot id): snapshots of another boot may have
     lost files that were never synced."""
-    if not _BOOT:
-        try:
-            with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-                _BOOT.append(f.read().strip())
-        except OSError:
-            _BOOT.append("unknown")
-    return _BOOT[0]
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
 
 
 def _restore_from_blob(snapshot: Path, digest: Digest) -> None:
