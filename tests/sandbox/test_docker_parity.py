@@ -75,35 +75,17 @@ def docker_image(docker: str, parity_rootfs: Path,
     subprocess.run([docker, "rmi", "-f", name], capture_output=True)
 
 
-DOCKER_FLAKE = 'exec: "/bin/sh": stat /bin/sh: no such file or directory'
-
-
-def _docker_build(docker: str, ctx: Path, out: Path, image: str, dockerfile: Callable[[str], str],
-                  parity_rootfs: Path) -> subprocess.CompletedProcess[str]:
-    """The reference build with Docker's BuildKit (v0.8) of ``dockerfile(image)``. When
-    Docker's own runc says a step's rootfs has no /bin/sh (seen in 3 of 6 full CI runs on this
-    machine's long-running engine, whose BuildKit logged "index pointing to missing record";
-    never alone; cause not found), it is built again FROM a freshly imported copy of the
-    image. Only the reference is retried, never cloche."""
-    fresh: list[str] = []
-    try:
-        for _ in range(3):
-            (ctx / "Dockerfile").write_text(dockerfile(image))
-            done = subprocess.run([docker, "build", "-q", "--no-cache", "-o",
-                                   f"type=local,dest={out}", str(ctx)], capture_output=True,
-                                  text=True, env={"DOCKER_BUILDKIT": "1", "PATH": "/usr/bin:/bin"})
-            if done.returncode == 0 or DOCKER_FLAKE not in done.stderr:
-                break
-            image = _import(docker, parity_rootfs, ctx.parent)
-            fresh.append(image)
-    finally:
-        for name in fresh:
-            subprocess.run([docker, "rmi", "-f", name], capture_output=True)
-    return done
+def _docker_build(docker: str, ctx: Path, out: Path, image: str,
+                  dockerfile: Callable[[str], str]) -> subprocess.CompletedProcess[str]:
+    """The reference build with Docker's BuildKit (v0.8) of ``dockerfile(image)``."""
+    (ctx / "Dockerfile").write_text(dockerfile(image))
+    return subprocess.run([docker, "build", "-q", "--no-cache", "-o", f"type=local,dest={out}",
+                           str(ctx)], capture_output=True, text=True,
+                          env={"DOCKER_BUILDKIT": "1", "PATH": "/usr/bin:/bin"})
 
 
 @pytest.fixture(scope="module")
-def docker_facts(docker: str, docker_image: str, parity_rootfs: Path,
+def docker_facts(docker: str, docker_image: str,
                  tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     ctx = tmp_path_factory.mktemp("parity-ctx")
 
@@ -117,7 +99,7 @@ def docker_facts(docker: str, docker_image: str, parity_rootfs: Path,
         return "\n".join(lines) + "\n"
 
     out = ctx / "out"
-    done = _docker_build(docker, ctx, out, docker_image, dockerfile, parity_rootfs)
+    done = _docker_build(docker, ctx, out, docker_image, dockerfile)
     assert done.returncode == 0, done.stderr
     return {label: (out / f"facts-{label}").read_text() for label in USERS}
 
@@ -162,7 +144,7 @@ def test_chown_resolution_matches_buildkits_copy(docker: str, docker_image: str,
                   + " > /owners", "FROM scratch", "COPY --from=s /owners /"]
         return "\n".join(lines) + "\n"
 
-    done = _docker_build(docker, ctx, tmp_path / "out", docker_image, dockerfile, parity_rootfs)
+    done = _docker_build(docker, ctx, tmp_path / "out", docker_image, dockerfile)
     assert done.returncode == 0, done.stderr
     theirs = [tuple(map(int, line.split()))
               for line in (tmp_path / "out" / "owners").read_text().splitlines()]

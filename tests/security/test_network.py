@@ -305,3 +305,24 @@ def test_slirp_ends_when_cloche_is_killed(builder: Builder) -> None:
         time.sleep(0.05)
     assert [pid for pid in slirps if _alive(pid)] == []
 
+
+
+def test_slirp_unmounts_nothing_of_the_host(layer: Layer, tmp_path: Path) -> None:
+    """slirp4netns's own sandbox copies the caller's mount namespace, makes only / private,
+    and detaches the old root: any mount below a shared mount (Docker's /var/lib/docker is
+    one, every mount is on systemd hosts) had its unmount propagated to the host, and a
+    container or build running there lost its root filesystem. slirp starts in a namespace
+    of its own that receives nothing and sends nothing back."""
+    shared = tmp_path / "shared"
+    (shared / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "--bind", str(shared), str(shared)], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", str(shared)], check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(shared / "sub")], check=True)
+        (shared / "sub" / "mark").write_text("x")
+        step = layer.run("cat /etc/resolv.conf >/dev/null; echo ran")
+        assert step.result.ok and step.text.strip() == "ran", step.err
+        assert os.path.ismount(shared / "sub"), "a default-network RUN unmounted a host mount"
+        assert (shared / "sub" / "mark").read_text() == "x"
+    finally:
+        subprocess.run(["umount", "-R", "-l", str(shared)], check=False)

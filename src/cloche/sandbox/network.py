@@ -13,6 +13,14 @@ by slirp to the first nameserver of the host's /etc/resolv.conf, a loopback one 
 systemd-resolved's 127.0.0.53) included. slirp itself runs with its own seccomp filter and,
 where it can still read the resolver configuration, in a mount namespace of its own.
 
+slirp's own sandbox copies the caller's mount namespace, makes only ``/`` private and then
+detaches the old root tree: below any shared mount (Docker's /var/lib/docker, every mount of
+a systemd host) that detach propagates back and unmounts the host's mounts, a running
+container's root filesystem among them. So slirp is started through util-linux's
+``unshare --mount --propagation private``: the namespace it copies is already private all
+the way down, and nothing it unmounts reaches the host. Without ``unshare`` it runs
+unsandboxed rather than harm the host.
+
 Proxies: BuildKit passes proxy build args (HTTP_PROXY...) to every RUN as they are. A proxy
 on the host's loopback could not be reached from a namespace of its own, so when the caller
 gives such a build arg, ``loopback_proxies`` rewrites it to slirp's host address and the step
@@ -60,6 +68,14 @@ def slirp_binary() -> str:
         raise NetworkSetupError("a RUN step's default network needs slirp4netns, which is "
                                 "not installed", hint=INSTALL_HINT)
     return found
+
+
+def _private_mounts_prefix() -> list[str] | None:
+    """The command that starts slirp in a mount namespace private all the way down (nothing
+    propagates back to the host's), or None when util-linux's unshare is missing."""
+    found = shutil.which("unshare") or next(
+        (p for p in ("/usr/bin/unshare", "/bin/unshare") if os.access(p, os.X_OK)), None)
+    return None if found is None else [found, "--mount", "--propagation", "private", "--"]
 
 
 def resolv_conf(host_text: str) -> str:
@@ -150,8 +166,11 @@ class UserNetwork:
         ready_r, ready_w = os.pipe()
         argv = [self.binary, "--configure", f"--mtu={MTU}", f"--ready-fd={ready_w}",
                 f"--exit-fd={exit_r}", "--enable-seccomp"]
-        if _sandbox_sees_resolv_conf():
-            argv.append("--enable-sandbox")  # slirp parses the step's packets: confine it
+        private = _private_mounts_prefix()
+        if private is not None and _sandbox_sees_resolv_conf():
+            # slirp parses the step's packets: confine it, in a namespace whose unmounts
+            # cannot propagate to the host (module docstring)
+            argv = private + argv + ["--enable-sandbox"]
         if not self.host_loopback:
             argv.append("--disable-host-loopback")
         argv += [str(pid), TAP]
