@@ -85,3 +85,23 @@ def make_renderer(mode: str) -> ev.Listener:
 
         return LiveRenderer()
     return PlainRenderer()
+
+
+def noop_lines(events: list[ev.Event]) -> list[str]:
+    """What a plain no-op rebuild of the build that sent ``events`` prints before its last
+    line: every step that made a layer CACHED, no step output, no pull, in the same order."""
+    import dataclasses
+    import io
+
+    out = io.StringIO()
+    render = PlainRenderer(out)
+    for event in events:
+        if isinstance(event, (ev.StepOutput, ev.Pulling, ev.BuildFinished)):
+            continue
+        if isinstance(event, ev.StepFinished):
+            event = dataclasses.replace(event, seconds=0.0,
+                                        cached=event.cached or event.layer_size is not None)
+        elif isinstance(event, ev.StageFinished):
+            event = dataclasses.replace(event, seconds=0.0)
+        render(event)
+    return out.getvalue().splitlines()

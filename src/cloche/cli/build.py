@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from cloche.cli._common import parse_platform, read_stdin_dockerfile
 from cloche.engine import options as opts
 from cloche.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cloche.cli._fastpath import FastPath
+    from cloche.engine.fastwalk import Prefetch
 
 MAX_SECRET_SIZE = 500 * 1024  # BuildKit's limit for a secret file
 
@@ -66,11 +71,13 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
             root: Path | None, pids_limit: int | None = None, memory: str | None = None,
             ulimits: tuple[str, ...] = (), shm_size: str | None = None) -> None:
     """Build an image from a Dockerfile, as `docker build` does, without a daemon."""
+    from cloche.cli._rootless import enter_user_namespace
     from cloche.engine import prefetch_context
+
+    enter_user_namespace()  # not root: root of a user namespace, before any thread starts
 
     # List the context on a thread now: find's stat calls overlap the imports below.
     prefetch = prefetch_context(context)
-    from cloche import api  # imported late: keeps `cloche --help` fast
 
     parse_platform(platform)  # an unknown os or architecture fails before any work
     secret_specs = tuple(opts.parse_secret(s) for s in secrets)
@@ -102,14 +109,65 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
         pids_limit=pids_limit, ulimits=tuple(opts.parse_ulimit(u) for u in ulimits),
         memory=opts.parse_ram_size(memory, "--memory") if memory is not None else None,
         shm_size=opts.parse_ram_size(shm_size, "--shm-size") if shm_size is not None else None)
-    from cloche.cli._progress import make_renderer
+    fast = _fastpath(options, prefetch)
+    if fast is not None and fast.replay(progress, iidfile):
+        return
+    from cloche import api  # imported late: keeps `cloche --help` and a no-op rebuild fast
+    from cloche.cli._progress import make_renderer, noop_lines
+    from cloche.engine import events as ev
 
     renderer = make_renderer(progress)
+    seen: list[ev.Event] = []
+
+    def listener(event: ev.Event) -> None:
+        seen.append(event)
+        renderer(event)
+
     live = renderer if isinstance(renderer, AbstractContextManager) else nullcontext()
     with live:  # the tty view draws while the build runs
-        result = api.build(options, listener=renderer, prefetch=prefetch)
+        result = api.build(options, listener=listener, prefetch=prefetch)
     if progress == "quiet":
         click.echo(str(result.digest))
+    if fast is not None and prefetch is not None:
+        from cloche.cli._fastpath import racy
+        from cloche.cli._units import step_size
+
+        listing = prefetch.peek()
+        finished = [e for e in seen if isinstance(e, ev.BuildFinished)]
+        size = step_size(finished[-1].size) if finished else "?"
+        fast.record(digest=str(result.digest), image_id=str(result.image_id), size=size,
+                    names=f" as {', '.join(result.names)}" if result.names else "",
+                    lines=noop_lines(seen),
+                    racy=listing is None or racy((s for _, s in listing.entries),
+                                                 prefetch.started))
+
+
+def _fastpath(options: opts.BuildOptions, prefetch: Prefetch | None) -> FastPath | None:
+    """The no-op fast path for a plain build into the store (cli/_fastpath.py), else None."""
+    if (prefetch is None or options.no_cache or options.pull or options.outputs
+            or options.push or options.metadata_file or options.no_cache_filter):
+        return None
+    from cloche.cli._fastpath import FastPath, Inputs, remote_sources
+    from cloche.store.root import default_root
+
+    listing = prefetch.peek()
+    if listing is None:
+        return None
+    context = prefetch.root
+    dockerfile = None
+    if options.dockerfile_text is None:
+        dockerfile = (Path(options.dockerfile).resolve() if options.dockerfile
+                      else context / "Dockerfile")
+        try:
+            text = dockerfile.read_bytes()
+        except OSError:
+            return None  # the build says what is wrong with it
+    else:
+        text = options.dockerfile_text.encode()
+    if remote_sources(text):
+        return None
+    store = Path(options.root).resolve() if options.root else default_root().resolve()
+    return FastPath(Inputs(repr(options), context, dockerfile, listing.digest, store))
 
 
 def _check_secret(text: str, spec: opts.SecretSpec) -> None:

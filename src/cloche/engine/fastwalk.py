@@ -60,14 +60,21 @@ class Prefetch:
 
     def __init__(self, root: Path) -> None:
         import threading
+        import time
 
         self.root = root
+        self.started = time.time()  # wall clock: compared with the entries' stamps
         self._result: Listing | None = None
         self._thread = threading.Thread(target=self._run, daemon=True, name="cloche-prefetch")
         self._thread.start()
 
     def _run(self) -> None:
         self._result = list_tree(self.root)
+
+    def peek(self) -> Listing | None:
+        """The listing (waiting for it), left in place for ``take``."""
+        self._thread.join()
+        return self._result
 
     def take(self, root: Path) -> Listing | None:
         if root != self.root:
