@@ -38,6 +38,9 @@ FORBIDDEN = {
     "plan": ("cloche.engine", "cloche.sandbox", "cloche.layers", "cloche.oci", "cloche.store",
              "cloche.registry", "cloche.cli", "cloche.api"),
     "engine": ("cloche.ops", "cloche.cli", "cloche.api"),
+    # rootless mode: who the caller is (asked by the store, the registry client, the sandbox)
+    # and the user namespace the CLI enters; it stands on the errors alone
+    "rootless": ALL + ("cloche.events", "cloche.compression"),
 }
 
 

@@ -154,19 +154,57 @@ class SandboxError(ClocheError):
 
 
 class BuildError(ClocheError):
-    """A build step failed; carries the stage, the Dockerfile location and the output tail."""
+    """A build step failed; carries the stage, the Dockerfile location and the output tail.
+
+    ``line`` to ``end_line`` are the failing instruction's lines; ``source`` is the
+    Dockerfile's text when known (the engine sets it), which ``render`` shows around them.
+    """
 
     def __init__(
         self, message: str, *, stage: str | None = None, file: str | None = None,
         line: int | None = None, output_tail: str = "", exit_status: int | None = None,
-        hint: str | None = None,
+        hint: str | None = None, end_line: int | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.stage = stage
         self.file = file
         self.line = line
+        self.end_line = end_line
         self.output_tail = output_tail
         self.exit_status = exit_status
+        self.source: str | None = None
+
+    def excerpt(self) -> list[str]:
+        """The failing instruction in its Dockerfile, as BuildKit prints a source location
+        (solver/errdefs Source.Print): ``FILE:LINE``, then the instruction's lines marked
+        ``>>>`` with two lines around it (four in all for a one-line instruction, taken
+        where the file has them), numbered, between dashed rules. Empty without a source."""
+        if self.source is None or not self.line:
+            return []
+        lines = self.source.split("\n")
+        start, end = self.line, max(self.end_line or self.line, self.line)
+        if start > len(lines):
+            return []
+        end = min(end, len(lines))
+        first, last = start, end
+        wanted, added = (4 if end == start else 2), 0
+        while added < wanted:
+            if first > 1:
+                first -= 1
+                added += 1
+            if last < len(lines):
+                last += 1
+                added += 1
+            added += 1
+        out = [f"{self.file or 'Dockerfile'}:{start}", "-" * 20]
+        for n in range(first, last + 1):
+            mark = ">>>" if start <= n <= end else "   "
+            text = lines[n - 1]
+            if len(text) > 500:  # a hostile Dockerfile's line: the message stays bounded
+                text = text[:500] + "..."
+            out.append(f" {n:3d} | {mark} {text}")
+        out.append("-" * 20)
+        return out
 
     def render(self) -> str:
         where = ""
@@ -177,6 +215,7 @@ class BuildError(ClocheError):
         if self.output_tail:
             lines.append("output (last lines):")
             lines.extend("  " + ln for ln in self.output_tail.rstrip("\n").splitlines())
+        lines.extend(self.excerpt())
         if self.hint:
             lines.append(f"hint: {self.hint}")
         return "\n".join(lines)

@@ -42,6 +42,17 @@ class Case:
         return dict(line.split("=", 1) for line in f.read_text().splitlines() if line.strip())
 
     @property
+    def current_buildkit(self) -> dict[str, str]:
+        """Paths whose mode current BuildKit sets differently from the Docker engine's v0.8
+        (read in BuildKit's source; cloche follows current BuildKit): a ``current-buildkit``
+        file of ``PATH MODE`` lines, ``#`` comments allowed."""
+        f = self.path / "current-buildkit"
+        if not f.exists():
+            return {}
+        lines = [line.split("#", 1)[0].split() for line in f.read_text().splitlines()]
+        return {words[0]: words[1] for words in lines if words}
+
+    @property
     def target(self) -> str | None:
         f = self.path / "target"
         return f.read_text().strip() if f.exists() else None
@@ -128,6 +139,19 @@ def normal_history(config: dict, skip: int) -> list[tuple[str, bool]]:
     """(created_by, empty_layer) of the entries after the base image's ``skip`` entries."""
     return [(_normal_created_by(h.get("created_by", "")), bool(h.get("empty_layer")))
             for h in config.get("history", [])[skip:]]
+
+
+def as_current_buildkit(theirs: dict[str, tuple], modes: dict[str, str]) -> dict[str, tuple]:
+    """The Docker engine's tree with the modes current BuildKit gives (``Case.current_buildkit``).
+    An entry that is missing or already has that mode is an error: the case file is stale."""
+    out = dict(theirs)
+    for path, mode in modes.items():
+        entry = out.get(path)
+        if entry is None or entry[-3] == oct(int(mode, 8)):
+            raise AssertionError(f"current-buildkit: {path} is missing or has mode {mode} "
+                                 "already in the Docker engine's image")
+        out[path] = (*entry[:-3], oct(int(mode, 8)), *entry[-2:])
+    return out
 
 
 def diff_trees(ours: dict[str, tuple], theirs: dict[str, tuple]) -> list[str]:

@@ -60,6 +60,7 @@ def test_same_image_as_buildkit(case, base_image, docker, tmp_path) -> None:
     (tmp_path / "t").mkdir()
     (tmp_path / "o").mkdir()
     their_tree, their_config = harness.unpack(theirs_ref, tmp_path / "t")
+    their_tree = harness.as_current_buildkit(their_tree, case.current_buildkit)
     our_tree, our_config = harness.unpack(ours_ref, tmp_path / "o")
 
     problems = harness.diff_trees(our_tree, their_tree)

@@ -196,7 +196,8 @@ def test_chmod_octal_and_symbolic(tree: SourceTree, root: Path) -> None:
     copy(tree, root, "dir", dest="/o/", chmod="0640")
     assert mode(root / "o" / "top.txt") == 0o640
     assert mode(root / "o" / "sub") == 0o640       # BuildKit applies it to directories too
-    assert mode(root / "o") == 0o755               # the created destination stays 0755
+    assert mode(root / "o") == 0o640               # the created destination too (current
+    #                                                BuildKit; v0.8 left it 0755)
     assert os.readlink(root / "o" / "rel-link") == "top.txt"
     copy(tree, root, "a.txt", "dir/sub", dest="/s/", chmod="u+x,g-r,o=rX")
     # 0640 -> u+x 0740 -> g-r 0700 -> o=rX 0705 (X: an execute bit is set by now)

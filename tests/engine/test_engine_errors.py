@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from cloche.engine import events as ev
 from cloche.engine.options import BuildOptions, parse_output
 from cloche.errors import BuildError, ClocheError, InvalidReferenceError
 from tests.engine.conftest import BASE, CLOCHE, PROJECT, Builder
@@ -48,11 +49,55 @@ def test_cli_prints_one_block_and_exits_non_zero(builder: Builder) -> None:
     block = result.stderr[result.stderr.index("error:"):]
     assert "Dockerfile:5" in block and "[stage compile]" in block
     assert "last words" in block
-    # one block: the error line, the output tail (indented), nothing else after it
-    # (stdout and stderr lines may interleave in either order)
-    first, heading, *tail = block.rstrip("\n").splitlines()
+    # one block: the error line, the output tail (indented, in the order written), then the
+    # failing instruction in its Dockerfile, as BuildKit prints it (issue 11, divergence 7)
+    first, heading, *rest = block.rstrip("\n").splitlines()
     assert heading == "output (last lines):"
-    assert all(line.startswith("  ") for line in tail), tail
+    assert rest[:3] == ["  first line", "  second line", "  last words"]
+    assert rest[3:] == EXCERPT
+
+
+# BuildKit's source excerpt (v0.23 solver/errdefs Source.Print, shown by buildx; the Docker
+# engine's v0.8 client prints none): the file and line, then the instruction marked >>> with
+# two lines either side, numbered.
+EXCERPT = ["Dockerfile:5",
+           "--------------------",
+           "   3 |     FROM base AS compile",
+           "   4 |     ENV X=1",
+           "   5 | >>> RUN echo first line; echo second line >&2; echo last words; exit 3",
+           "   6 |     FROM base",
+           "   7 |     COPY --from=compile /etc/passwd /p",
+           "--------------------"]
+
+
+def test_failing_run_output_keeps_the_order_it_was_written_in(builder: Builder) -> None:
+    """stdout and stderr are one stream: the tail is in the order written and always ends
+    with the last line the step printed (they were two pipes read by two threads)."""
+    script = "; ".join(f"echo out{i}; echo err{i} >&2" for i in range(10))
+    with pytest.raises(BuildError) as info:
+        builder.build(f"FROM {BASE}\nRUN {script}; echo the end >&2; exit 1\n")
+    expected = [f"{kind}{i}" for i in range(10) for kind in ("out", "err")] + ["the end"]
+    assert info.value.output_tail.splitlines() == expected[-20:]
+    printed = [e.text for e in builder.recorder.of(ev.StepOutput)]
+    assert printed == expected
+
+
+def test_excerpt_of_a_failing_instruction(builder: Builder) -> None:
+    with pytest.raises(BuildError) as info:
+        builder.build(FAILING)
+    assert info.value.excerpt() == EXCERPT
+    assert "\n".join(EXCERPT) in info.value.render()
+
+
+def test_excerpt_marks_every_line_of_a_multi_line_instruction(builder: Builder) -> None:
+    dockerfile = f"FROM {BASE}\nRUN true\nRUN echo a && \\\n    false\n"
+    with pytest.raises(BuildError) as info:
+        builder.build(dockerfile)
+    assert info.value.excerpt() == [
+        "Dockerfile:3", "--------------------",
+        "   2 |     RUN true",
+        "   3 | >>> RUN echo a && \\", "   4 | >>>     false", "   5 |     ",
+        "--------------------"]
 
 
 def test_error_in_a_later_line_of_a_multi_line_run(builder: Builder) -> None:

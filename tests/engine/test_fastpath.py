@@ -17,7 +17,9 @@ import pytest
 from cloche.cli._fastpath import racy, remote_sources
 from tests.engine.conftest import BASE, Builder
 
+# COPY . takes the context's listing over from the CLI's prefetch (engine/fastwalk.py)
 DOCKERFILE = f"""FROM {BASE} AS build
+COPY . /ctx/
 COPY app.txt /src/
 RUN wc -c /src/app.txt > /size
 FROM {BASE}

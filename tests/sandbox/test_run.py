@@ -164,6 +164,23 @@ def test_ctrl_c_in_the_caller_kills_the_step(layer: Layer) -> None:
     assert _host_processes_with(b"sleep\0" + n.encode()) == []
 
 
+def test_one_callback_for_both_streams_gets_them_in_the_order_written(layer: Layer) -> None:
+    """The engine passes one sink for stdout and stderr: it reads one pipe, so the output is
+    in the order the step wrote it (two pipes read by two threads lost it; issue 11)."""
+    chunks: list[bytes] = []
+    script = "; ".join(f"echo o{i}; echo e{i} >&2" for i in range(50))
+    result = run(RunSpec(layer.merged, ("/bin/sh", "-c", script + "; echo last >&2"),
+                         stdout=chunks.append, stderr=chunks.append))
+    assert result.ok
+    expected = [f"{k}{i}".encode() for i in range(50) for k in "oe"] + [b"last"]
+    assert b"".join(chunks).splitlines() == expected
+
+
+def test_two_callbacks_still_get_their_own_stream(layer: Layer) -> None:
+    step = layer.run("echo a; echo b >&2; echo c")
+    assert (step.out, step.err) == (b"a\nc\n", b"b\n")
+
+
 def test_output_to_a_file_descriptor(layer: Layer, tmp_path: Path) -> None:
     with open(tmp_path / "log", "wb") as log:
         result = run(RunSpec(layer.merged, ("/bin/sh", "-c", "echo a; echo b >&2"),
@@ -182,7 +199,11 @@ def test_writes_land_in_upper_and_deletions_are_whiteouts(layer: Layer) -> None:
     assert (layer.lower / "bin" / "true").is_symlink()  # the lower layer is untouched
 
 
-def test_mount_stubs_leave_nothing_in_upper(scratch_layer: Layer, tmp_path: Path) -> None:
+def test_mount_stubs_leave_only_proc_dev_sys_in_upper(scratch_layer: Layer,
+                                                      tmp_path: Path) -> None:
+    """The stubs of /etc/hosts, /etc/resolv.conf and the mounts go (their parents too, as
+    with current BuildKit's recursive clean-up); /proc, /dev and /sys stay, empty, 0755
+    root, as runc leaves them in a BuildKit step's layer (issue 11, divergence 1)."""
     secret = tmp_path / "secret"
     secret.write_text("s3cret")
     step = scratch_layer.run(
@@ -191,17 +212,22 @@ def test_mount_stubs_leave_nothing_in_upper(scratch_layer: Layer, tmp_path: Path
                 Mount("/var/cache/apt", kind="tmpfs", size=1 << 20)))
     assert step.result.ok, step.err
     assert step.out == b"s3cretproc-ok\n"
-    assert scratch_layer.upper_entries() == []
-    assert set(step.result.stubs) >= {"/proc", "/dev", "/sys", "/etc", "/etc/hosts",
+    assert scratch_layer.upper_entries() == ["dev", "proc", "sys"]
+    for name in ("dev", "proc", "sys"):
+        st = os.lstat(scratch_layer.upper / name)
+        assert (stat.S_ISDIR(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (
+            True, 0o755, 0, 0)
+    assert set(step.result.stubs) >= {"/etc", "/etc/hosts",
                                       "/etc/resolv.conf", "/run", "/run/secrets",
                                       "/run/secrets/token", "/var", "/var/cache",
                                       "/var/cache/apt"}
+    assert not {"/proc", "/dev", "/sys"} & set(step.result.stubs)
 
 
 def test_stub_parents_with_real_content_are_kept(scratch_layer: Layer) -> None:
     step = scratch_layer.run("echo x > /etc/motd")
     assert step.result.ok, step.err
-    assert scratch_layer.upper_entries() == ["etc", "etc/motd"]
+    assert scratch_layer.upper_entries() == ["dev", "etc", "etc/motd", "proc", "sys"]
     assert "/etc/hosts" in step.result.stubs and "/etc" not in step.result.stubs
 
 
@@ -272,7 +298,8 @@ def test_not_root_is_a_clear_error(layer: Layer) -> None:
         message = f.read().decode()
     os.waitpid(pid, 0)
     assert "needs root" in message
-    assert "cloche build needs root for its sandbox; a rootless mode is planned" in message
+    assert "enter a user namespace first: the `cloche build` command does, a program calls " \
+        "cloche.rootless.enter()" in message
 
 
 def test_bad_specs_are_rejected(layer: Layer) -> None:

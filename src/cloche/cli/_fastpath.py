@@ -37,10 +37,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 import cloche
+
+if TYPE_CHECKING:
+    from cloche.engine import Listing
 
 FORMAT = 1
 AREA = "fastpath"
@@ -92,8 +96,9 @@ class Inputs:
 class FastPath:
     """One build's fingerprint: ``replay`` answers from a record, ``record`` writes one."""
 
-    def __init__(self, inputs: Inputs) -> None:
+    def __init__(self, inputs: Inputs, listing: Listing) -> None:
         self.inputs = inputs
+        self.listing = listing  # for the racy check once the build is done
         self.area = inputs.store / AREA
         self._started = time.monotonic()
 

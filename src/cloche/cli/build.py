@@ -15,7 +15,7 @@ from cloche.errors import ConfigError
 
 if TYPE_CHECKING:
     from cloche.cli._fastpath import FastPath
-    from cloche.engine.fastwalk import Prefetch
+    from cloche.engine import Prefetch
 
 MAX_SECRET_SIZE = 500 * 1024  # BuildKit's limit for a secret file
 
@@ -132,14 +132,13 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
         from cloche.cli._fastpath import racy
         from cloche.cli._units import step_size
 
-        listing = prefetch.peek()
+        listing = fast.listing  # the build has taken it from prefetch meanwhile
         finished = [e for e in seen if isinstance(e, ev.BuildFinished)]
         size = step_size(finished[-1].size) if finished else "?"
         fast.record(digest=str(result.digest), image_id=str(result.image_id), size=size,
                     names=f" as {', '.join(result.names)}" if result.names else "",
                     lines=noop_lines(seen),
-                    racy=listing is None or racy((s for _, s in listing.entries),
-                                                 prefetch.started))
+                    racy=racy((s for _, s in listing.entries), prefetch.started))
 
 
 def _fastpath(options: opts.BuildOptions, prefetch: Prefetch | None) -> FastPath | None:
@@ -167,7 +166,7 @@ def _fastpath(options: opts.BuildOptions, prefetch: Prefetch | None) -> FastPath
     if remote_sources(text):
         return None
     store = Path(options.root).resolve() if options.root else default_root().resolve()
-    return FastPath(Inputs(repr(options), context, dockerfile, listing.digest, store))
+    return FastPath(Inputs(repr(options), context, dockerfile, listing.digest, store), listing)
 
 
 def _check_secret(text: str, spec: opts.SecretSpec) -> None:

@@ -17,6 +17,9 @@ from cloche.cli._common import check_root, human_size, root_option
 def command(fmt: str, root: Path | None) -> None:
     """Show disk usage: images, build cache records, snapshots, cache mounts."""
     from cloche import api
+    from cloche.cli._rootless import enter_user_namespace
+
+    enter_user_namespace(required=False)  # a user's build trees: see cli/_rootless.py
 
     check_root(root)  # a mistyped --root fails with its path
     usage = api.disk_usage(root=root)

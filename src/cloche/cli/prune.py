@@ -23,6 +23,9 @@ def command(everything: bool, keep_storage: str | None, filters: tuple[str, ...]
             root: Path | None) -> None:
     """Remove build cache: step records, their snapshots, unused layers and cache mounts."""
     from cloche import api
+    from cloche.cli._rootless import enter_user_namespace
+
+    enter_user_namespace(required=False)  # a user's build trees: see cli/_rootless.py
 
     until = None
     for item in filters:

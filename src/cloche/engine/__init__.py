@@ -13,9 +13,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {"build": "pipeline", "BuildResult": "pipeline", "prefetch_context": "fastwalk",
+            "Prefetch": "fastwalk", "Listing": "fastwalk",
             "BuildOptions": "options", "OutputSpec": "options", "SecretSpec": "options"}
 
-__all__ = ["BuildOptions", "BuildResult", "OutputSpec", "SecretSpec", "build", "prefetch_context"]
+__all__ = ["BuildOptions", "BuildResult", "Listing", "OutputSpec", "Prefetch", "SecretSpec",
+           "build", "prefetch_context"]
 
 
 def __getattr__(name: str) -> Any:
@@ -26,6 +28,6 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from cloche.engine.fastwalk import prefetch_context
+    from cloche.engine.fastwalk import Listing, Prefetch, prefetch_context
     from cloche.engine.options import BuildOptions, OutputSpec, SecretSpec
     from cloche.engine.pipeline import BuildResult, build

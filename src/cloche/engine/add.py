@@ -32,19 +32,21 @@ def add_into(request: CopyRequest, tree: SourceTree, root: Path, *, checksum: st
              users_root: Path | None = None) -> CopyResult:
     """Carry out ``ADD`` of ``request`` from ``tree`` (local sources) into the rootfs ``root``."""
     dest, dest_is_dir = destination_path(request.dest, request.workdir)
-    if len(request.sources) > 1 and not dest_is_dir \
+    urls = [s for s in request.sources if is_url(s)]
+    local = tuple(s for s in request.sources if not is_url(s))
+    # several sources need a directory; local ones count after wildcard expansion (copy_into)
+    if len(urls) > 1 and not dest_is_dir \
             and not resolve_dest(root, dest).is_dir():  # BuildKit: an existing directory will do
         raise CopyDestinationError(
             "When using ADD with more than one source file, the destination must be a "
             f"directory and end with a / (got {request.dest!r})")
-    urls = [s for s in request.sources if is_url(s)]
-    local = tuple(s for s in request.sources if not is_url(s))
     if checksum is not None and local:
         raise CopyDestinationError(f"ADD --checksum can only be used with HTTP(S) sources, "
                                    f"not {local[0]!r}")
     sources = entries = size = 0
     if local:
-        done = copy_into(_with(request, local), tree, root, unpack=True, users_root=users_root)
+        done = copy_into(_with(request, local), tree, root, unpack=True, users_root=users_root,
+                         other_sources=len(urls))
         sources, entries, size = done.sources, done.entries, done.bytes
     for url in urls:
         manual = None if dest_is_dir else posixpath.basename(dest)

@@ -5,12 +5,14 @@ the overlay's upper directory then becomes the layer. The rules, from BuildKit's
 dockerfile2llb and its file op (tonistiigi/fsutil copy):
 
 - The destination is resolved inside the rootfs as if chrooted; a relative one is under
-  WORKDIR; a trailing ``/`` (or ``.``) makes it a directory; several sources written out need
-  one (the legacy builder's error, which cloche keeps; BuildKit copies them in turn onto the
-  same file); a wildcard matching several files onto a file path: the last one wins, as in
-  BuildKit.
-- Missing parents of the destination are created 0755, owned by the --chown user when given
-  (BuildKit's MkdirAll gets the same chowner) else by root, with the current time.
+  WORKDIR; a trailing ``/`` (or ``.``) makes it a directory; several sources need one (the
+  legacy builder's error, which cloche keeps; BuildKit copies them in turn onto the same
+  file), counted after expansion: a wildcard matching nothing is no source, as in BuildKit
+  (``COPY a* b dest`` copies b to dest when nothing matches a*); a wildcard matching several
+  files onto a file path: the last one wins, as in BuildKit.
+- Missing parents of the destination (and a directory source's missing destination) are
+  created 0755, or with an octal --chmod's mode, owned by the --chown user when given
+  (BuildKit's MkdirAll gets the same chowner and mode) else by root, with the current time.
 - A directory source copies its contents. A destination directory that already exists keeps
   its own metadata; directories inside the copy take the source's (mode, owner, times).
 - A file source goes into the destination directory under its own name, or becomes the
@@ -63,7 +65,7 @@ COPY_WORKERS = 4
 COPY_BATCH = 64  # files of one directory per worker task
 
 __all__ = ["CopyDestinationError", "CopyRequest", "CopyResult", "copied_owner", "copy_into",
-           "destination_path"]
+           "created_dir_mode", "destination_path"]
 
 
 class CopyDestinationError(ClocheError, ValueError):
@@ -107,6 +109,17 @@ def destination_path(dest: str, workdir: str) -> tuple[str, bool]:
     is_dir = dest in ("", ".") or dest.endswith("/") or dest.endswith("/.")
     joined = dest if dest.startswith("/") else posixpath.join("/", workdir or "/", dest)
     return go_clean(joined), is_dir
+
+
+def created_dir_mode(chmod: ChmodSpec | None) -> int:
+    """The mode of the directories a copy creates (the destination and its missing parents):
+    an octal --chmod's permission bits, else 0755. Current BuildKit's copy (fsutil copy.Copy
+    and prepareTargetDir) makes them with MkdirAll and the --chmod mode (``os.FileMode(mode)``:
+    set-id and sticky bits written in octal are dropped); a symbolic --chmod leaves them 0755.
+    BuildKit v0.8 (the Docker engine) made them 0755 in every case."""
+    if chmod is not None and chmod.octal is not None:
+        return chmod.octal & 0o777
+    return 0o755
 
 
 class _Copier:
@@ -271,8 +284,14 @@ class _Copier:
             os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
         self.dir_times.clear()
 
-    def mkdirs(self, host: Path) -> None:
-        mkdir_all(self.root, host, mode=0o755, owner=self.owner)
+    def mkdirs(self, host: Path, *, mode: int | None = None) -> None:
+        """Create ``host`` and its missing parents: ``mode``, else the copy's directory mode."""
+        mkdir_all(self.root, host, mode=self.dir_mode if mode is None else mode,
+                  owner=self.owner)
+
+    @property
+    def dir_mode(self) -> int:
+        return created_dir_mode(self.chmod)
 
 
 def _parents_path(spec: str, src: MatchedSource) -> str:
@@ -287,16 +306,19 @@ def _parents_path(spec: str, src: MatchedSource) -> str:
 
 
 def copy_into(request: CopyRequest, tree: SourceTree, root: Path, *,
-              unpack: bool = False, users_root: Path | None = None) -> CopyResult:
+              unpack: bool = False, users_root: Path | None = None,
+              other_sources: int = 0) -> CopyResult:
     """Carry out ``request`` from ``tree`` into the rootfs ``root``.
 
     ``unpack`` is ADD's rule: a local file that is a tar (plain or compressed) is extracted
     into the destination directory instead of being copied. ``users_root`` is where --chown
     names are looked up when it is not ``root`` itself: for ``--link`` the engine copies into
     an empty directory but the names still come from the stage's /etc/passwd and /etc/group.
+    ``other_sources`` counts the instruction's sources copied separately (ADD's URLs) for
+    the several-sources rule.
     """
     try:
-        return _copy_into(request, tree, root, unpack, users_root)
+        return _copy_into(request, tree, root, unpack, users_root, other_sources)
     except OSError as e:
         name = f" ({e.filename})" if e.filename else ""
         raise CopyIOError(f"{request.instruction} to {request.dest}: {e.strerror or e}{name}",
@@ -304,15 +326,10 @@ def copy_into(request: CopyRequest, tree: SourceTree, root: Path, *,
 
 
 def _copy_into(request: CopyRequest, tree: SourceTree, root: Path, unpack: bool,
-               users_root: Path | None) -> CopyResult:
+               users_root: Path | None, other_sources: int) -> CopyResult:
     root = root.resolve()
     what = request.instruction
     dest, dest_is_dir = destination_path(request.dest, request.workdir)
-    if len(request.sources) > 1 and not dest_is_dir \
-            and not resolve_dest(root, dest).is_dir():  # BuildKit: an existing directory will do
-        raise CopyDestinationError(
-            f"When using {what} with more than one source file, the destination must be a "
-            f"directory and end with a / (got {request.dest!r})")
     if not request.sources:
         raise CopyDestinationError(f"{what} needs at least one source")
     owner = Owner(*resolve_chown(users_root or root, request.chown)) if request.chown else None
@@ -322,6 +339,14 @@ def _copy_into(request: CopyRequest, tree: SourceTree, root: Path, unpack: bool,
 
     matched = [(spec, m) for spec in request.sources for m in match_sources(tree, spec)
                if excludes is None or not excludes.matches(posixpath.basename(m.written))]
+    # Sources are counted after expansion, as BuildKit copies each one on its own and a
+    # wildcard matching nothing is no source at all (AllowEmptyWildcard): ``COPY a* b dest``
+    # with no a* copies b to dest.
+    if len({spec for spec, _ in matched}) + other_sources > 1 and not dest_is_dir \
+            and not resolve_dest(root, dest).is_dir():  # BuildKit: an existing directory will do
+        raise CopyDestinationError(
+            f"When using {what} with more than one source file, the destination must be a "
+            f"directory and end with a / (got {request.dest!r})")
     dest_host = resolve_dest(root, dest)
     # A wildcard matching several files into a destination without '/' is not an error in
     # BuildKit: each file is copied onto the destination in turn and the last one wins.
@@ -343,7 +368,7 @@ def _copy_into(request: CopyRequest, tree: SourceTree, root: Path, unpack: bool,
                 continue
             if unpack and is_tar_archive(src.host):
                 target = kept_parent
-                copier.mkdirs(target)
+                copier.mkdirs(target, mode=0o755)  # BuildKit's unpack: MkdirAll 0755
                 with os.fdopen(open_regular(src.host, what=f"{what} {spec}"), "rb") as raw:
                     # --chown is not applied to the entries: BuildKit keeps the tar's owners
                     result = extract_tar(raw, target, label=f"{what} {spec}")

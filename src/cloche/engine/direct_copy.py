@@ -13,7 +13,8 @@ followed by a new instruction). The entries are those of the overlay diff, rule 
 
 - existing ancestors of the destination are copied up by overlayfs with their own metadata;
   the deepest one gets a new mtime (a child was created in it);
-- missing directories up to the destination are made 0755, owned by the --chown user or root;
+- missing directories up to the destination are made 0755 (an octal --chmod's mode, as
+  ``copy.created_dir_mode``), owned by the --chown user or root;
 - each entry below takes the source's mode (or --chmod), owner (--chown, or 0:0 from the build
   context, or the source's own from a stage), mtime and xattrs; hard links within the source
   stay hard links; sockets are skipped.
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import TypedDict
 
 from cloche.engine.chmod import ChmodSpec, parse_chmod
-from cloche.engine.copy import CopyRequest, copied_owner, destination_path
+from cloche.engine.copy import CopyRequest, copied_owner, created_dir_mode, destination_path
 from cloche.engine.dockerignore import PatternMatcher
 from cloche.engine.fsutil import Owner
 from cloche.engine.sources import MatchedSource, SourceTree, match_sources, walk_source
@@ -103,7 +104,8 @@ def direct_entries(request: CopyRequest, tree: SourceTree, merged: Path) -> list
     if existing == len(parts) and os.listdir(os.path.join(merged, *parts)):
         return None  # files to merge with or replace: the usual copy
     for i in range(existing, len(parts)):
-        pairs.append((TarEntry(path="/".join(parts[:i + 1]), type=EntryType.DIR, mode=0o755,
+        pairs.append((TarEntry(path="/".join(parts[:i + 1]), type=EntryType.DIR,
+                               mode=created_dir_mode(chmod),
                                uid=owner.uid if owner else 0, gid=owner.gid if owner else 0,
                                mtime=now), None))
     if existing:  # the deepest existing directory gets a child: a new mtime

@@ -79,12 +79,18 @@ def _tree_entries(root: Path) -> Iterator[tuple[TarEntry, BinaryIO | None]]:
 
 
 def export_local(image: Image, dest: Path, store: Store) -> None:
-    """Write the image's final tree into ``dest`` (made when missing), deleting nothing."""
+    """Write the image's final tree into ``dest`` (made when missing), deleting nothing.
+    A build without root (cloche.rootless) writes the files as the user's own (uid 0 of its
+    namespace), as rootless BuildKit's client does: subordinate ids would leave the user
+    files it cannot remove."""
+    from cloche.rootless.identity import is_rootless
+
+    owner = (0, 0) if is_rootless() else None
     with export_scratch(store, "export") as scratch:
         tree = scratch / "rootfs"
         _flatten(image, tree)
         try:
-            extractor = Extractor(dest, whiteouts=False, root_metadata=False)
+            extractor = Extractor(dest, whiteouts=False, root_metadata=False, owner=owner)
             extractor.extract(_tree_entries(tree))
         except OSError as err:
             raise OutputFileError("the local output folder", dest, err, "--output") from err

@@ -172,7 +172,7 @@ def copy_fd_xattrs(src_fd: int, out: int) -> None:
             return
         raise
     for name in names:
-        if name.startswith(("system.", "trusted.overlay.")):
+        if name.startswith(("system.", "trusted.overlay.", "user.overlay.")):
             continue
         try:
             os.setxattr(out, name, os.getxattr(src_fd, name))
@@ -190,7 +190,7 @@ def copy_xattrs(src: Path, dst: Path) -> None:
             return
         raise
     for name in names:
-        if name.startswith(("system.", "trusted.overlay.")):
+        if name.startswith(("system.", "trusted.overlay.", "user.overlay.")):
             continue  # ACL mirrors and overlayfs' own bookkeeping are not file content
         try:
             value = os.getxattr(src, name, follow_symlinks=False)

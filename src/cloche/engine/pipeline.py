@@ -22,7 +22,7 @@ from cloche.engine.options import BuildOptions
 from cloche.engine.outputs import export
 from cloche.engine.prune import DiskUsage, PruneReport, disk_usage, prune
 from cloche.engine.scratch import sweep_stale
-from cloche.errors import ConfigError, SandboxError
+from cloche.errors import BuildError, ConfigError, SandboxError
 from cloche.fs.regular import NotRegularFileError, read_regular_in_root
 from cloche.oci.digest import Digest
 from cloche.oci.image import Image
@@ -69,8 +69,11 @@ def build(options: BuildOptions, *, store: Store, listener: ev.Listener = ev.ign
     try:
         require_root()
     except SandboxError as err:
-        raise SandboxError("cloche build needs root for its sandbox (namespaces and overlayfs)",
-                           hint="run it as root, e.g. with sudo; a rootless mode is planned") \
+        raise SandboxError("cloche build needs root for its sandbox (namespaces and overlayfs), "
+                           "or a user namespace where it is root",
+                           hint="call cloche.rootless.enter() first thing in the program "
+                                "(before any thread starts), run the `cloche build` command "
+                                "(it does that itself), or run as root; see docs/rootless.md") \
             from err
     stdin = sys.stdin.buffer if options.context == "-" else None
     hint_file = Path(options.dockerfile) if options.dockerfile and options.dockerfile != "-" \
@@ -78,6 +81,7 @@ def build(options: BuildOptions, *, store: Store, listener: ev.Listener = ev.ign
     from cloche.sandbox.cgroups import require
 
     require(options.limits())  # --memory/--pids-limit on a host without cgroups: fail now
+    _rootless_notice(options, listener)
     sweep_stale(store)  # what killed builds left: scratch, cgroups, old plaintext secrets
     with store.lease(), open_context(options.context, dockerfile=hint_file,
                                      stdin=stdin) as context:
@@ -87,13 +91,32 @@ def build(options: BuildOptions, *, store: Store, listener: ev.Listener = ev.ign
         plan = build_plan(dockerfile, options.target, options.build_args,
                           platform=str(platform) if options.platform else None)
         check_plan(plan, options.allow)  # --allow: refused before anything runs
-        outcome = Executor(plan, options, store, context, listener, platform,
-                           prefetch=prefetch).run()
+        try:
+            outcome = Executor(plan, options, store, context, listener, platform,
+                               prefetch=prefetch).run()
+        except BuildError as err:
+            if err.line and err.file in (None, name) and err.source is None:
+                err.source = text  # for the excerpt of the failing instruction
+            raise
         exported = export(outcome.image, options, store)
     listener(ev.BuildFinished(str(outcome.image.digest), outcome.seconds, outcome.image.size,
                               exported.names))
     return BuildResult(outcome.image, exported.names, exported.pushed, outcome.stages,
                        outcome.seconds)
+
+
+def _rootless_notice(options: BuildOptions, listener: ev.Listener) -> None:
+    """A build without root (cloche.rootless) says once what it cannot apply here."""
+    from cloche.rootless.identity import in_user_namespace
+    from cloche.sandbox.cgroups import unavailable
+
+    if not in_user_namespace():
+        return
+    limits = options.limits()
+    if "pids" in unavailable(limits) and limits.pids is not None:
+        listener(ev.BuildWarning(
+            f"running without root: RUN steps get no process limit (the default of "
+            f"{limits.pids} needs a cgroup this user may write; see docs/rootless.md)"))
 
 
 def _read_dockerfile(options: BuildOptions, context_dockerfile: Path | None) -> tuple[str, str]:

@@ -27,6 +27,7 @@ from types import MappingProxyType
 
 from cloche.errors import ConfigError
 from cloche.oci.reference import DEFAULT_REGISTRY, LEGACY_REGISTRY, Reference, is_loopback
+from cloche.rootless.identity import host_root
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def default_path() -> Path:
     env = os.environ.get("CLOCHE_CONFIG")
     if env:
         return Path(env)
-    if os.geteuid() == 0:
+    if host_root():  # root of cloche's user namespace is the user (cloche.rootless)
         return Path("/etc/cloche/config.toml")
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "cloche" / "config.toml"

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloche.errors import SandboxError
+from cloche.rootless.identity import in_user_namespace
 from cloche.sandbox.limits import Limits
 
 BASE = "cloche"
@@ -225,11 +226,22 @@ class StepGroup:
                     h.base.rmdir()  # a step run on its own: the base too, unless in use
 
 
+def unavailable(limits: Limits) -> frozenset[str]:
+    """The controllers ``limits`` need that no writable hierarchy gives cloche: their limits
+    are not applied (a default one) or refused (one asked for, see ``require``)."""
+    have = frozenset().union(*(h.controllers for h in hierarchies()))
+    return limits.controllers() - have
+
+
 def require(limits: Limits) -> None:
     """Raise CgroupError when a limit asked for explicitly needs a controller this host does
     not give cloche (a build checks this before its first step)."""
-    have = frozenset().union(*(h.controllers for h in hierarchies()))
-    needed = sorted((limits.controllers() & limits.required) - have)
+    needed = sorted(unavailable(limits) & limits.required)
+    if needed and in_user_namespace():
+        raise CgroupError(
+            f"{FLAGS[needed[0]]} needs the cgroup {needed[0]} controller, and a build without "
+            "root has no writable cgroup here (the host's cgroup tree belongs to root)",
+            hint="drop the flag, or run the build as root (docs/rootless.md)")
     if needed:
         raise CgroupError(
             f"{FLAGS[needed[0]]} needs the cgroup {needed[0]} controller, which this host "

@@ -43,6 +43,7 @@ from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from cloche.errors import SandboxError
+from cloche.rootless.identity import in_user_namespace
 
 SLIRP = "slirp4netns"
 SLIRP_HOST = "10.0.2.2"  # the gateway: the host, as slirp's sockets see it
@@ -68,6 +69,25 @@ def slirp_binary() -> str:
         raise NetworkSetupError("a RUN step's default network needs slirp4netns, which is "
                                 "not installed", hint=INSTALL_HINT)
     return found
+
+
+TUN = "/dev/net/tun"
+
+
+def check_tun() -> None:
+    """In a user namespace (a rootless build) slirp can open /dev/net/tun only if its mode
+    lets everyone (0666, what udev sets on most distributions): say so before the step."""
+    if not in_user_namespace() or os.access(TUN, os.R_OK | os.W_OK):
+        return
+    try:
+        mode = f"mode {os.stat(TUN).st_mode & 0o7777:04o}"
+    except OSError as err:
+        mode = err.strerror or "missing"
+    raise NetworkSetupError(
+        f"a RUN step's default network needs {TUN}, which a build without root cannot open "
+        f"here ({mode})",
+        hint=f"as root, give it its usual mode: chmod 0666 {TUN} (udev does on most "
+             "distributions), or build with --network=none")
 
 
 def _private_mounts_prefix() -> list[str] | None:
@@ -143,6 +163,7 @@ class UserNetwork:
 
     def __init__(self, *, host_loopback: bool = False) -> None:
         self.binary = slirp_binary()
+        check_tun()
         self.host_loopback = host_loopback
         self._go_r, self._go_w = os.pipe()
         self._exit_w = -1

@@ -30,10 +30,16 @@ from pathlib import Path
 from cloche.errors import SandboxError
 from cloche.fs.paths import resolve_in_root
 from cloche.fs.rmtree import rmtree
+from cloche.rootless.identity import in_user_namespace
 from cloche.sandbox import linux
 from cloche.sandbox.scratch import make_scratch
 
 PLAIN_OPTIONS = ("index=off", "redirect_dir=off", "metacopy=off", "xino=off")
+# In a user namespace (cloche.rootless, a rootless container) overlayfs may not write
+# trusted.* xattrs: ``userxattr`` keeps its markers as user.overlay.* (an opaque directory's
+# too) and allows redirect_dir only as nofollow (neither made nor followed: as plain).
+ROOTLESS_OPTIONS = ("userxattr", "index=off", "redirect_dir=nofollow", "metacopy=off", "xino=off")
+OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 MAX_LOWERS = 450  # the kernel allows 500; keep some margin
 PAGE = 4096
 FD_NAME_LEN = len("/proc/self/fd/99999:")
@@ -59,7 +65,8 @@ def _escape(path: str) -> str:
 def _mount_overlay(lower_names: Sequence[str], upper: Path | None, work: Path | None,
                    target: Path) -> None:
     """Mount with the plain options, dropping those the kernel rejects (older kernels)."""
-    extra = list(PLAIN_OPTIONS) + (["volatile"] if upper is not None else [])
+    plain = ROOTLESS_OPTIONS if in_user_namespace() else PLAIN_OPTIONS
+    extra = list(plain) + (["volatile"] if upper is not None else [])
     while True:
         data = _options(lower_names, upper, work, extra)
         if len(data) >= PAGE:
@@ -75,7 +82,8 @@ def _mount_overlay(lower_names: Sequence[str], upper: Path | None, work: Path | 
             if e.errno == errno.EPERM:
                 raise OverlayError(
                     f"mounting overlay on {target} is not permitted",
-                    hint="cloche build needs root for its sandbox; a rootless mode is planned"
+                    hint="run cloche as root, or as a user on Linux 5.11 or later "
+                         "(docs/rootless.md)"
                 ) from e
             raise OverlayError(f"cannot mount overlay on {target}: {e.strerror}") from e
 
@@ -174,7 +182,7 @@ def prune_copied_up(upper: Path, lowers: Sequence[Path], paths: Iterable[str]) -
             st = os.lstat(host)
             if not stat.S_ISDIR(st.st_mode) or os.listdir(host):
                 continue
-            if _has_xattr(host, "trusted.overlay.opaque"):
+            if any(_has_xattr(host, name) for name in OPAQUE_XATTRS):
                 continue
         except FileNotFoundError:
             continue

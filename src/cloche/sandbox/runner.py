@@ -4,8 +4,9 @@ The caller mounts the stage's overlay (``overlay.mount_overlay``) and calls ``ru
 merged directory. This side of the sandbox stays in the caller's namespaces: it creates the
 mount-point stubs (confined to the rootfs) and the generated /etc/hosts and /etc/resolv.conf,
 starts ``cloche.sandbox.init`` in a fresh interpreter, pumps the command's stdout and stderr
-to the caller's sinks from threads, enforces the timeout and, on any exit path including
-Ctrl-C, kills the init so that nothing of the step keeps running.
+to the caller's sinks from threads (one pipe and one thread when both go to one callback),
+enforces the timeout and, on any exit path including Ctrl-C, kills the init so that nothing
+of the step keeps running.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from cloche.sandbox.secrets import SecretFiles
 from cloche.sandbox.spec import RunResult, RunSpec, Sink
 from cloche.sandbox.stubs import Stubs
 
-ROOT_HINT = "cloche build needs root for its sandbox; a rootless mode is planned"
+ROOT_HINT = ("run as root, or enter a user namespace first: the `cloche build` command does, "
+             "a program calls cloche.rootless.enter() (docs/rootless.md)")
 FALLBACK_RESOLV = "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
 _SRC_DIR = str(Path(cloche.__file__).resolve().parent.parent)
 
@@ -43,7 +45,8 @@ class SandboxSetupError(SandboxError):
 
 
 def require_root() -> None:
-    """Raise SandboxError unless the process can create the sandbox (real root for now)."""
+    """Raise SandboxError unless the process can create the sandbox: root, the host's or that
+    of a user namespace (cloche.rootless)."""
     if os.geteuid() != 0:
         raise SandboxError("running a RUN step needs root privileges "
                            f"(running as uid {os.geteuid()})", hint=ROOT_HINT)
@@ -106,6 +109,14 @@ def _target(sink: Sink) -> int:
     return subprocess.PIPE
 
 
+def _targets(stdout: Sink, stderr: Sink) -> tuple[int, int]:
+    """The step's stdout and stderr; one callback for both gets one pipe for both (stderr
+    to stdout's), so that it reads them in the order written, as BuildKit shows them."""
+    if callable(stdout) and (stderr is stdout or stderr == stdout):  # == : bound methods
+        return subprocess.PIPE, subprocess.STDOUT
+    return _target(stdout), _target(stderr)
+
+
 def _config(spec: RunSpec, stubs: Stubs, files: list[tuple[str, str]], status_fd: int,
             secrets: SecretFiles) -> InitConfig:
     mounts = []
@@ -126,9 +137,10 @@ def _config(spec: RunSpec, stubs: Stubs, files: list[tuple[str, str]], status_fd
         uid=spec.user.uid, gid=spec.user.gid, groups=tuple(spec.user.additional_gids),
         hostname=spec.hostname, network=spec.network, init=spec.init,
         insecure=spec.security == "insecure",
-        proc=str(stubs.ensure("/proc", is_dir=True)),
-        dev=str(stubs.ensure("/dev", is_dir=True)),
-        sys=str(stubs.ensure("/sys", is_dir=True)),
+        # kept in the layer when made (0755 root), as runc and BuildKit do
+        proc=str(stubs.ensure("/proc", is_dir=True, keep=True)),
+        dev=str(stubs.ensure("/dev", is_dir=True, keep=True)),
+        sys=str(stubs.ensure("/sys", is_dir=True, keep=True)),
         files=tuple((src, str(stubs.ensure(dst, is_dir=False))) for src, dst in files),
         rlimits=tuple((u.name, u.soft, u.hard) for u in spec.limits.ulimits),
         shm_size=spec.limits.shm_size,
@@ -188,9 +200,10 @@ def run(spec: RunSpec) -> RunResult:
             cfg = dataclasses.replace(cfg, net_fd=net.init_fd)
         group = StepGroup.create(spec.cgroup, spec.limits)  # limits (sandbox/cgroups.py)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": _SRC_DIR}
+        out_target, err_target = _targets(spec.stdout, spec.stderr)
         proc = subprocess.Popen(
             [sys.executable, "-S", "-m", "cloche.sandbox.init"],
-            stdin=subprocess.PIPE, stdout=_target(spec.stdout), stderr=_target(spec.stderr),
+            stdin=subprocess.PIPE, stdout=out_target, stderr=err_target,
             pass_fds=(status_w, *secrets.fds, *((net.init_fd,) if net else ())),
             start_new_session=True, env=env, cwd="/")
         secrets.close()  # the init holds them now

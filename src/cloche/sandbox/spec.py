@@ -20,6 +20,7 @@ SECURITY_MODES = ("sandbox", "insecure")
 # Where a stream of the step goes: a callback given each chunk as the process writes it
 # (called from a reader thread, one per stream: a callback shared by stdout and stderr must
 # be thread-safe), a file descriptor the process writes to directly, or None to discard it.
+# The same callback for both streams gets them as one pipe, in the order the step wrote them.
 Sink = Union[Callable[[bytes], None], int, None]
 
 

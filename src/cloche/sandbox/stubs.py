@@ -5,7 +5,8 @@ A scratch-based stage has no /proc, /dev or /sys, many images have no /etc/hosts
 are not the step's output and must not land in its layer (BuildKit removes its "mount stubs"
 the same way). Each created path is recorded; afterwards it is removed if it is still an
 empty stub, and the parent's times are put back when the step did not touch the parent,
-so that a copied-up parent directory compares equal to the lower one.
+so that a copied-up parent directory compares equal to the lower one. /proc, /dev and /sys
+are the exception: made when missing, they stay (``ensure(keep=True)``), as with BuildKit.
 """
 
 from __future__ import annotations
@@ -50,16 +51,20 @@ class Stubs:
     rootfs: Path
     created: list[_Created] = field(default_factory=list)
 
-    def ensure(self, path: str, *, is_dir: bool) -> Path:
+    def ensure(self, path: str, *, is_dir: bool, keep: bool = False) -> Path:
         """The host path of ``path`` in the rootfs, created (with parents) when missing.
 
         Symlinks on the way are followed inside the rootfs; what is missing is created at
         the place they lead to, and recorded under that (resolved) path. A path that leads
-        into /proc or /sys (other than those stubs themselves) is refused.
+        into /proc or /sys (other than those stubs themselves) is refused. With ``keep``
+        what is created is not recorded, so it stays in the layer: runc makes /proc, /dev
+        and /sys that way, and BuildKit's clean-up (executor.MountStubsCleaner) only ever
+        removes the stubs of /etc/hosts, /etc/resolv.conf and the step's ``--mount``s.
         """
         root_fd = os.open(self.rootfs, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            fd, parts = walk_in_root(root_fd, path, make=self._maker(path), dir_last=is_dir)
+            fd, parts = walk_in_root(root_fd, path, make=self._maker(path, keep),
+                                     dir_last=is_dir)
             os.close(fd)
         except SandboxError:
             raise
@@ -72,8 +77,9 @@ class Stubs:
         _refuse_kernel(path, parts)
         return self.rootfs.joinpath(*parts)
 
-    def _maker(self, path: str) -> Maker:
-        """Makes a missing stub and records it (refusing one inside /proc or /sys)."""
+    def _maker(self, path: str, keep: bool) -> Maker:
+        """Makes a missing stub and records it unless ``keep`` (refusing one inside /proc or
+        /sys)."""
 
         def make(parent_fd: int, name: str, is_dir: bool, parts: tuple[str, ...]) -> None:
             _refuse_kernel(path, parts)
@@ -89,6 +95,8 @@ class Stubs:
                 os.fchmod(fd, 0o755 if is_dir else 0o644)  # whatever the caller's umask
             finally:
                 os.close(fd)
+            if keep:
+                return
             after = os.fstat(parent_fd)
             self.created.append(_Created(parts, is_dir, (before.st_atime_ns, before.st_mtime_ns),
                                          after.st_mtime_ns))

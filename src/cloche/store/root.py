@@ -2,7 +2,8 @@
 
 The order follows what users of other daemonless tools expect: an explicit ``root`` argument
 (the CLI's ``--root``), then ``$CLOCHE_ROOT``, then ``/var/lib/cloche`` when running as root
-(like /var/lib/containers), else ``$XDG_DATA_HOME/cloche`` (``~/.local/share/cloche``).
+(like /var/lib/containers), else ``$XDG_DATA_HOME/cloche`` (``~/.local/share/cloche``). A user's
+build runs as root of a user namespace (cloche.rootless) and keeps the user's store.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 import stat
 from collections.abc import Iterable
 from pathlib import Path
+
+from cloche.rootless.identity import host_root
 
 SYSTEM_ROOT = Path("/var/lib/cloche")
 PRIVATE_MODE = 0o700
@@ -21,7 +24,7 @@ def default_root() -> Path:
     env = os.environ.get("CLOCHE_ROOT")
     if env:
         return Path(env).expanduser()
-    if os.geteuid() == 0:
+    if host_root():  # not root of cloche's user namespace: that is the user's build
         return SYSTEM_ROOT
     data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(data_home) / "cloche"

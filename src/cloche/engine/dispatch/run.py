@@ -98,6 +98,7 @@ def run(instruction: ins.Run, state: StageState, ctx: StepContext,
         raise BuildError(
             f"process {hist.go_q_list(argv)} did not complete successfully: {what}",
             stage=ctx.stage_name, file=ctx.file, line=instruction.line,
+            end_line=instruction.node.end_line or None,
             output_tail=_tail(ctx.output_tail), exit_status=result.exit_code, hint=hint)
     created_by = hist.run(argv, build_args)
     layer = ctx.workspace.commit(upper)
