@@ -32,6 +32,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import sys
 import time
 from collections.abc import Iterable
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 FORMAT = 1
 AREA = "fastpath"
 MAX_RECORDS = 256
+MAX_FILE = 16 << 20  # a Dockerfile, an ignore file or the store's index larger than this: no fast path
 # A second write within the timestamp granularity could keep an entry's stamp: entries this
 # recent (in seconds) keep a build from being recorded; 2.1 s where timestamps are whole seconds.
 RACY_WINDOW = 0.1
@@ -72,14 +74,35 @@ def _code_stamp() -> bytes:
     return "\n".join(out).encode()
 
 
-def _file_bytes(path: Path) -> bytes:
+def regular_bytes(path: Path) -> bytes | None:
+    """The content of ``path`` if it is a regular file (not a link, FIFO or device: the
+    fast path must never block on one) of at most MAX_FILE bytes, else None."""
     try:
-        with open(path, "rb") as f:
-            return b"present\0" + f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FILE:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(MAX_FILE + 1)
+        return data if len(data) <= MAX_FILE else None
+    finally:
+        os.close(fd)
+
+
+def _file_bytes(path: Path) -> bytes:
+    data = regular_bytes(path)
+    if data is not None:
+        return b"regular\0" + data
+    try:
+        st = os.lstat(path)
     except FileNotFoundError:
         return b"absent"
     except OSError as e:
         return f"error {e.errno}".encode()
+    return f"special {st.st_mode} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}".encode()
 
 
 @dataclass(frozen=True)

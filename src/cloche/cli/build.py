@@ -146,7 +146,7 @@ def _fastpath(options: opts.BuildOptions, prefetch: Prefetch | None) -> FastPath
     if (prefetch is None or options.no_cache or options.pull or options.outputs
             or options.push or options.metadata_file or options.no_cache_filter):
         return None
-    from cloche.cli._fastpath import FastPath, Inputs, remote_sources
+    from cloche.cli._fastpath import FastPath, Inputs, regular_bytes, remote_sources
     from cloche.store.root import default_root
 
     listing = prefetch.peek()
@@ -157,10 +157,10 @@ def _fastpath(options: opts.BuildOptions, prefetch: Prefetch | None) -> FastPath
     if options.dockerfile_text is None:
         dockerfile = (Path(options.dockerfile).resolve() if options.dockerfile
                       else context / "Dockerfile")
-        try:
-            text = dockerfile.read_bytes()
-        except OSError:
-            return None  # the build says what is wrong with it
+        read = regular_bytes(dockerfile)
+        if read is None:
+            return None  # a link, a FIFO, too big, missing: the build says what is wrong
+        text = read
     else:
         text = options.dockerfile_text.encode()
     if remote_sources(text):
