@@ -133,9 +133,8 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
         from cloche.cli._units import step_size
 
         listing = fast.listing  # the build has taken it from prefetch meanwhile
-        finished = [e for e in seen if isinstance(e, ev.BuildFinished)]
-        size = step_size(finished[-1].size) if finished else "?"
-        fast.record(digest=str(result.digest), image_id=str(result.image_id), size=size,
+        fast.record(digest=str(result.digest), image_id=str(result.image_id),
+                    size=step_size(result.image.size),
                     names=f" as {', '.join(result.names)}" if result.names else "",
                     lines=noop_lines(seen),
                     racy=racy((s for _, s in listing.entries), prefetch.started))

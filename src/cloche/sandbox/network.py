@@ -60,11 +60,14 @@ class NetworkSetupError(SandboxError):
     """The step's own network could not be set up (slirp4netns missing or failing)."""
 
 
+def _find_tool(name: str, fallbacks: tuple[str, ...]) -> str | None:
+    """``name`` on PATH, else the first executable of ``fallbacks`` (PATH may be trimmed)."""
+    return shutil.which(name) or next((p for p in fallbacks if os.access(p, os.X_OK)), None)
+
+
 def slirp_binary() -> str:
     """The slirp4netns to run, or NetworkSetupError with an install hint."""
-    found = shutil.which(SLIRP) or next(
-        (p for p in ("/usr/bin/slirp4netns", "/usr/local/bin/slirp4netns")
-         if os.access(p, os.X_OK)), None)
+    found = _find_tool(SLIRP, ("/usr/bin/slirp4netns", "/usr/local/bin/slirp4netns"))
     if found is None:
         raise NetworkSetupError("a RUN step's default network needs slirp4netns, which is "
                                 "not installed", hint=INSTALL_HINT)
@@ -93,8 +96,7 @@ def check_tun() -> None:
 def _private_mounts_prefix() -> list[str] | None:
     """The command that starts slirp in a mount namespace private all the way down (nothing
     propagates back to the host's), or None when util-linux's unshare is missing."""
-    found = shutil.which("unshare") or next(
-        (p for p in ("/usr/bin/unshare", "/bin/unshare") if os.access(p, os.X_OK)), None)
+    found = _find_tool("unshare", ("/usr/bin/unshare", "/bin/unshare"))
     return None if found is None else [found, "--mount", "--propagation", "private", "--"]
 
 
