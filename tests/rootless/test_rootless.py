@@ -191,6 +191,10 @@ def test_the_namespace_variable_alone_does_not_make_root_a_user() -> None:
                           env=dict(env, CLOCHE_ROOTLESS="1000:1000", PYTHONPATH=SRC), check=True)
     expected = "/var/lib/cloche" if os.geteuid() == 0 else ""
     assert done.stdout.strip() == expected or os.geteuid() != 0
+    # the host's root naming itself: its uid map is the identity, no user namespace at all
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(env, CLOCHE_ROOTLESS="0:0", PYTHONPATH=SRC), check=True)
+    assert done.stdout.strip() == expected or os.geteuid() != 0
 
 
 def test_subordinate_ranges_make_the_maps(tmp_path: Path) -> None:

@@ -37,9 +37,10 @@ def caller() -> tuple[int, int] | None:
     uid_text, sep, gid_text = value.partition(":")
     if not sep or not uid_text.isdigit() or not gid_text.isdigit() or os.geteuid() != 0:
         return None
-    uid = int(uid_text)
-    if not any(inside == 0 and outside == uid for inside, outside, _ in _uid_map()):
-        return None
+    uid, mapping = int(uid_text), _uid_map()
+    if not _is_namespace(mapping) or not any(inside == 0 and outside == uid
+                                             for inside, outside, _ in mapping):
+        return None  # the host's root (identity map) is never a user, whatever it says
     return uid, int(gid_text)
 
 
@@ -53,7 +54,11 @@ def host_root() -> bool:
     return os.geteuid() == 0 and caller() is None
 
 
+def _is_namespace(mapping: tuple[tuple[int, int, int], ...]) -> bool:
+    return mapping not in ((), ((0, 0, 4294967295),))
+
+
 def in_user_namespace() -> bool:
     """Whether this process runs in a user namespace other than the host's (cloche's own,
     or a rootless container's): its uid map is not the whole identity map."""
-    return _uid_map() not in ((), ((0, 0, 4294967295),))
+    return _is_namespace(_uid_map())
