@@ -11,7 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-.PHONY: venv test lint demo clean
+.PHONY: venv test lint demo image clean
 venv: $(BIN)/.installed
 
 # the static checks first: a type error fails in seconds, not after the suite
@@ -24,6 +24,17 @@ test: lint
 
 demo: $(BIN)/.installed
 	./examples/demo.sh $(BIN)/cloche
+
+# cloche's own image, built by cloche (image/build.sh: a debootstrap base, cached; wheels from
+# this checkout), then loaded into Docker when an engine answers. Needs root and debootstrap.
+IMAGE ?= cloche:dev
+image: $(BIN)/.installed
+	image/build.sh --cloche $(BIN)/cloche --python $(BIN)/python --tag $(IMAGE)
+	@if docker info >/dev/null 2>&1; then \
+		$(BIN)/cloche save --format docker $(IMAGE) | docker load; \
+	else \
+		echo "no Docker engine answers; later: $(BIN)/cloche save --format docker $(IMAGE) | docker load"; \
+	fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

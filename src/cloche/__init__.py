@@ -14,10 +14,10 @@ from cloche import _lazy
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "build": "cloche.api", "BuildResult": "cloche.api",
+    "build": "cloche.api", "BuildResult": "cloche.api", "check": "cloche.api",
     "pull": "cloche.api", "push": "cloche.api", "save": "cloche.api", "load": "cloche.api",
     "inspect": "cloche.api", "images": "cloche.api", "import_image": "cloche.api",
-    "disk_usage": "cloche.api", "prune": "cloche.api",
+    "disk_usage": "cloche.api", "prune": "cloche.api", "explain": "cloche.api",
     "Image": "cloche.oci.image", "Platform": "cloche.oci.platform",
     "Reference": "cloche.oci.reference", "PushResult": "cloche.registry.push",
     "LoadedImage": "cloche.ops.transfer", "ImageSummary": "cloche.ops.describe",
@@ -38,8 +38,9 @@ __all__ = [  # a literal: type checkers read it (a test keeps it equal to _EXPOR
     "DigestError", "DockerfileError", "Event", "Image", "ImageNotFoundError", "ImageSummary",
     "InvalidReferenceError", "LayerError", "Listener", "LoadedImage", "OutputSpec", "Platform",
     "PushResult", "Reference", "RegistryError", "SandboxError", "SecretSpec", "StoreError",
-    "UnsafePathError", "__version__", "build", "disk_usage", "images", "import_image", "inspect",
-    "load", "prune", "pull", "push", "save",
+    "UnsafePathError", "__version__", "build", "check", "disk_usage", "explain", "images",
+    "import_image",
+    "inspect", "load", "prune", "pull", "push", "save",
 ]
 
 
@@ -50,7 +51,9 @@ if TYPE_CHECKING:
     from cloche.api import (
         BuildResult,
         build,
+        check,
         disk_usage,
+        explain,
         images,
         import_image,
         inspect,

@@ -19,8 +19,9 @@ from cloche.engine.options import BuildOptions, OutputSpec, SecretSpec, parse_ou
 from cloche.store import Store
 
 if TYPE_CHECKING:  # the engine loads when a build runs: `cloche pull` never imports it
-    from cloche.engine.pipeline import BuildResult, DiskUsage, Prefetch, PruneReport
+    from cloche.engine.pipeline import BuildResult, CheckReport, DiskUsage, Prefetch, PruneReport
     from cloche.events import Listener
+    from cloche.explainer import Report as ExplainReport
     from cloche.oci.image import Image
     from cloche.oci.platform import Platform
     from cloche.oci.reference import Reference
@@ -59,6 +60,21 @@ def build(options: BuildOptions | str = ".", *, listener: ev.Listener | None = N
 
     return run_build(options, store=Store.open(options.root), listener=listener or ev.ignore,
                      prefetch=prefetch)
+
+
+def check(options: BuildOptions | str = ".", *, build_args: Mapping[str, str] | None = None,
+          target: str | None = None, dockerfile: str | None = None,
+          **more: Any) -> CheckReport:
+    """Run BuildKit's build checks only, as ``docker build --check`` does: nothing is pulled
+    and no step runs. Returns the warnings (``BuildWarning`` events with ``rule``, ``url``
+    and lines); without a ``target`` every stage is checked. A Dockerfile the build would
+    reject raises its ``DockerfileError``; an invalid ``# check=`` a ``ConfigError``."""
+    if not isinstance(options, BuildOptions):
+        options = BuildOptions(context=str(options), build_args=dict(build_args or {}),
+                               target=target, dockerfile=dockerfile, **more)
+    from cloche.engine.pipeline import check as run_check
+
+    return run_check(options, store=Store.open(options.root))
 
 
 def _root(root: str | Path | None) -> Path | None:
@@ -187,6 +203,75 @@ def import_image(source: str | Path | BinaryIO, name: str | None = None, *,
     return image
 
 
+def explain(target: str | BuildOptions = ".", *, root: str | Path | None = None,
+            platform: str | Platform | None = None, listener: ev.Listener | None = None,
+            image: bool | None = None, **build_options: Any) -> ExplainReport:
+    """What a build ships, what it leaked, whether it will run (``cloche explain``).
+
+    ``target`` is a build (a BuildOptions, or a context directory with ``build_options``
+    spelled as for ``build``: the build runs, or is reused from the cache) or an image: a
+    stored name or digest, ``docker://REF`` (pulled into the store, as a plain reference
+    not stored is), ``oci-archive:PATH`` or ``docker-archive:PATH`` (read in place).
+    ``image=True`` takes a directory name as an image name. Returns a
+    ``cloche.explainer.Report``: ``to_json()`` is the documented schema (docs/explain.md).
+    """
+    from cloche.explainer import explain_build, explain_image
+
+    if isinstance(target, BuildOptions) or (image is not True and Path(target).is_dir()):
+        events: list[ev.Event] = []
+        forward = listener or ev.ignore
+
+        def record(event: ev.Event) -> None:
+            events.append(event)  # list.append is atomic: the engine calls from its threads
+            forward(event)
+
+        if isinstance(target, BuildOptions):
+            options = target
+        else:
+            plat = str(platform) if platform is not None else None
+            options = BuildOptions(context=str(target), root=_root(root), platform=plat,
+                                   **build_options)
+        result = build(options, listener=record)
+        return explain_build(result, events, store=Store.open(options.root))
+    store = _store(root)
+    found, reference = _explained_image(target, store, platform, listener)
+    return explain_image(found, store=store, reference=reference)
+
+
+def explain_result(result: BuildResult, events: Sequence[ev.Event], *,
+                   root: str | Path | None = None) -> ExplainReport:
+    """Explain a build already made (``cloche build --explain``): ``events`` are the events
+    its listener received."""
+    from cloche.explainer import explain_build
+
+    return explain_build(result, events, store=_store(root))
+
+
+def _explained_image(target: str, store: Store, platform: str | Platform | None,
+                     listener: ev.Listener | None) -> tuple[Image, str]:
+    """The image ``cloche explain IMAGE`` names, and the name to show for it."""
+    from cloche.errors import ImageNotFoundError
+
+    wanted = _platform(platform)
+    if target.startswith("oci-archive:"):
+        from cloche.oci.archive import read_oci_archive
+
+        path, _, name = target[len("oci-archive:"):].partition("::")
+        return read_oci_archive(path, name or None, platform=wanted), target
+    if target.startswith("docker-archive:"):
+        from cloche.oci.docker_archive import read_docker_archive
+
+        path, _, tag = target[len("docker-archive:"):].partition("::")
+        return read_docker_archive(path, tag or None), target
+    if target.startswith("docker://"):
+        reference = target[len("docker://"):]
+        return pull(reference, platform=wanted, root=store.root, listener=listener), reference
+    try:
+        return store.image(target, wanted), target
+    except ImageNotFoundError:
+        return pull(target, platform=wanted, root=store.root, listener=listener), target
+
+
 def __getattr__(name: str) -> Any:
     if name == "BuildResult":  # loaded with the engine, on first use
         from cloche.engine.pipeline import BuildResult
@@ -195,5 +280,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["BuildResult", "build", "disk_usage", "images", "import_image", "inspect", "load",
-           "prune", "pull", "push", "save"]
+__all__ = ["BuildResult", "build", "check", "disk_usage", "explain", "explain_result", "images",
+           "import_image", "inspect", "load", "prune", "pull", "push", "save"]

@@ -18,7 +18,6 @@ import os
 import re
 import stat
 import subprocess
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,16 +40,26 @@ class Case:
             return {}
         return dict(line.split("=", 1) for line in f.read_text().splitlines() if line.strip())
 
+    def _current_buildkit_lines(self) -> list[list[str]]:
+        f = self.path / "current-buildkit"
+        if not f.exists():
+            return []
+        lines = [line.split("#", 1)[0].split() for line in f.read_text().splitlines()]
+        return [words for words in lines if words]
+
     @property
     def current_buildkit(self) -> dict[str, str]:
         """Paths whose mode current BuildKit sets differently from the Docker engine's v0.8
         (read in BuildKit's source; cloche follows current BuildKit): a ``current-buildkit``
         file of ``PATH MODE`` lines, ``#`` comments allowed."""
-        f = self.path / "current-buildkit"
-        if not f.exists():
-            return {}
-        lines = [line.split("#", 1)[0].split() for line in f.read_text().splitlines()]
-        return {words[0]: words[1] for words in lines if words}
+        return {w[0]: w[1] for w in self._current_buildkit_lines() if len(w) == 2}
+
+    @property
+    def current_buildkit_owners(self) -> dict[str, str]:
+        """Folders whose entries (the folder and all below it) current BuildKit owns otherwise
+        than v0.8: ``PATH owner UID:GID`` lines of the ``current-buildkit`` file."""
+        return {w[0]: w[2] for w in self._current_buildkit_lines()
+                if len(w) == 3 and w[1] == "owner"}
 
     @property
     def target(self) -> str | None:
@@ -70,8 +79,32 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return result
 
 
-def tree_manifest(root: Path) -> dict[str, tuple]:
-    """Every path under root: (type, mode, uid, gid, content sha256 | link target | rdev)."""
+# busybox's `id` output. A RUN's supplementary groups hold its primary group in current
+# BuildKit (executor/oci ensureAdditionalGids, as containerd), so `id` lists it under groups=;
+# v0.8 does not add it. The kernel keeps the groups sorted, and `id` prints them so.
+_ID_LINE = re.compile(rb"(uid=\d+(?:\([^)]*\))? gid=(\d+)(\([^)]*\))?)(?: groups=(\S+))?")
+
+
+def current_buildkit_id_lines(data: bytes) -> bytes:
+    """``data`` with each busybox ``id`` line as current BuildKit's RUN prints it."""
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines):
+        m = _ID_LINE.fullmatch(line)
+        if m is None:
+            continue
+        gid = m.group(2)
+        groups = m.group(4).split(b",") if m.group(4) else []
+        if any(g.split(b"(")[0] == gid for g in groups):
+            continue
+        groups.append(gid + (m.group(3) or b""))
+        groups.sort(key=lambda g: int(g.split(b"(")[0]))
+        lines[i] = m.group(1) + b" groups=" + b",".join(groups)
+    return b"\n".join(lines)
+
+
+def tree_manifest(root: Path, *, id_lines: bool = False) -> dict[str, tuple]:
+    """Every path under root: (type, mode, uid, gid, content sha256 | link target | rdev).
+    ``id_lines``: small files' busybox ``id`` lines read as current BuildKit writes them."""
     entries: dict[str, tuple] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
@@ -82,7 +115,10 @@ def tree_manifest(root: Path) -> dict[str, tuple]:
             if stat.S_ISLNK(st.st_mode):
                 detail = ("link", os.readlink(full))
             elif stat.S_ISREG(st.st_mode):
-                detail = ("file", hashlib.sha256(full.read_bytes()).hexdigest(), st.st_size)
+                data = full.read_bytes()
+                if id_lines and len(data) <= 4096:
+                    data = current_buildkit_id_lines(data)
+                detail = ("file", hashlib.sha256(data).hexdigest(), len(data))
             elif stat.S_ISDIR(st.st_mode):
                 detail = ("dir",)
             elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
@@ -93,10 +129,10 @@ def tree_manifest(root: Path) -> dict[str, tuple]:
     return entries
 
 
-def unpack(image_ref: str, workdir: Path) -> tuple[dict[str, tuple], dict]:
+def unpack(image_ref: str, workdir: Path, *, id_lines: bool = False) -> tuple[dict[str, tuple], dict]:
     """Copy an image (any skopeo transport) to an OCI layout, unpack it with umoci.
 
-    Returns the tree manifest and the raw config JSON.
+    Returns the tree manifest (``id_lines`` as ``tree_manifest``) and the raw config JSON.
     """
     layout = workdir / "layout"
     run(["skopeo", "copy", "-q", image_ref, f"oci:{layout}:img"])
@@ -104,9 +140,7 @@ def unpack(image_ref: str, workdir: Path) -> tuple[dict[str, tuple], dict]:
     run(["umoci", "unpack", "--image", f"{layout}:img", str(bundle)])
     # The config as the builder wrote it (a copy to an OCI layout would drop Docker's keys).
     config = json.loads(run(["skopeo", "inspect", "--raw", "--config", image_ref]).stdout)
-    if image_ref.startswith("docker-archive:"):  # the Docker engine's BuildKit
-        config = _v08_noop_layers_as_empty(layout, config)
-    return tree_manifest(bundle / "rootfs"), config
+    return tree_manifest(bundle / "rootfs", id_lines=id_lines), config
 
 
 def normal_config(config: dict) -> dict:
@@ -154,6 +188,24 @@ def as_current_buildkit(theirs: dict[str, tuple], modes: dict[str, str]) -> dict
     return out
 
 
+def as_current_buildkit_owners(theirs: dict[str, tuple],
+                               owners: dict[str, str]) -> dict[str, tuple]:
+    """The Docker engine's tree with the owners current BuildKit gives below the folders of
+    ``Case.current_buildkit_owners``. A folder whose entries all have that owner already (or
+    which is missing) is an error: the case file is stale."""
+    out = dict(theirs)
+    for folder, owner in owners.items():
+        uid, gid = (int(n) for n in owner.split(":"))
+        below = [p for p in out if p == folder or p.startswith(folder.rstrip("/") + "/")]
+        changed = [p for p in below if out[p][-2:] != (uid, gid)]
+        if not changed:
+            raise AssertionError(f"current-buildkit: {folder} is missing or owned {owner} "
+                                 "already in the Docker engine's image")
+        for path in changed:
+            out[path] = (*out[path][:-2], uid, gid)
+    return out
+
+
 def diff_trees(ours: dict[str, tuple], theirs: dict[str, tuple]) -> list[str]:
     problems = []
     for path in sorted(set(ours) | set(theirs)):
@@ -164,60 +216,6 @@ def diff_trees(ours: dict[str, tuple], theirs: dict[str, tuple]) -> list[str]:
         elif ours[path] != theirs[path]:
             problems.append(f"differs: {path}\n   cloche:   {ours[path]}\n   buildkit: {theirs[path]}")
     return problems
-
-
-# Docker 20.10's BuildKit (v0.8) keeps a layer for a step that changes nothing, where current
-# BuildKit records the step as ``empty_layer`` and ships no layer (which cloche follows):
-# - the Docker engine's image exporter (moby builder/builder-next/exporter/writer.go,
-#   normalizeLayersAndHistory) has BuildKit's "empty gzip layer -> EmptyLayer" loop commented
-#   out ("TODO: fixme"), so e.g. ``WORKDIR /tmp`` on an existing directory ships an empty tar;
-#   BuildKit's own exporter (exporter/containerimage/writer.go) drops it;
-# - v0.8's runc executor leaves the parent of the /etc/hosts and /etc/resolv.conf mount stubs
-#   with a new mtime, so ``RUN true`` ships a layer holding only ``etc/``; current BuildKit's
-#   MountStubsCleaner restores the parent's timestamps (moby/buildkit#3148) and the overlay
-#   differ then finds nothing.
-# Only layers that change nothing but directory mtimes are dropped: no entries, or only
-# directories already present below with the same mode and owner. Applied to BuildKit's side
-# only, so an empty or mtime-only layer that cloche writes still fails the comparison.
-def _v08_noop_layers_as_empty(layout: Path, config: dict) -> dict:
-    index = json.loads((layout / "index.json").read_text())
-    manifest = json.loads(_blob(layout, index["manifests"][0]["digest"]).read_text())
-    below: dict[str, tuple] = {}
-    noop: list[bool] = []
-    for layer in manifest["layers"]:
-        changed = False
-        with tarfile.open(_blob(layout, layer["digest"]), "r:*") as tar:
-            for member in tar:
-                name = member.name[2:] if member.name.startswith("./") else member.name
-                path = "/" + name.strip("/")
-                base = path.rsplit("/", 1)[-1]
-                if base.startswith(".wh."):
-                    changed = True
-                    parent = path.rsplit("/", 1)[0]
-                    gone = parent + "/" if base == ".wh..wh..opq" else (
-                        parent.rstrip("/") + "/" + base[4:])
-                    for known in [k for k in below if k == gone or k.startswith(gone.rstrip("/") + "/")]:
-                        if known != parent:
-                            del below[known]
-                    continue
-                meta = (member.type, member.mode & 0o7777, member.uid, member.gid)
-                if not (member.isdir() and below.get(path) == meta):
-                    changed = True
-                below[path] = meta
-        noop.append(not changed)
-    history = [dict(h) for h in config.get("history", [])]
-    diff_ids = list(config["rootfs"]["diff_ids"])
-    layer = kept = 0
-    for entry in history:
-        if entry.get("empty_layer"):
-            continue
-        if layer < len(noop) and noop[layer] and layer > 0:  # never the base image's own
-            entry["empty_layer"] = True
-            del diff_ids[kept]
-        else:
-            kept += 1
-        layer += 1
-    return {**config, "history": history, "rootfs": {**config["rootfs"], "diff_ids": diff_ids}}
 
 
 def _blob(layout: Path, digest: str) -> Path:

@@ -59,8 +59,9 @@ def test_same_image_as_buildkit(case, base_image, docker, tmp_path) -> None:
     ours_ref = build_with_cloche(case, base_image, tmp_path / "oci.tar", tmp_path / "store")
     (tmp_path / "t").mkdir()
     (tmp_path / "o").mkdir()
-    their_tree, their_config = harness.unpack(theirs_ref, tmp_path / "t")
+    their_tree, their_config = harness.unpack(theirs_ref, tmp_path / "t", id_lines=True)
     their_tree = harness.as_current_buildkit(their_tree, case.current_buildkit)
+    their_tree = harness.as_current_buildkit_owners(their_tree, case.current_buildkit_owners)
     our_tree, our_config = harness.unpack(ours_ref, tmp_path / "o")
 
     problems = harness.diff_trees(our_tree, their_tree)

@@ -105,13 +105,17 @@ def test_local_archive_is_extracted(tmp_path: Path, root: Path, compression: str
     assert (root / "opt" / "app" / "hard").stat().st_ino == tool.stat().st_ino
 
 
-def test_chown_does_not_apply_to_extracted_entries(tmp_path: Path, root: Path) -> None:
+def test_chown_applies_to_every_extracted_entry(tmp_path: Path, root: Path) -> None:
+    """Current BuildKit (solver/llbsolver/file/unpack.go: ChownOpts) owns every unpacked entry,
+    links included, by --chown; the Docker engine's v0.8 kept the tar's owners."""
     require_root()
     tree = ctx_with(tmp_path, "b.tar.gz", gzip.compress(make_tar(GOOD)))
     add(tree, root, "b.tar.gz", dest="/x/", chown="app")
-    tool = os.lstat(root / "x" / "app" / "bin" / "tool")
-    assert (tool.st_uid, tool.st_gid) == (1000, 1001)  # the tar's owners, as BuildKit keeps them
+    for path in (root / "x").rglob("*"):
+        st = os.lstat(path)
+        assert (st.st_uid, st.st_gid) == (1000, 1000), path
     assert os.lstat(root / "x").st_uid == 1000        # the created destination is the user's
+    assert stat.S_IMODE(os.lstat(root / "x" / "app" / "bin").st_mode) == 0o750  # modes kept
 
 
 def test_not_a_tar_is_copied_as_a_file(tmp_path: Path, root: Path) -> None:

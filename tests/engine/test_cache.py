@@ -168,6 +168,9 @@ def test_du_and_prune(builder: Builder) -> None:
     builder.build(MULTISTAGE, FILES, tags=("app:1",))
     usage = json.loads(builder.cli("du", "--format", "json").stdout)
     assert usage["records"] == 6 and usage["step_snapshot_bytes"] > 0
+    unasked = builder.cli("prune", "--all", check=False)  # no terminal to confirm: refused
+    assert unasked.returncode != 0 and "-f/--force" in unasked.stderr
+    assert json.loads(builder.cli("du", "--format", "json").stdout) == usage
     builder.cli("prune", "-f")
     after = json.loads(builder.cli("du", "--format", "json").stdout)
     assert 0 < after["records"] < usage["records"]  # what app:1 does not use went first

@@ -247,6 +247,27 @@ def test_exclude_flag(tree: SourceTree, root: Path) -> None:
     assert os.listdir(root / "ex2" / "sub") == ["deep.txt"]  # "*.txt" is anchored: not sub/
 
 
+def test_exclude_matches_below_each_source_never_the_source(tree: SourceTree, root: Path) -> None:
+    """As BuildKit (fsutil copy matches --exclude from each source's own root): a wildcard's
+    matches are copied even when their names match, only what is below them is excluded."""
+    copy(tree, root, "*", dest="/w/", excludes=("*.txt", "sub"))
+    # the file sources a.txt, b.txt, c.md; dir's contents but its *.txt and sub
+    assert sorted(os.listdir(root / "w")) == ["a.txt", "abs-link", "b.txt", "c.md", "rel-link"]
+    copy(tree, root, "a.txt", dest="/f/", excludes=("a.txt",))
+    assert os.listdir(root / "f") == ["a.txt"]
+    copy(tree, root, "dir/sub", dest="/d/", excludes=("sub", "*.txt"))
+    assert os.listdir(root / "d") == []
+
+
+def test_each_match_of_a_wildcard_is_copied_on_its_own(tree: SourceTree, root: Path) -> None:
+    """BuildKit's file op copies each match of a wildcard with its own fsutil copy: hard links
+    between two matches are not kept, those within one (a directory) are."""
+    copy(tree, root, "dir/*.txt", dest="/w/")
+    assert os.lstat(root / "w" / "hard.txt").st_ino != os.lstat(root / "w" / "top.txt").st_ino
+    copy(tree, root, "di*", dest="/d/")
+    assert os.lstat(root / "d" / "hard.txt").st_ino == os.lstat(root / "d" / "top.txt").st_ino
+
+
 def test_parents_keeps_source_paths(tree: SourceTree, root: Path) -> None:
     copy(tree, root, "dir/sub/deep.txt", "a.txt", dest="/p/", parents=True)
     assert (root / "p" / "dir" / "sub" / "deep.txt").read_text() == "deep"

@@ -29,7 +29,8 @@ def test_cache_mount_persists_across_builds_and_never_ships(builder: Builder,
                           "RUN --mount=type=cache,target=/var/cache/app "
                           "echo from-first-build > /var/cache/app/stash\n")
     _no_mount_leftovers(first, "var/cache")
-    assert len(first.image.layers) == 1  # only the mount changed: no layer
+    # only the mount changed: an empty layer, as in BuildKit
+    assert [layer_members(layer) for layer in first.image.layers[1:]] == [[]]
     second = builder.build(f"FROM {BASE}\n"
                            "RUN --mount=type=cache,target=/var/cache/app "
                            "cat /var/cache/app/stash > /seen\n")
@@ -44,6 +45,25 @@ def test_cache_mount_by_id_is_shared_between_targets(builder: Builder, tmp_path:
     result = builder.build(f"FROM {BASE}\n"
                            "RUN --mount=type=cache,id=shared,target=/b ls /b > /listing\n")
     assert (rootfs(result.image, tmp_path / "out") / "listing").read_text() == "one\n"
+
+
+def test_cache_mount_with_uid_gid_or_mode_is_another_cache(builder: Builder,
+                                                            tmp_path: Path) -> None:
+    """BuildKit keys a cache on its id and the directory it starts from: uid, gid or mode make
+    one for them (setCacheUIDGID), so the same id without them, or with others, is another
+    cache; the same values again are the same cache."""
+    result = builder.build(
+        f"FROM {BASE}\n"
+        "RUN --mount=type=cache,id=c1,target=/c,uid=1000,gid=50,mode=0700 "
+        "stat -c '%u %g %a' /c > /made && echo x > /c/x\n"
+        "RUN --mount=type=cache,id=c1,target=/c ls /c > /plain\n"
+        "RUN --mount=type=cache,id=c1,target=/c,mode=0700 ls /c > /mode-only\n"
+        "RUN --mount=type=cache,id=c1,target=/d,gid=50,uid=1000,mode=700 ls /d > /same\n")
+    root = rootfs(result.image, tmp_path / "out")
+    assert (root / "made").read_text() == "1000 50 700\n"
+    assert (root / "plain").read_text() == ""
+    assert (root / "mode-only").read_text() == ""
+    assert (root / "same").read_text() == "x\n"
 
 
 def _all_store_bytes(root: Path) -> list[tuple[Path, bytes]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import tarfile
@@ -162,21 +163,30 @@ def test_context_tar_from_stdin(builder: Builder, tmp_path: Path) -> None:
     assert (out / "in.txt").read_text() == "piped context"
 
 
-def test_progress_quiet_prints_only_the_digest(builder: Builder) -> None:
+def test_progress_quiet_prints_only_the_image_id(builder: Builder) -> None:
     ctx = builder.context(APP)
     result = builder.cli("build", "--progress", "quiet", "-t", "quiet/app:1", str(ctx))
     assert DIGEST.match(result.stdout.strip()), result.stdout
     assert result.stdout.count("\n") == 1
     assert result.stderr == ""
-    assert result.stdout.strip() == str(builder.store.image("quiet/app:1").digest)
+    # as `docker build -q`: the image ID, the config's digest
+    assert result.stdout.strip() == str(builder.store.image("quiet/app:1").config_digest)
+    again = builder.cli("build", "-q", "-t", "quiet/app:2", str(ctx))  # the short flag
+    assert again.stdout == result.stdout and again.stderr == ""
+    by_env = builder.cli("build", "-t", "quiet/app:3", str(ctx),  # as buildx reads it
+                         env={**os.environ, "BUILDKIT_PROGRESS": "quiet"})
+    assert by_env.stdout == result.stdout and by_env.stderr == ""
 
 
 def test_progress_plain_prints_step_lines(builder: Builder) -> None:
     ctx = builder.context(f"FROM {BASE}\nRUN echo visible-output-line\nRUN true\n")
     result = builder.cli("build", "--progress", "plain", str(ctx))
     err = result.stderr
-    assert re.search(r"^#\d+ \[stage-0 2/3\] RUN echo visible-output-line$", err, re.M), err
-    assert re.search(r"^#\d+ visible-output-line$", err, re.M), err
+    # BuildKit's plain form: one-stage Dockerfiles name no stage, FROM of an image is step 1,
+    # output lines carry the seconds since the step started
+    assert re.search(r"^#1 \[1/3\] FROM ", err, re.M), err
+    assert re.search(r"^#\d+ \[2/3\] RUN echo visible-output-line$", err, re.M), err
+    assert re.search(r"^#\d+ \d+\.\d{3} visible-output-line$", err, re.M), err
     assert re.search(r"^#\d+ DONE \d+\.\ds", err, re.M), err
     assert "built sha256:" in err
 
@@ -190,8 +200,8 @@ def test_progress_tty_shows_each_finished_step_once(builder: Builder) -> None:
         api.build(BuildOptions(context=str(ctx), root=builder.root), listener=renderer)
     plain = re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", buf.getvalue()).replace("\r", "\n")
     lines = [ln for ln in plain.splitlines() if ln.strip()]
-    for title in ("[stage-0 2/4] RUN echo tty-line", "[stage-0 3/4] WORKDIR /w",
-                  "[stage-0 4/4] RUN true"):
+    for title in ("[1/4] FROM busybox-test:1", "[2/4] RUN echo tty-line", "[3/4] WORKDIR /w",
+                  "[4/4] RUN true"):
         done = [i for i, ln in enumerate(lines) if ln.startswith("✔ " + title)]
         assert len(done) == 1, (title, lines)
         assert not any(ln.startswith("=> " + title) for ln in lines[done[0]:]), lines
@@ -209,3 +219,125 @@ def test_library_front_door_with_cli_spellings(builder: Builder, tmp_path: Path)
     assert result.names == ("front/door:1",)
     assert builder.store.image("front/door:1").digest == result.digest
     assert (out / "usr/bin/hello").is_file()
+
+
+def test_archives_are_named_as_buildkit_names_them(builder: Builder, docker: str,
+                                                   tmp_path: Path) -> None:
+    """`-o type=oci` and `cloche save` write one archive shape (BuildKit's exporters): an OCI
+    layout whose entries carry the full name (io.containerd.image.name) and the tag
+    (ref.name), with docker load's manifest.json beside it; every name is kept."""
+    skopeo = require_tool("skopeo")
+    ctx = builder.context(APP)
+    tag = uuid.uuid4().hex[:8]
+    names = (f"cloche-engine-test/named:{tag}", f"localhost:5000/team/named:{tag}-b")
+    out = tmp_path / "image.tar"
+    builder.cli("build", "-t", names[0], "-t", names[1], "-o", f"type=oci,dest={out}", str(ctx))
+    saved = tmp_path / "saved.tar"
+    builder.cli("save", "-o", str(saved), names[0], names[1])
+    for archive in (out, saved):
+        with tarfile.open(archive) as tar:
+            index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+            manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        assert sorted(m["annotations"]["io.containerd.image.name"]
+                      for m in index["manifests"]) == sorted(
+            [f"docker.io/cloche-engine-test/named:{tag}", f"localhost:5000/team/named:{tag}-b"])
+        assert sorted(m["annotations"]["org.opencontainers.image.ref.name"]
+                      for m in index["manifests"]) == sorted([tag, f"{tag}-b"])
+        assert sorted(t for e in manifest for t in e["RepoTags"]) == sorted(names)
+        info = json.loads(subprocess.run([skopeo, "inspect", f"oci-archive:{archive}:{tag}"],
+                                         check=True, capture_output=True, text=True).stdout)
+        assert len(info["Layers"]) == 2
+        # cloche load keeps both names
+        other = tmp_path / f"store-{archive.stem}"
+        loaded = builder.cli("load", "--root", str(other), "-i", str(archive)).stdout
+        assert all(n in loaded for n in names), loaded
+    subprocess.run([docker, "load", "-i", str(saved)], check=True, capture_output=True)
+    try:
+        run = subprocess.run([docker, "run", "--rm", "--network=none", names[1]], check=True,
+                             capture_output=True, text=True, timeout=120)
+        assert run.stdout == "hello from cloche world\n"
+    finally:
+        subprocess.run([docker, "rmi", "-f", *names], capture_output=True)
+
+
+def test_load_puts_the_image_into_the_docker_engine(builder: Builder, docker: str,
+                                                    tmp_path: Path) -> None:
+    """`--load` (buildx's): the image goes to the engine through its API socket, no CLI."""
+    ctx = builder.context(APP)
+    name = f"cloche-engine-test/loaded:{uuid.uuid4().hex[:8]}"
+    builder.cli("build", "--load", "-t", name, str(ctx))
+    try:
+        run = subprocess.run([docker, "run", "--rm", "--network=none", name], check=True,
+                             capture_output=True, text=True, timeout=120)
+        assert run.stdout == "hello from cloche world\n"
+        image_id = subprocess.run([docker, "image", "inspect", "-f", "{{.Id}}", name],
+                                  check=True, capture_output=True, text=True).stdout.strip()
+        assert image_id == str(builder.store.image(name).config_digest)
+    finally:
+        subprocess.run([docker, "rmi", "-f", name], capture_output=True)
+    gone = builder.cli("build", "--load", "-t", name, str(ctx), check=False,
+                       env={**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/no.sock"})
+    assert gone.returncode != 0 and "no Docker engine answers" in gone.stderr
+    tcp = builder.cli("build", "-o", "type=docker", "-t", name, str(ctx), check=False,
+                      env={**os.environ, "DOCKER_HOST": "tcp://127.0.0.1:2375"})
+    assert tcp.returncode != 0 and "not a unix socket" in tcp.stderr
+
+
+@pytest.mark.parametrize(("output", "says"), [
+    ("type=oci,dest=o.tar,compression=zstd", "compression=zstd is not supported for type=oci"),
+    ("type=image,name=x:1,oci-mediatypes=false", "oci-mediatypes=false is not supported"),
+    ("type=oci,dest=o.tar,annotation-index.org.opencontainers.image.title=x",
+     "BuildKit's annotation-index.org.opencontainers.image.title= is not supported"),
+    ("type=image,name=x:1,annotation-manifest-descriptor.k=v",
+     "annotation-manifest-descriptor.k= is not supported by cloche for type=image"),
+    ("type=local,dest=out,platform-split=true", "BuildKit's platform-split= is not supported"),
+    ("type=docker,dest=d.tar,colour=red", "unknown attribute 'colour' for type=docker"),
+])
+def test_output_attributes_are_honoured_or_refused(builder: Builder, output: str,
+                                                   says: str) -> None:
+    """Every attribute of BuildKit's exporters is honoured or refused, never dropped."""
+    ctx = builder.context(APP)
+    done = builder.cli("build", "-o", output, str(ctx), check=False)
+    assert done.returncode != 0 and says in done.stderr, done.stderr
+
+
+def test_oci_output_as_a_layout_folder(builder: Builder, tmp_path: Path) -> None:
+    """`tar=false` (BuildKit's oci exporter): an OCI layout folder that skopeo reads."""
+    skopeo = require_tool("skopeo")
+    ctx = builder.context(APP)
+    out = tmp_path / "layout"
+    builder.cli("build", "-t", "layout/app:v2", "-o",
+                f"type=oci,dest={out},tar=false,compression=gzip,oci-mediatypes=true", str(ctx))
+    assert (out / "oci-layout").is_file() and (out / "index.json").is_file()
+    info = json.loads(subprocess.run([skopeo, "inspect", f"oci:{out}:v2"], check=True,
+                                     capture_output=True, text=True).stdout)
+    assert len(info["Layers"]) == 2
+
+
+def test_annotations_reach_the_manifest_and_the_index(builder: Builder, tmp_path: Path) -> None:
+    """`--annotation` and the outputs' annotation.* attributes, as buildx: in the manifest (a
+    new digest, the same image ID) or in the archive's index entry; index ones are refused."""
+    ctx = builder.context(APP)
+    out = tmp_path / "a.tar"
+    builder.cli("build", "-t", "notes/app:1", "--annotation", "org.example.by=cloche",
+                "--annotation", "manifest-descriptor:org.example.entry=yes",
+                "-o", f"type=oci,dest={out},annotation.org.opencontainers.image.title=hello",
+                str(ctx))
+    with tarfile.open(out) as tar:
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+        entry = index["manifests"][0]
+        manifest = json.load(tar.extractfile(  # type: ignore[arg-type]
+            f"blobs/sha256/{entry['digest'].split(':')[1]}"))
+    assert manifest["annotations"] == {"org.example.by": "cloche",
+                                       "org.opencontainers.image.title": "hello"}
+    assert entry["annotations"]["org.example.entry"] == "yes"
+    stored = builder.store.image("notes/app:1")  # --annotation reaches the store's image too
+    assert stored.annotations == {"org.example.by": "cloche"}
+    plain = builder.cli("build", "-t", "notes/app:2", str(ctx))
+    assert plain.returncode == 0
+    assert builder.store.image("notes/app:2").config_digest == stored.config_digest
+    assert builder.store.image("notes/app:2").digest != stored.digest
+    for bad, says in (("index:k=v", "need an image index"), ("k", "[TYPE:]KEY=VALUE"),
+                      ("manifest[linux/amd64]:k=v", "platform selectors")):
+        done = builder.cli("build", "--annotation", bad, str(ctx), check=False)
+        assert done.returncode != 0 and says in done.stderr, done.stderr

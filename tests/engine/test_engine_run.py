@@ -141,6 +141,8 @@ def test_heredoc_run_script(builder: Builder, tmp_path: Path) -> None:
     root = rootfs(result.image, tmp_path / "out")
     assert (root / "script").read_text() == "script /dev/pipes/EOT\n"
     assert not (root / "dev/pipes").exists()  # the script's mount leaves nothing behind
+    # BuildKit runs the script through the shell, and its history line says so
+    assert result.image.config.history[-1].created_by == "RUN /bin/sh -c /dev/pipes/EOT # buildkit"
 
 
 def test_deleting_a_base_file_makes_a_whiteout(builder: Builder, tmp_path: Path) -> None:
@@ -163,13 +165,37 @@ def test_replacing_a_directory_makes_it_opaque(builder: Builder, tmp_path: Path)
     assert sorted(p.name for p in (root / "home").iterdir()) == ["only"]
 
 
-def test_run_that_changes_nothing_makes_no_layer(builder: Builder, tmp_path: Path) -> None:
-    dockerfile = f"FROM {BASE}\nRUN true\nRUN cat /etc/passwd > /dev/null && ls /tmp\n"
+EMPTY_TAR = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+
+
+def test_run_that_changes_nothing_makes_an_empty_layer(builder: Builder, tmp_path: Path) -> None:
+    # current BuildKit (overlay differ): every RUN has a layer; one that changed nothing (or
+    # only a directory's mtime) has the empty tar, and its history entry is not empty_layer
+    dockerfile = (f"FROM {BASE}\nRUN true\nRUN cat /etc/passwd > /dev/null && ls /tmp\n"
+                  "RUN touch /tmp/x && rm /tmp/x\nWORKDIR /tmp\nWORKDIR /\n")
     result = builder.build(dockerfile)
-    assert len(result.image.layers) == 1
+    diff_ids = [str(d) for d in result.image.config.diff_ids]
+    assert diff_ids[1:] == [EMPTY_TAR] * 4
     history = result.image.config.history
-    assert [h.empty_layer for h in history[1:]] == [True, True]
-    assert len(result.image.config.diff_ids) == 1
+    assert [h.empty_layer for h in history[1:]] == [False, False, False, False, True]
+    assert [layer_members(layer) for layer in result.image.layers[1:]] == [[]] * 4
+
+
+def test_rewritten_but_unchanged_files_stay_out_of_the_layer(builder: Builder,
+                                                            tmp_path: Path) -> None:
+    # BuildKit's sameDirent: same mode, owner, size and mtime (whole seconds, as unpacked from a
+    # tar: the content is compared) is no change; the directories above are written only as
+    # parents of something that is
+    dockerfile = (f"FROM {BASE}\n"
+                  "RUN cp -p /etc/passwd /tmp/p && cp -p /tmp/p /etc/passwd && rm /tmp/p"
+                  " && chmod 755 /etc && mkdir -p /opt/a/b && echo new > /opt/a/b/n\n"
+                  "RUN cp -p /etc/group /tmp/o && tr a b < /tmp/o > /etc/group"
+                  " && touch -r /tmp/o /etc/group && rm /tmp/o\n")
+    result = builder.build(dockerfile)
+    first, second = ([m.name.strip("/").removeprefix("./") for m in layer_members(layer)]
+                     for layer in result.image.layers[-2:])
+    assert sorted(first) == ["opt", "opt/a", "opt/a/b", "opt/a/b/n"]
+    assert sorted(second) == ["etc", "etc/group"]  # same size and time, new bytes: a change
 
 
 def test_sandbox_basics_as_buildkit_provides_them(builder: Builder, tmp_path: Path) -> None:
@@ -200,3 +226,21 @@ def test_a_relative_store_root_works(builder: Builder) -> None:
     result = subprocess.run(CLOCHE + ["build", "--root", rel, "--progress", "plain", str(ctx)],
                             cwd=builder.dir, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_add_host_lines_reach_the_steps_hosts_file(builder: Builder, tmp_path: Path) -> None:
+    """`--add-host NAME:IP` (buildx's): a line of each RUN's /etc/hosts, after BuildKit's own
+    two, and part of the step's cache key; bad values are refused before the build."""
+    ctx = builder.context(f"FROM {BASE}\nRUN cat /etc/hosts > /hosts\n")
+    builder.cli("build", "--add-host", "db:10.0.0.5", "--add-host", "v6=fd00::1",
+                "-t", "hosts:1", str(ctx))
+    root = rootfs(builder.store.image("hosts:1"), tmp_path / "out")
+    lines = (root / "hosts").read_text().splitlines()
+    assert lines[-2:] == ["10.0.0.5\tdb", "fd00::1\tv6"], lines
+    plain = builder.cli("build", "-t", "hosts:2", str(ctx))  # another key: the step runs
+    assert builder.store.image("hosts:2").digest != builder.store.image("hosts:1").digest
+    assert plain.returncode == 0
+    for bad, says in (("db", "expected NAME:IP"), ("db:nowhere", "not an IP address"),
+                      ("gw:host-gateway", "host-gateway")):
+        done = builder.cli("build", "--add-host", bad, str(ctx), check=False)
+        assert done.returncode != 0 and says in done.stderr, done.stderr

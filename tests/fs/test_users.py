@@ -36,20 +36,20 @@ def rootfs(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("spec,expected", [
-    ("", ResolvedUser(0, 0, (), "/root")),         # no USER: BuildKit adds no groups
-    ("root", ResolvedUser(0, 0, (10,), "/root")),  # USER root / USER 0: groups listing root
-    ("0", ResolvedUser(0, 0, (10,), "/root")),
-    ("app", ResolvedUser(1000, 1000, (50, 10), "/home/app")),
-    ("1000", ResolvedUser(1000, 1000, (50, 10), "/home/app")),
+    ("", ResolvedUser(0, 0, (0,), "/root")),       # no USER: only the primary group
+    ("root", ResolvedUser(0, 0, (0, 10), "/root")),  # USER root / USER 0: groups listing root
+    ("0", ResolvedUser(0, 0, (0, 10), "/root")),
+    ("app", ResolvedUser(1000, 1000, (1000, 50, 10), "/home/app")),
+    ("1000", ResolvedUser(1000, 1000, (1000, 50, 10), "/home/app")),
     ("svc", ResolvedUser(1001, 50, (50,), "/srv")),
-    ("app:staff", ResolvedUser(1000, 50, (), "/home/app")),
-    ("app:50", ResolvedUser(1000, 50, (), "/home/app")),
-    ("app:4242", ResolvedUser(1000, 4242, (), "/home/app")),
-    ("1000:1000", ResolvedUser(1000, 1000, (), "/home/app")),  # fast path: no supplementary groups
-    ("4321", ResolvedUser(4321, 0, (), "/")),                  # numeric, not in passwd
-    ("4321:7", ResolvedUser(4321, 7, (), "/")),
-    ("4321:wheel", ResolvedUser(4321, 10, (), "/")),
-    ("nobody", ResolvedUser(65534, 65534, (), "/nonexistent")),
+    ("app:staff", ResolvedUser(1000, 50, (50,), "/home/app")),
+    ("app:50", ResolvedUser(1000, 50, (50,), "/home/app")),
+    ("app:4242", ResolvedUser(1000, 4242, (4242,), "/home/app")),
+    ("1000:1000", ResolvedUser(1000, 1000, (1000,), "/home/app")),  # fast path: no lookup
+    ("4321", ResolvedUser(4321, 0, (0,), "/")),                # numeric, not in passwd
+    ("4321:7", ResolvedUser(4321, 7, (7,), "/")),
+    ("4321:wheel", ResolvedUser(4321, 10, (10,), "/")),
+    ("nobody", ResolvedUser(65534, 65534, (65534,), "/nonexistent")),
 ])
 def test_resolve_user(rootfs: Path, spec: str, expected: ResolvedUser) -> None:
     assert resolve_user(rootfs, spec) == expected
@@ -69,7 +69,7 @@ def test_missing_group_name_is_an_error_naming_it(rootfs: Path) -> None:
 
 
 def test_no_passwd_file(tmp_path: Path) -> None:
-    assert resolve_user(tmp_path, "1000") == ResolvedUser(1000, 0, (), "/")
+    assert resolve_user(tmp_path, "1000") == ResolvedUser(1000, 0, (0,), "/")
     with pytest.raises(UnknownUserError, match="no /etc/passwd"):
         resolve_user(tmp_path, "app")
 
@@ -77,7 +77,7 @@ def test_no_passwd_file(tmp_path: Path) -> None:
 def test_without_passwd_root_is_0_0_and_workdir_takes_n_n(tmp_path: Path) -> None:
     """As BuildKit (issue 11, divergence 5): root is uid 0 with or without /etc/passwd, and a
     folder WORKDIR creates under a bare number no passwd entry names is owned N:N."""
-    assert resolve_user(tmp_path, "root") == ResolvedUser(0, 0, (), "/")
+    assert resolve_user(tmp_path, "root") == ResolvedUser(0, 0, (0,), "/")
     assert resolve_chown(tmp_path, "root") == (0, 0)
     assert workdir_owner(tmp_path, "root") == (0, 0)
     assert workdir_owner(tmp_path, "1234") == (1234, 1234)
@@ -150,7 +150,7 @@ def test_passwd_symlink_cannot_escape_the_rootfs(tmp_path: Path) -> None:
         resolve_user(root, "evil")
     os.unlink(root / "etc" / "passwd")
     (root / "etc" / "passwd").symlink_to("../../../data/passwd")
-    assert resolve_user(root, "good") == ResolvedUser(7, 7, (), "/good")
+    assert resolve_user(root, "good") == ResolvedUser(7, 7, (7,), "/good")
 
 
 def test_resolve_in_root(tmp_path: Path) -> None:

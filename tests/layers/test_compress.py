@@ -66,3 +66,17 @@ def test_media_types_and_names() -> None:
         _ = Compression.XZ.media_type
     with pytest.raises(UnsupportedCompressionError):
         open_compressed_writer(io.BytesIO(), Compression.BZIP2)
+
+
+@pytest.mark.parametrize("compression", [Compression.GZIP, Compression.ZSTD])
+def test_the_bytes_do_not_depend_on_the_number_of_cores(compression: Compression) -> None:
+    """A machine with one core gives the blob a machine with two gives (reproducible builds):
+    neither ISA-L's single-stream writer nor zstd's single-threaded mode is used, as both cut
+    the stream differently. 24 MiB: more than a zstd job at the default level."""
+    import random
+
+    rng = random.Random(7)
+    data = b"".join(os.urandom(40_000) if rng.random() < 0.3 else
+                    bytes([rng.randrange(256)]) * 40_000 for _ in range(600))
+    one = _compress(compression, 1, data)
+    assert one == _compress(compression, 2, data) == _compress(compression, 3, data)

@@ -113,6 +113,26 @@ def test_upper_dir_becomes_a_layer_with_oci_whiteouts(tmp_path: Path) -> None:
     assert snapshot(flat) == expected
 
 
+def test_a_steps_layer_keeps_only_the_capability_xattr(tmp_path: Path) -> None:
+    """As BuildKit's differ (containerd's change writer): a layer entry keeps
+    security.capability and no other xattr; the upper directory (the snapshot) keeps them all."""
+    fill_lower(tmp_path / "lower")
+    with overlay(tmp_path) as (_, upper, merged):
+        run = merged / "bin" / "run"
+        run.write_text("#!/bin/sh\n")
+        subprocess.run([require_tool("setcap", "apt-get install libcap2-bin"),
+                        "cap_net_bind_service+ep", str(run)], check=True)
+        os.setxattr(run, "user.note", b"not in the layer")
+        os.setxattr(run, "trusted.note", b"nor this")
+        os.setxattr(merged / "bin", "user.dir", b"nor this")
+    sink = io.BytesIO()
+    write_overlay_diff(upper, sink, Compression.NONE)
+    entries = entries_of(sink.getvalue())
+    assert [name for name, _ in entries["bin/run"].xattrs] == ["security.capability"]
+    assert entries["bin"].xattrs == ()
+    assert os.getxattr(upper / "bin" / "run", "user.note") == b"not in the layer"
+
+
 def test_gnu_tar_lists_the_whiteouts(tmp_path: Path) -> None:
     tar = require_tool("tar")
     fill_lower(tmp_path / "lower")

@@ -124,18 +124,26 @@ def test_docker_archive_round_trip(tmp_path: Path) -> None:
     write_docker_archive(path, image, ["example.com:5000/team/app:v1", "app"])
     with tarfile.open(path) as tar:
         manifest = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
-        repositories = json.load(tar.extractfile("repositories"))  # type: ignore[arg-type]
+        index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
         layer0 = tar.extractfile(manifest[0]["Layers"][0]).read()  # type: ignore[union-attr]
     assert manifest[0]["RepoTags"] == ["example.com:5000/team/app:v1", "app:latest"]
-    assert set(repositories) == {"example.com:5000/team/app", "app"}
-    assert layer0 == tar_of({"a": b"1"})  # uncompressed in the archive
+    # BuildKit's docker exporter: the OCI layout of the same blobs, one entry per name
+    assert [m["annotations"] for m in index["manifests"]] == [
+        {"io.containerd.image.name": "example.com:5000/team/app:v1",
+         "org.opencontainers.image.ref.name": "v1"},
+        {"io.containerd.image.name": "docker.io/library/app:latest",
+         "org.opencontainers.image.ref.name": "latest"}]
+    assert manifest[0]["Layers"] == [f"blobs/sha256/{x.digest.hex}" for x in image.layers]
+    with image.layers[0].open() as blob:
+        assert layer0 == blob.read()  # the layer as stored
+    assert read_oci_archive(path, "v1").digest == image.digest
     back = read_docker_archive(path, "app")
     assert back.config_bytes == image.config_bytes
-    assert [x.digest for x in back.layers] == [x.diff_id for x in image.layers]
-    assert back.layers[0].media_type == mt.OCI_LAYER_TAR
+    assert [x.digest for x in back.layers] == [x.digest for x in image.layers]
     docker = DockerArchive(path).image("app:latest", docker=True)
     assert docker.media_type == mt.DOCKER_MANIFEST
-    assert docker.manifest.layers[0].media_type == mt.DOCKER_LAYER
+    assert docker.manifest.layers[0].media_type == mt.layer_type(
+        image.layers[0].compression, docker=True)
     assert read_docker_archive(path, "docker.io/library/app").digest == back.digest
     assert read_docker_archive(path, "example.com:5000/team/app:v1").digest == back.digest
     with pytest.raises(RefNotFoundError):
@@ -236,10 +244,11 @@ def test_docker_archive_with_compressed_layers(tmp_path: Path) -> None:
         "manifest.json": json.dumps([{"Config": "c.json", "Layers": ["l.tar.gz"]}]).encode()})
     with pytest.raises(DigestMismatchError):
         read_docker_archive(path).layers[0].open_uncompressed().read()
-    # written back out, the layer is stored uncompressed and named by its diff id
+    # written back out, the layer stays as it is (docker load decompresses it)
     write_docker_archive(tmp_path / "out.tar", read_docker_archive(tmp_path / "gz.tar"), ["x"])
     back = read_docker_archive(tmp_path / "out.tar", "x")
-    assert back.layers[0].digest == back.layers[0].diff_id == Digest.from_bytes(tar)
+    assert back.layers[0].digest == Digest.from_bytes(gzip.compress(tar, mtime=0))
+    assert back.layers[0].open_uncompressed().read() == tar
 
 
 def test_mislabelled_uncompressed_layer_still_checks_diff_id() -> None:

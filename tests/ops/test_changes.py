@@ -76,6 +76,10 @@ def test_history_is_kept_and_input_unchanged() -> None:
     ("EXPOSE http", "invalid containerPort: http"),
     ("EXPOSE 80/xyz", "invalid proto: xyz"),
     ("EXPOSE 90-80", "invalid port range: 90-80"),
+    ("EXPOSE 1.2.3:80:80", "invalid IP address: 1.2.3"),  # BuildKit's nat.ParsePortSpec errors
+    ("EXPOSE web:80", "invalid hostPort: web"),
+    ("EXPOSE 8080:", "no port specified: 8080:<empty>"),
+    ("EXPOSE 9000-9002:80-81", "invalid ranges specified for container and host Ports"),
     ("WORKDIR", "WORKDIR requires exactly one argument"),
     ("STOPSIGNAL", "STOPSIGNAL requires exactly one argument"),
     ("STOPSIGNAL NOPE", "invalid signal: NOPE"),
@@ -97,6 +101,9 @@ def test_refused(bad: str, why: str) -> None:
 @pytest.mark.root
 @pytest.mark.parametrize(("line", "field", "want"), [
     ("EXPOSE 80-82 53/udp", "exposed_ports", ("53/udp", "80/tcp", "81/tcp", "82/tcp")),
+    # a published form exposes its container port, as BuildKit (v0.24 adds a warning)
+    ("EXPOSE 8080:80 127.0.0.1:53:53/udp [::1]:9000-9001:7000-7001 9000-9009:70",
+     "exposed_ports", ("53/udp", "70/tcp", "7000/tcp", "7001/tcp", "80/tcp")),
     ("WORKDIR rel", "working_dir", "/rel"),
     ("WORKDIR /abs/dir/", "working_dir", "/abs/dir/"),
     ("WORKDIR /a/../b/./c", "working_dir", "/a/../b/./c"),

@@ -66,8 +66,14 @@ def pushed_busybox(registry: Registry, busybox_rootfs: Path,
     cloche("import", str(busybox_rootfs), name, "--root", str(root), "-c", 'CMD ["/bin/sh"]')
     out = cloche("push", name, "--root", str(root))
     assert "digest: sha256:" in out.stdout and "Pushed" in out.stderr
+    # one line per layer, as Docker prints them: the config blob is no layer
+    assert [line for line in out.stderr.splitlines() if line.endswith(": Pushed")] == \
+        [f"{Store.open(root).image(name).layers[0].digest.short}: Pushed"]
     again = cloche("push", name, "--root", str(root))
     assert "Layer already exists" in again.stderr
+    pulled = cloche("pull", name, "--root", str(tmp_path_factory.mktemp("store2")))
+    assert [line for line in pulled.stderr.splitlines() if line.endswith(": Pull complete")] \
+        == [f"{Store.open(root).image(name).layers[0].digest.short}: Pull complete"]
     return name, root
 
 

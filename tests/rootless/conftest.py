@@ -4,7 +4,8 @@ Set-up (as root, idempotent, so that reruns and parallel workers agree):
 - the user ``cloche-rootless`` with a home and the ranges 100000-165535 in /etc/subuid and
   /etc/subgid (Debian's ``uidmap`` gives newuidmap/newgidmap); ``cloche-nosub`` without any;
 - /dev/net/tun mode 0666 when it is 0600 (udev sets 0666 on most distributions; some minimal
-  VMs, this one among them, leave 0600, and then no rootless engine has a network);
+  VMs, this one among them, leave 0600, and then no rootless engine has a network); /dev/fuse
+  alike (fuse-overlayfs, the fallback overlay, opens it as the user);
 - cloche's interpreter must be executable by the user: the project's venv points to a Python
   under /root here (mode 0700), so the test falls back to the system's Python of the same
   version with the venv's site-packages and src on PYTHONPATH (nothing is chmod-ed);
@@ -36,6 +37,7 @@ NOSUB = "cloche-nosub"
 RANGE = "100000-165535"
 SRC = str(Path(cloche.__file__).resolve().parents[1])
 TUN = "/dev/net/tun"
+FUSE_DEV = "/dev/fuse"
 
 
 @dataclass
@@ -146,8 +148,9 @@ def rootless_host() -> None:
         for start, count in ranges(path, NOSUB, _uid(NOSUB)):
             subprocess.run(["usermod", flag, f"{start}-{start + count - 1}", NOSUB],
                            check=True, capture_output=True)
-    if os.path.exists(TUN) and stat.S_IMODE(os.stat(TUN).st_mode) != 0o666:
-        os.chmod(TUN, 0o666)
+    for dev in (TUN, FUSE_DEV):
+        if os.path.exists(dev) and stat.S_IMODE(os.stat(dev).st_mode) != 0o666:
+            os.chmod(dev, 0o666)
 
 
 @pytest.fixture(scope="session")

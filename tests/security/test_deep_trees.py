@@ -120,7 +120,7 @@ def test_context_paths_beyond_path_max_are_a_clean_error(builder: Builder) -> No
     assert result.returncode not in (0, 70), result.stderr[-2000:]
     assert "File name too long" in result.stderr
     assert "internal error" not in result.stderr and "Recursion" not in result.stderr
-    builder.cli("prune", "--all")
+    builder.cli("prune", "--all", "-f")
 
 
 def _deep_run(depth: int) -> str:
@@ -134,7 +134,7 @@ def test_run_making_a_deep_tree_then_prune(builder: Builder) -> None:
     names = {m.name for m in layer_members(result.image.layers[-3])}
     assert "w" + "/d" * 1500 + "/leaf" in names
     builder.cli("du")
-    builder.cli("prune", "--all")
+    builder.cli("prune", "--all", "-f")
     snapshots = builder.root / "snapshots" / "steps"
     assert not snapshots.exists() or not any(snapshots.iterdir())
 
@@ -146,7 +146,7 @@ def test_run_making_a_tree_beyond_path_max_fails_cleanly(builder: Builder) -> No
     assert "internal error" not in result.stderr and "Recursion" not in result.stderr
     assert "too long" in result.stderr, result.stderr[-2000:]
     builder.cli("du")
-    builder.cli("prune", "--all")
+    builder.cli("prune", "--all", "-f")
     leftovers = [p for p in builder.root.rglob("*") if p.name == "d"]
     assert not leftovers
 

@@ -130,7 +130,7 @@ def test_killed_tar_export_leaves_no_file_and_no_scratch(builder: Builder,
     assert killed, "the export ended before it could be killed"
     assert not out.exists(), f"{out} is {out.stat().st_size} bytes after the kill"
     assert list(dest.iterdir()) == []
-    builder.cli("prune")
+    builder.cli("prune", "-f")
     assert set(os.listdir(builder.root)) <= STORE_ENTRIES, sorted(os.listdir(builder.root))
     assert list((builder.root / "builds").iterdir()) == []
 

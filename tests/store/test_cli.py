@@ -138,7 +138,7 @@ def test_tag_by_id_and_errors(root: Path, imported: str) -> None:
 
 
 def test_inspect_text(root: Path, imported: str) -> None:
-    out = run(root, "inspect", "bb:1").output
+    out = run(root, "inspect", "-f", "text", "bb:1").output
     assert f"ID:            {imported}" in out
     assert "Names:         bb:1" in out
     assert 'Cmd:           ["/bin/sh"]' in out

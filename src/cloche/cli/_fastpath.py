@@ -55,7 +55,7 @@ MAX_FILE = 16 << 20  # a Dockerfile, an ignore file or the store's index larger 
 # recent (in seconds) keep a build from being recorded; 2.1 s where timestamps are whole seconds.
 RACY_WINDOW = 0.1
 RACY_WINDOW_COARSE = 2.1
-_REMOTE_ADD = re.compile(rb"(?im)^\s*add\b[^\n]*(://|git@)")
+_REMOTE_ADD = re.compile(rb"(?im)^\s*add\b[^\n]*(://|[\w-]+@[\w.-]+:)")
 _ENV = re.compile(r"^(CLOCHE_.*|(?i:https?_proxy|ftp_proxy|no_proxy|all_proxy))$")
 
 
@@ -155,8 +155,8 @@ class FastPath:
 
             write_output_file(iidfile, str(record["image_id"]).encode(), what="the image ID file",
                               flag="--iidfile")
-        if progress == "quiet":
-            click.echo(str(record["digest"]))
+        if progress == "quiet":  # docker build -q: the image ID
+            click.echo(str(record["image_id"]))
             return True
         lines = [*record["lines"], f"built {record['digest']} ({record['size']}) in "
                  f"{time.monotonic() - self._started:.1f}s{record['names']}"]

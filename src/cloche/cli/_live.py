@@ -47,6 +47,8 @@ class LiveRenderer:
             return Group(*rows)
 
     def __call__(self, event: ev.Event) -> None:
+        if isinstance(event, (ev.StepStarted, ev.StepFinished)) and not event.step.shown:
+            return  # a config-only step: BuildKit shows no vertex for it
         with self._lock:
             if isinstance(event, ev.StepStarted):
                 key = (event.step.stage_index, event.step.step)
@@ -69,6 +71,8 @@ class LiveRenderer:
         if isinstance(event, ev.StepFinished):
             if event.cached:
                 status = Text("CACHED", style="blue")
+                if event.imported:
+                    status.append(f" (imported from {event.imported})", style="dim")
             else:
                 status = Text(f"{event.seconds:.1f}s", style="green")
                 if event.layer_size is not None:
@@ -82,7 +86,7 @@ class LiveRenderer:
             self.console.print(Text(f"– skipped stage {name}: {event.reason}", style="dim"))
         elif isinstance(event, ev.Pulling):
             self.console.print(Text(f"↓ pulling {event.reference}", style="dim"))
-        elif isinstance(event, ev.BuildWarning):
+        elif isinstance(event, ev.BuildWarning) and not event.rule:
             where = f" (line {event.line})" if event.line else ""
             self.console.print(Text(f"! WARNING{where}: {event.message}", style="yellow"))
         elif isinstance(event, ev.StageFinished):

@@ -11,7 +11,7 @@ import click
 
 from cloche.cli._common import parse_platform, read_stdin_dockerfile
 from cloche.engine import options as opts
-from cloche.errors import ConfigError
+from cloche.errors import ClocheError, ConfigError
 
 if TYPE_CHECKING:
     from cloche.cli._fastpath import FastPath
@@ -26,6 +26,11 @@ MAX_SECRET_SIZE = 500 * 1024  # BuildKit's limit for a secret file
               "default CONTEXT/Dockerfile.")
 @click.option("-t", "--tag", "tags", multiple=True, help="Name and tag, NAME[:TAG] (repeatable).")
 @click.option("--target", help="The stage to build (default: the last one).")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Print only the image ID when done (same as --progress=quiet).")
+@click.option("--build-context", "build_contexts", multiple=True, metavar="NAME=VALUE",
+              help="A named context for FROM, COPY --from and RUN --mount from=: a directory, "
+                   "docker-image://REF or oci-layout://PATH[:TAG][@DIGEST] (repeatable).")
 @click.option("--build-arg", "build_args", multiple=True, help="KEY=VALUE, or KEY to take it "
               "from the environment (repeatable).")
 @click.option("--secret", "secrets", multiple=True,
@@ -42,11 +47,21 @@ MAX_SECRET_SIZE = 500 * 1024  # BuildKit's limit for a secret file
 @click.option("--allow", "allow", multiple=True, metavar="ENTITLEMENT",
               help="Grant RUN steps network.host or security.insecure (repeatable).")
 @click.option("--label", "labels", multiple=True, help="KEY=VALUE image label (repeatable).")
-@click.option("--progress", default="auto", show_default=True,
-              type=click.Choice(opts.PROGRESS_MODES), help="How progress is shown.")
+@click.option("--progress", envvar="BUILDKIT_PROGRESS", default="auto", show_default=True,
+              type=click.Choice(opts.PROGRESS_MODES),
+              help="How progress is shown (default: $BUILDKIT_PROGRESS, else auto).")
 @click.option("-o", "--output", "outputs", multiple=True,
               help="type=oci|docker|local|tar|image|registry,dest=...,name=...,push=true")
 @click.option("--push", is_flag=True, help="Push the image (same as -o type=registry).")
+@click.option("--load", is_flag=True, help="Load the image into the local Docker engine "
+              "(same as -o type=docker), through its API socket ($DOCKER_HOST or "
+              "/var/run/docker.sock).")
+@click.option("--cache-to", "cache_to", multiple=True, metavar="SPEC",
+              help="Export the build cache: type=registry,ref=REF[,mode=min|max], "
+                   "type=local,dest=DIR or type=inline (docs/cache.md; repeatable).")
+@click.option("--cache-from", "cache_from", multiple=True, metavar="SPEC",
+              help="Import a build cache: type=registry,ref=REF, type=local,src=DIR, or an "
+                   "image with an inline cache (repeatable).")
 @click.option("--iidfile", type=click.Path(dir_okay=False), help="Write the image ID here.")
 @click.option("--metadata-file", type=click.Path(dir_okay=False),
               help="Write build metadata (JSON) here.")
@@ -58,10 +73,26 @@ MAX_SECRET_SIZE = 500 * 1024  # BuildKit's limit for a secret file
               help="Memory each RUN step may use, e.g. 2g (default: unlimited).")
 @click.option("--ulimit", "ulimits", multiple=True, metavar="NAME=SOFT[:HARD]",
               help="A resource limit of RUN steps, e.g. nofile=1024:2048 (repeatable).")
+@click.option("--annotation", "annotations", multiple=True, metavar="[TYPE:]KEY=VALUE",
+              help="An annotation of the image's manifest (TYPE manifest, the default) or of "
+                   "its index entry in an archive (manifest-descriptor) (repeatable).")
+@click.option("--add-host", "add_hosts", multiple=True, metavar="NAME:IP",
+              help="A line of RUN steps' /etc/hosts, e.g. db:10.0.0.5 (repeatable).")
 @click.option("--shm-size", "shm_size", metavar="SIZE",
               help="Size of /dev/shm in RUN steps (default 64m).")
+@click.option("--isolation", default="auto", show_default=True,
+              type=click.Choice(("auto", "namespaces", "chroot")),
+              help="How RUN steps are isolated; chroot: no namespaces or mounts, for an "
+                   "unprivileged container (docs/isolation.md).")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path),
               help="Store directory (default: $CLOCHE_ROOT, /var/lib/cloche for root).")
+@click.option("--check", "check_only", is_flag=True,
+              help="Run the build checks only (same as --call=check); exit 1 on a warning.")
+@click.option("--call", "call", type=click.Choice(("build", "check")), default="build",
+              help="What to do: build (default) or check (the build checks only).")
+@click.option("--explain", "explain", is_flag=True,
+              help="After the build, print what ships from where, leaks and whether it will "
+                   "run (cloche explain's summary; docs/explain.md).")
 def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target: str | None,
             build_args: tuple[str, ...], secrets: tuple[str, ...], ssh: tuple[str, ...],
             platform: str | None, no_cache: bool, no_cache_filter: tuple[str, ...],
@@ -69,12 +100,33 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
             labels: tuple[str, ...], progress: str, outputs: tuple[str, ...], push: bool,
             iidfile: str | None, metadata_file: str | None, jobs: int,
             root: Path | None, pids_limit: int | None = None, memory: str | None = None,
-            ulimits: tuple[str, ...] = (), shm_size: str | None = None) -> None:
+            ulimits: tuple[str, ...] = (), shm_size: str | None = None,
+            isolation: str = "auto", check_only: bool = False, call: str = "build",
+            build_contexts: tuple[str, ...] = (), quiet: bool = False,
+            explain: bool = False, load: bool = False, cache_to: tuple[str, ...] = (),
+            cache_from: tuple[str, ...] = (), add_hosts: tuple[str, ...] = (),
+            annotations: tuple[str, ...] = ()) -> None:
     """Build an image from a Dockerfile, as `docker build` does, without a daemon."""
+    if quiet:
+        progress = "quiet"
+    if check_only or call == "check":
+        _run_checks(context, dockerfile, target, build_args, platform, root)
+        return
     from cloche.cli._rootless import enter_user_namespace
     from cloche.engine import prefetch_context
 
-    enter_user_namespace()  # not root: root of a user namespace, before any thread starts
+    try:
+        if isolation != "chroot":  # chroot needs no namespace: as a user it records owners
+            enter_user_namespace()  # not root: root of a user namespace, before any thread
+    except ClocheError as err:
+        from cloche.rootless.userns import userns_allowed
+
+        if isolation == "auto" and not userns_allowed():
+            isolation = "chroot"  # the kernel refuses user namespaces: chroot as this user
+        else:
+            err.hint = ((f"{err.hint}; " if err.hint else "") + "or build with "
+                        "--isolation=chroot, which needs no namespace (docs/isolation.md)")
+            raise
 
     # List the context on a thread now: find's stat calls overlap the imports below.
     prefetch = prefetch_context(context)
@@ -86,6 +138,8 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
     for item in ssh:
         _check_ssh(item)
     output_specs = tuple(opts.parse_output(o) for o in outputs)
+    if load:  # buildx's --load: -o type=docker, into the local engine
+        output_specs += (opts.OutputSpec(type="docker"),)
     # the checks engine/outputs.py makes at export, made before the build rather than after it
     if push and not tags:
         raise ConfigError("--push needs a name: add -t NAME:TAG")
@@ -99,7 +153,8 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
         dockerfile_text = read_stdin_dockerfile()
     options = opts.BuildOptions(
         context=context, dockerfile=dockerfile, dockerfile_text=dockerfile_text, tags=tags,
-        target=target, build_args=opts.parse_key_values(build_args, "--build-arg", from_env=True),
+        target=target, build_args=_with_epoch_env(
+            opts.parse_key_values(build_args, "--build-arg", from_env=True)),
         secrets=secret_specs, ssh=ssh, platform=platform,
         no_cache=no_cache, no_cache_filter=tuple(n.lower() for n in no_cache_filter),
         pull=pull, network=network, allow=allow,
@@ -108,8 +163,12 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
         metadata_file=metadata_file, jobs=jobs, root=root,
         pids_limit=pids_limit, ulimits=tuple(opts.parse_ulimit(u) for u in ulimits),
         memory=opts.parse_ram_size(memory, "--memory") if memory is not None else None,
-        shm_size=opts.parse_ram_size(shm_size, "--shm-size") if shm_size is not None else None)
-    fast = _fastpath(options, prefetch)
+        shm_size=opts.parse_ram_size(shm_size, "--shm-size") if shm_size is not None else None,
+        add_hosts=tuple(opts.parse_add_host(h) for h in add_hosts),
+        annotations=tuple(opts.parse_annotation(a) for a in annotations),
+        isolation=isolation, build_contexts=opts.parse_build_contexts(build_contexts),
+        cache_to=cache_to, cache_from=cache_from)  # type: ignore[arg-type]  # parsed there
+    fast = None if explain else _fastpath(options, prefetch)  # --explain needs the events
     if fast is not None and fast.replay(progress, iidfile):
         return
     from cloche import api  # imported late: keeps `cloche --help` and a no-op rebuild fast
@@ -126,8 +185,16 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
     live = renderer if isinstance(renderer, AbstractContextManager) else nullcontext()
     with live:  # the tty view draws while the build runs
         result = api.build(options, listener=listener, prefetch=prefetch)
-    if progress == "quiet":
-        click.echo(str(result.digest))
+    if progress != "quiet":
+        from cloche.cli._checks import print_build_warnings
+
+        print_build_warnings(seen, plain=progress == "plain")
+    if progress == "quiet":  # docker build -q: the image ID (config digest)
+        click.echo(str(result.image_id))
+    if explain:
+        from cloche.explainer.render_text import render_summary
+
+        click.echo(render_summary(api.explain_result(result, seen, root=root)), nl=False)
     if fast is not None and prefetch is not None:
         from cloche.cli._fastpath import racy
         from cloche.cli._units import step_size
@@ -140,10 +207,38 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
                     racy=racy((s for _, s in listing.entries), prefetch.started))
 
 
+def _with_epoch_env(build_args: dict[str, str]) -> dict[str, str]:
+    """The SOURCE_DATE_EPOCH environment variable as the build arg of that name, unless
+    ``--build-arg`` gives it, as buildx passes it (docs/reproducible.md)."""
+    if "SOURCE_DATE_EPOCH" in os.environ and "SOURCE_DATE_EPOCH" not in build_args:
+        build_args["SOURCE_DATE_EPOCH"] = os.environ["SOURCE_DATE_EPOCH"]
+    return build_args
+
+
+def _run_checks(context: str, dockerfile: str | None, target: str | None,
+                build_args: tuple[str, ...], platform: str | None, root: Path | None) -> None:
+    """``--check``: BuildKit's checks only, printed as buildx prints them; exit 1 on any."""
+    from cloche import api
+    from cloche.cli._checks import print_check_report
+
+    dockerfile_text = None
+    if dockerfile == "-":
+        dockerfile_text = read_stdin_dockerfile()
+    options = opts.BuildOptions(
+        context=context, dockerfile=dockerfile, dockerfile_text=dockerfile_text, target=target,
+        build_args=opts.parse_key_values(build_args, "--build-arg", from_env=True),
+        platform=platform, root=root)
+    report = api.check(options)
+    if print_check_report(report):
+        raise SystemExit(1)
+
+
 def _fastpath(options: opts.BuildOptions, prefetch: Prefetch | None) -> FastPath | None:
     """The no-op fast path for a plain build into the store (cli/_fastpath.py), else None."""
     if (prefetch is None or options.no_cache or options.pull or options.outputs
-            or options.push or options.metadata_file or options.no_cache_filter):
+            or options.push or options.metadata_file or options.no_cache_filter
+            or options.build_contexts  # named contexts are not in the fingerprint
+            or options.cache_to or options.cache_from):  # remote caches: the engine's
         return None
     from cloche.cli._fastpath import FastPath, Inputs, regular_bytes, remote_sources
     from cloche.store.root import default_root

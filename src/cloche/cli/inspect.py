@@ -13,19 +13,30 @@ from cloche.cli._common import check_root, human_size, root_option
 
 @click.command("inspect")
 @click.argument("refs", nargs=-1, required=True)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True, help="text for people, json as `docker image inspect`.")
+@click.option("-f", "--format", "fmt", default="json", show_default=True,
+              help="json (as `docker image inspect`), text (for people), or a Go template "
+                   "applied to each image, e.g. '{{.Id}}', '{{json .Config}}', "
+                   "'{{index .RepoDigests 0}}'.")
 @root_option
 def command(refs: tuple[str, ...], fmt: str, root: Path | None) -> None:
-    """Show what the store knows about images (by name, digest or ID)."""
+    """Show what the store knows about images (by name, digest or ID), as JSON."""
     from cloche import api
+    from cloche.cli._gotemplate import TemplateError, render
 
     check_root(root)
     docs = [api.inspect(ref, root=root) for ref in refs]
     if fmt == "json":
         click.echo(json.dumps(docs, indent=4))
         return
-    click.echo("\n\n".join(_text(doc) for doc in docs))
+    if fmt == "text":
+        click.echo("\n\n".join(_text(doc) for doc in docs))
+        return
+    try:
+        lines = [render(fmt, doc) for doc in docs]
+    except TemplateError as e:
+        raise click.UsageError(f"--format: {e}") from None
+    for line in lines:
+        click.echo(line)
 
 
 def _text(doc: dict[str, Any]) -> str:

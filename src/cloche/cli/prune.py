@@ -40,8 +40,11 @@ def command(everything: bool, keep_storage: str | None, filters: tuple[str, ...]
         keep = parse_size(keep_storage) if keep_storage else None
     except ValueError as err:
         raise ConfigError(f"--keep-storage: {err}") from None
-    if not force and sys.stdin.isatty():
+    if not force:  # as `docker builder prune`: ask; without a terminal to ask, refuse
         what = "all build cache" if everything else "build cache no stored image uses"
+        if not sys.stdin.isatty():
+            raise ConfigError(f"cloche prune removes {what} and asks first, but there is no "
+                              "terminal to ask", hint="confirm with -f/--force")
         click.confirm(f"This removes {what}. Continue?", abort=True)
     check_root(root)  # a mistyped --root fails with its path
     report = api.prune(root=root, everything=everything, until=until, keep_storage=keep)

@@ -9,6 +9,7 @@ import click
 
 from cloche.cli._common import parse_platform, root_option
 from cloche.events import Event, LayerExists, LayerPulled, LayerPulling
+from cloche.oci.mediatypes import CONFIG_TYPES
 
 
 class PullRenderer:
@@ -23,7 +24,8 @@ class PullRenderer:
         self._lock = threading.Lock()
 
     def __call__(self, event: Event) -> None:
-        if not isinstance(event, (LayerExists, LayerPulling, LayerPulled)):
+        if not isinstance(event, (LayerExists, LayerPulling, LayerPulled)) \
+                or event.descriptor.media_type in CONFIG_TYPES:  # Docker lists layers only
             return
         with self._lock:
             if isinstance(event, LayerPulled):

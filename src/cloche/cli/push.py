@@ -9,6 +9,7 @@ import click
 
 from cloche.cli._common import check_root, root_option
 from cloche.events import Event, LayerPushed
+from cloche.oci.mediatypes import CONFIG_TYPES
 
 
 class PushRenderer:
@@ -20,7 +21,9 @@ class PushRenderer:
         self._lock = threading.Lock()
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, LayerPushed):  # manifests: the digest line at the end says it
+        # manifests: the digest line at the end says it; the config is no layer (Docker
+        # lists only layers)
+        if isinstance(event, LayerPushed) and event.descriptor.media_type not in CONFIG_TYPES:
             with self._lock:
                 click.echo(f"{event.descriptor.digest.short}: "
                            f"{self.WORDS.get(event.how, event.how)}", err=True)

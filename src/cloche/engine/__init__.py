@@ -12,12 +12,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-_EXPORTS = {"build": "pipeline", "BuildResult": "pipeline", "prefetch_context": "fastwalk",
+_EXPORTS = {"build": "pipeline", "BuildResult": "pipeline", "check": "pipeline",
+            "CheckReport": "pipeline", "prefetch_context": "fastwalk",
             "Prefetch": "fastwalk", "Listing": "fastwalk",
             "BuildOptions": "options", "OutputSpec": "options", "SecretSpec": "options"}
 
-__all__ = ["BuildOptions", "BuildResult", "Listing", "OutputSpec", "Prefetch", "SecretSpec",
-           "build", "prefetch_context"]
+__all__ = ["BuildOptions", "BuildResult", "CheckReport", "Listing", "OutputSpec", "Prefetch", "SecretSpec",
+           "build", "check", "prefetch_context"]
 
 
 def __getattr__(name: str) -> Any:
@@ -30,4 +31,4 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:
     from cloche.engine.fastwalk import Listing, Prefetch, prefetch_context
     from cloche.engine.options import BuildOptions, OutputSpec, SecretSpec
-    from cloche.engine.pipeline import BuildResult, build
+    from cloche.engine.pipeline import BuildResult, CheckReport, build, check

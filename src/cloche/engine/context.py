@@ -1,4 +1,4 @@
-"""The build context: a directory, or a tar on stdin, with its .dockerignore rules.
+"""The build context: a directory, a tar on stdin or a URL, with its .dockerignore rules.
 
 ``docker build DIR`` sends DIR minus what .dockerignore (or ``<Dockerfile>.dockerignore``)
 excludes; ``docker build - < ctx.tar[.gz]`` sends a tar, and ``docker build - < Dockerfile``
@@ -24,6 +24,7 @@ from typing import BinaryIO
 from cloche.compression import Compression, detect_compression
 from cloche.engine.dockerignore import PatternMatcher, load_matcher
 from cloche.engine.extract import Prefixed, extract_tar
+from cloche.engine.giturl import is_remote_context
 from cloche.engine.sources import SourceTree
 from cloche.errors import ConfigError
 from cloche.fs.rmtree import rmtree
@@ -52,6 +53,7 @@ class BuildContext:
     ignore: PatternMatcher
     dockerfile: Path | None = None
     temporary: Path | None = None
+    remote: str | None = None  # the URL of a Git or HTTP context (credentials hidden)
 
     @property
     def tree(self) -> SourceTree:
@@ -106,14 +108,73 @@ def context_from_stream(stream: BinaryIO, *, dockerfile_name: str = "Dockerfile"
         raise
 
 
+def context_from_url(url: str, *, dockerfile: Path | None = None,
+                     workdir: Path | None = None) -> BuildContext:
+    """A context fetched from ``url``: a Git repository, else an HTTP(S) download.
+
+    As BuildKit's dockerui: a Git context is the checkout (of its subdir), without ``.git``
+    unless ``?keep-git-dir=true``; a download that is a tar (plain or compressed) is
+    extracted into the context; any other download is the Dockerfile, and the context holds
+    it alone, named ``context``. No ``.dockerignore`` applies to a remote context. A relative
+    ``dockerfile`` is read inside the context (an absolute one is the caller's own file).
+    """
+    from cloche.engine.giturl import parse_git_ref, redact
+
+    base = make_scratch("context", workdir)
+    try:
+        ref = parse_git_ref(url, context=True)
+        if ref is not None:
+            from cloche.engine.gitsource import fetch
+
+            root = fetch(ref, base, keep_git_dir=bool(ref.keep_git_dir)).root.resolve()
+            found = _dockerfile_in(root, dockerfile)
+        else:
+            root, found = _download_context(url, base)
+            if found is None:
+                found = _dockerfile_in(root, dockerfile)
+        return BuildContext(root, PatternMatcher(), found, temporary=base, remote=redact(url))
+    except BaseException:
+        rmtree(base, ignore_errors=True)
+        raise
+
+
+def _dockerfile_in(root: Path, dockerfile: Path | None) -> Path | None:
+    if dockerfile is not None and dockerfile.is_absolute():
+        return None  # the engine reads -f itself
+    return root / (dockerfile if dockerfile is not None else "Dockerfile")
+
+
+def _download_context(url: str, base: Path) -> tuple[Path, Path | None]:
+    """(context root, Dockerfile if the download is one) for an HTTP(S) context."""
+    from cloche.engine.extract import is_tar_archive
+    from cloche.engine.giturl import redact
+    from cloche.engine.remote import download
+
+    fetched = base / "download"
+    fetched.mkdir(mode=0o700)
+    got = download(url, fetched, filename="context", label="build context")
+    root = base / "context"
+    root.mkdir(mode=0o755)
+    if is_tar_archive(got.path):
+        with open(got.path, "rb") as raw:
+            extract_tar(raw, root, label=f"context tar from {redact(url)}",
+                        keep_owner=False)
+        return root, None
+    os.replace(got.path, root / "context")
+    return root, root / "context"
+
+
 @contextmanager
 def open_context(spec: str | Path, *, dockerfile: Path | None = None,
                  stdin: BinaryIO | None = None) -> Iterator[BuildContext]:
-    """``CONTEXT`` as the command line gives it (a directory, or ``-`` for stdin), cleaned up after."""
+    """``CONTEXT`` as the command line gives it (a directory, a Git or HTTP(S) URL, or ``-``
+    for stdin), cleaned up after."""
     if str(spec) == "-":
         if stdin is None:
             raise ContextError("context '-' needs a stream to read from")
         ctx = context_from_stream(stdin, dockerfile_name=dockerfile.name if dockerfile else "Dockerfile")
+    elif isinstance(spec, str) and is_remote_context(spec):  # a URL is never made a Path
+        ctx = context_from_url(spec, dockerfile=dockerfile)
     else:
         ctx = context_from_directory(Path(spec), dockerfile)
     try:

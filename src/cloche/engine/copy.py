@@ -58,6 +58,7 @@ from cloche.engine.fsutil import (
 from cloche.engine.sources import MatchedSource, SourceTree, match_sources, walk_source
 from cloche.errors import ClocheError
 from cloche.fs.gopath import go_clean
+from cloche.fs.owners import owner_of, set_owner
 from cloche.fs.regular import open_regular
 from cloche.fs.users import resolve_chown
 
@@ -96,12 +97,14 @@ class CopyResult:
     bytes: int
 
 
-def copied_owner(chown: Owner | None, tree: SourceTree, st: os.stat_result) -> Owner:
-    """The owner a copied entry gets: --chown's, else 0:0 from the build context (sent with
-    owners reset, as BuildKit does), else the source's own (from a stage or an image)."""
+def copied_owner(chown: Owner | None, tree: SourceTree, st: os.stat_result,
+                 path: str | os.PathLike[str]) -> Owner:
+    """The owner a copied entry (at ``path``, lstat ``st``) gets: --chown's, else 0:0 from
+    the build context (sent with owners reset, as BuildKit does), else the source's own (from
+    a stage or an image, as ``cloche.fs.owners`` reads it)."""
     if chown is not None:
         return chown
-    return Owner(0, 0) if tree.reset_owner else Owner(st.st_uid, st.st_gid)
+    return Owner(0, 0) if tree.reset_owner else Owner(*owner_of(path, st))
 
 
 def destination_path(dest: str, workdir: str) -> tuple[str, bool]:
@@ -141,8 +144,8 @@ class _Copier:
         self.batch: list[tuple[Path, os.stat_result, Path]] = []  # not yet handed to a worker
         self.targets: set[str] = set()  # paths of the pending copies
 
-    def owner_for(self, st: os.stat_result) -> Owner:
-        return copied_owner(self.owner, self.tree, st)
+    def owner_for(self, st: os.stat_result, src: Path) -> Owner:
+        return copied_owner(self.owner, self.tree, st, src)
 
     def display(self, target: Path) -> str:
         return "/" + str(target.relative_to(self.root)) if target != self.root else "/"
@@ -194,7 +197,7 @@ class _Copier:
         is_link = stat.S_ISLNK(mode)
         new_mode = None if is_link else (
             self.chmod.apply(mode, is_dir=is_dir) if self.chmod else stat.S_IMODE(mode))
-        set_metadata(target, mode=new_mode, owner=self.owner_for(st), mtime_ns=None)
+        set_metadata(target, mode=new_mode, owner=self.owner_for(st, src), mtime_ns=None)
         copy_xattrs(src, target)
         if is_dir:
             self.dir_times.append((target, st.st_mtime_ns))  # set after the contents
@@ -210,8 +213,8 @@ class _Copier:
                           | os.O_CLOEXEC, 0o600)
             try:
                 copy_fd_data(src_fd, out, st.st_size)
-                owner = self.owner_for(st)
-                os.fchown(out, owner.uid, owner.gid)  # before chmod: chown clears set-id bits
+                owner = self.owner_for(st, src)
+                set_owner(out, owner.uid, owner.gid)  # before chmod: chown clears set-id bits
                 os.fchmod(out, self.chmod.apply(st.st_mode, is_dir=False) if self.chmod
                           else stat.S_IMODE(st.st_mode))
                 copy_fd_xattrs(src_fd, out)
@@ -337,8 +340,9 @@ def _copy_into(request: CopyRequest, tree: SourceTree, root: Path, unpack: bool,
     excludes = PatternMatcher.from_rules(request.excludes, source="--exclude") \
         if request.excludes else None
 
-    matched = [(spec, m) for spec in request.sources for m in match_sources(tree, spec)
-               if excludes is None or not excludes.matches(posixpath.basename(m.written))]
+    # --exclude patterns match paths below each source (fsutil's copy matches from the
+    # source's own root), never a source itself: a file source is copied even when it matches
+    matched = [(spec, m) for spec in request.sources for m in match_sources(tree, spec)]
     # Sources are counted after expansion, as BuildKit copies each one on its own and a
     # wildcard matching nothing is no source at all (AllowEmptyWildcard): ``COPY a* b dest``
     # with no a* copies b to dest.
@@ -352,11 +356,10 @@ def _copy_into(request: CopyRequest, tree: SourceTree, root: Path, unpack: bool,
     # BuildKit: each file is copied onto the destination in turn and the last one wins.
     copier = _Copier(tree, root, owner, chmod)
     try:
-        previous_spec = None
         for spec, src in matched:
-            if spec != previous_spec:  # BuildKit copies each source separately: links stay within one
-                copier.inodes.clear()
-                previous_spec = spec
+            # BuildKit's file op copies each source, and each match of a wildcard, on its own
+            # (one fsutil copy each): hard links are kept within one, never between two
+            copier.inodes.clear()
             kept = _parents_path(spec, src) if request.parents else ""
             kept_parent = _make_kept_parents(copier, src, dest, kept) if kept else dest_host
             kept_target = kept_parent / posixpath.basename(kept) if kept else dest_host
@@ -370,8 +373,9 @@ def _copy_into(request: CopyRequest, tree: SourceTree, root: Path, unpack: bool,
                 target = kept_parent
                 copier.mkdirs(target, mode=0o755)  # BuildKit's unpack: MkdirAll 0755
                 with os.fdopen(open_regular(src.host, what=f"{what} {spec}"), "rb") as raw:
-                    # --chown is not applied to the entries: BuildKit keeps the tar's owners
-                    result = extract_tar(raw, target, label=f"{what} {spec}")
+                    # current BuildKit's unpack (file/unpack.go) gives every entry the
+                    # --chown owner; without it the tar's owners stay (v0.8 always kept them)
+                    result = extract_tar(raw, target, owner=owner, label=f"{what} {spec}")
                 copier.entries += result.entries
                 copier.bytes += result.bytes
                 continue

@@ -16,8 +16,8 @@ followed by a new instruction). The entries are those of the overlay diff, rule 
 - missing directories up to the destination are made 0755 (an octal --chmod's mode, as
   ``copy.created_dir_mode``), owned by the --chown user or root;
 - each entry below takes the source's mode (or --chmod), owner (--chown, or 0:0 from the build
-  context, or the source's own from a stage), mtime and xattrs; hard links within the source
-  stay hard links; sockets are skipped.
+  context, or the source's own from a stage), mtime and file capabilities (the only xattr a
+  layer keeps); hard links within the source stay hard links; sockets are skipped.
 
 Anything less plain (a destination that exists and is not empty, a link on the way, several
 sources, a file source, devices, --parents, --link, ADD) returns None: the caller copies as
@@ -41,7 +41,7 @@ from cloche.engine.sources import MatchedSource, SourceTree, match_sources, walk
 from cloche.errors import ClocheError
 from cloche.fs.tarentry import EntryType, TarEntry
 from cloche.fs.users import resolve_chown
-from cloche.layers.tree import TreeScanner, read_xattrs
+from cloche.layers.tree import LAYER_XATTRS, TreeScanner, read_xattrs
 
 Pair = tuple[TarEntry, "str | None"]
 
@@ -59,8 +59,8 @@ class _Common(TypedDict):
 
 
 def _xattrs(path: str) -> tuple[tuple[str, bytes], ...]:
-    """What the copy would carry over (not ``system.``) and the layer keep."""
-    return tuple(x for x in read_xattrs(path) if not x[0].startswith("system."))
+    """What the copy would carry over and the layer keep (``LAYER_XATTRS``)."""
+    return tuple(x for x in read_xattrs(path) if x[0] in LAYER_XATTRS)
 
 
 def direct_entries(request: CopyRequest, tree: SourceTree, merged: Path) -> list[Pair] | None:
@@ -138,7 +138,7 @@ def _below(tree: SourceTree, src: MatchedSource, excludes: PatternMatcher | None
         mode = st.st_mode
         is_dir = stat.S_ISDIR(mode)
         path = f"{prefix}/{entry.rel}" if prefix else entry.rel
-        who = copied_owner(owner, tree, st)
+        who = copied_owner(owner, tree, st, entry.path)
         common = _Common(path=path, uid=who.uid, gid=who.gid,
                          mtime=st.st_mtime_ns // 1_000_000_000, xattrs=_xattrs(entry.path))
         if stat.S_ISLNK(mode):

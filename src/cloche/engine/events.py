@@ -15,7 +15,11 @@ from cloche.events import Event, Listener, ignore
 
 @dataclass(frozen=True)
 class StepRef:
-    """Which step: ``[stage step/steps] TEXT`` as BuildKit names it, and its Dockerfile line."""
+    """Which step: ``[stage step/steps] TEXT`` as BuildKit names it, and its Dockerfile line.
+
+    BuildKit numbers only what runs: FROM of an image (1) and the RUN, COPY, ADD and WORKDIR
+    steps; a config-only step (ENV, LABEL, CMD...) has ``step`` 0 and is no work to show. A
+    Dockerfile of one stage shows no stage name (``single``)."""
 
     stage_index: int
     stage_name: str | None
@@ -23,14 +27,24 @@ class StepRef:
     steps: int
     text: str
     line: int = 0
+    single: bool = False
 
     @property
     def stage_label(self) -> str:
         return self.stage_name or f"stage-{self.stage_index}"
 
     @property
+    def shown(self) -> bool:
+        """Whether progress shows the step (BuildKit shows no config-only step)."""
+        return self.step > 0
+
+    @property
     def title(self) -> str:
-        return f"[{self.stage_label} {self.step}/{self.steps}] {self.text}"
+        if not self.shown:
+            return self.text
+        label = "" if self.single else f"{self.stage_label} "
+        width = len(str(self.steps))
+        return f"[{label}{self.step:>{width}}/{self.steps}] {self.text}"
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,7 @@ class StepFinished(Event):
     seconds: float
     cached: bool = False
     layer_size: int | None = None  # None: the step made no layer
+    imported: str = ""  # cached from this --cache-from source (engine/remote_cache.py)
 
 
 @dataclass(frozen=True)
@@ -89,10 +104,24 @@ class StepFailed(Event):
 
 @dataclass(frozen=True)
 class BuildWarning(Event):
-    """Something the build goes on with but the user should know (BuildKit's lint warnings)."""
+    """Something the build goes on with but the user should know. A build check (BuildKit's
+    lint rules, cloche.plan.checks) names its ``rule`` and ``url``, and its location:
+    ``file``, ``line`` to ``end_line``; ``message`` is then the rule's message alone."""
 
     message: str
     line: int = 0
+    rule: str = ""
+    url: str = ""
+    end_line: int = 0
+    file: str = ""
+
+    @property
+    def short(self) -> str:
+        """BuildKit's one-line form of a check: ``RULE: message (line N)``."""
+        if not self.rule:
+            return self.message
+        text = f"{self.rule}: {self.message}"
+        return f"{text} (line {self.line})" if self.line > 0 else text
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,11 @@ from cloche.engine import events as ev
 from cloche.engine.cache import BuildCache, StatCache
 from cloche.engine.context import BuildContext
 from cloche.engine.fastwalk import Prefetch
+from cloche.engine.giturl import is_git_source
 from cloche.engine.images import ImageResolver, same_platform
+from cloche.engine.named import ContextResolver, NamedContexts
 from cloche.engine.options import BuildOptions
+from cloche.engine.remote_cache import RemoteCache
 from cloche.engine.slots import CpuSlots
 from cloche.engine.state import StageState, fill_history_times
 from cloche.engine.steps import (
@@ -65,6 +68,13 @@ class StageReport:
     layers: int
     new_layers: int
     size: int
+    # for explaining the build (cloche.explain): the base as written in FROM, the stage's
+    # final config (its history) and each layer's diff id and shown size, base layers first
+    base: str = ""
+    base_stage: int | None = None
+    config: ImageConfig | None = None
+    layer_diff_ids: tuple[str, ...] = ()
+    layer_sizes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,10 @@ class BuildOutcome:
     target: int
     stages: tuple[StageReport, ...]
     seconds: float
+    # how many layers and history entries of the image are its base image's (FROM an
+    # image or a named context, through the stages it is built FROM): SOURCE_DATE_EPOCH
+    # and rewrite-timestamp leave those as they are (engine/reproducible.py)
+    base: tuple[int, int] = (0, 0)
 
 
 _FS_STEPS = (ins.Run, ins.Copy, ins.Add, ins.Workdir)  # the instructions that write files
@@ -112,7 +126,8 @@ class Executor:
 
     def __init__(self, plan: BuildPlan, options: BuildOptions, store: Store,
                  context: BuildContext, listener: ev.Listener, platform: Platform, *,
-                 prefetch: Prefetch | None = None) -> None:
+                 prefetch: Prefetch | None = None, contexts: NamedContexts | None = None,
+                 remote: RemoteCache | None = None) -> None:
         self.plan = plan
         self.options = options
         self.store = store
@@ -121,15 +136,23 @@ class Executor:
         self.platform = platform
         self.file = plan.dockerfile.file
         self.cpu = CpuSlots(options.job_count)  # CPU-bound work at once; waiting is free
-        self.workspace = Workspace(store, cpu=self.cpu)
+        self.workspace = Workspace(store, cpu=self.cpu, isolation=options.isolation)
         self.images = ImageResolver(store, platform, pull=options.pull, listener=listener)
         self.cache = BuildCache(store)
+        self.remote = remote  # --cache-from/--cache-to (remote_cache.py)
+        if remote is not None:
+            remote.shipped = _shipped(plan)
+            self.workspace.fetch_layer = remote.fetch_layer  # imported layers, on first need
+        # --build-context: named contexts, opened for the steps that name them
+        self.contexts = ContextResolver(contexts or NamedContexts({}), store, self.images,
+                                        self.workspace, platform)
         self.stat_cache = StatCache(store, context.root)
         self.prefetch = prefetch  # the context's listing, started before the imports
         self._futures: dict[int, Future[StageState]] = {}
         self._reports: dict[int, StageReport] = {}
         self._pulls: dict[int, list[Future[Image]]] = {}  # the images each stage needs
         self._ships = _shipped(plan)  # the stages whose layers the image is made of
+        self._bases: dict[int, tuple[int, int]] = {}  # stage -> its base's (layers, history)
         self._cancel = CancelScope()  # this build's steps: a failure or Ctrl-C ends them
 
     # -- the whole build ---------------------------------------------------------------
@@ -146,7 +169,8 @@ class Executor:
             # a thread per stage: stages wait for stages and images, never for a free worker
             with ThreadPoolExecutor(max_workers=max(1, len(reachable)),
                                     thread_name_prefix=prefix,
-                                    initializer=private_mounts) as pool:
+                                    initializer=None if self.workspace.plain
+                                    else private_mounts) as pool:
                 errors = []
                 try:
                     for index in reachable:
@@ -165,16 +189,18 @@ class Executor:
             if real or errors:
                 raise (real or errors)[0]
             final = self._futures[self.plan.target].result()
-            image = self._image(final)
+            base = self._bases.get(self.plan.target, (0, 0))
+            image = self._image(final, base[1])
             return BuildOutcome(image, self.plan.target,
                                 tuple(self._reports[i] for i in sorted(self._reports)),
-                                time.monotonic() - started)
+                                time.monotonic() - started, base)
         finally:
             _join_workers(prefix)
             self.stat_cache.save()
+            self.contexts.save()
             self.workspace.cleanup()
 
-    def _image(self, state: StageState) -> Image:
+    def _image(self, state: StageState, base_history: int = 0) -> Image:
         config = state.config
         if self.options.labels:
             labels = dict(config.labels)
@@ -184,6 +210,10 @@ class Executor:
         created = max((h.created for h in history if h.created), default=now())
         config = config.replace(created=created, history=history,
                                 diff_ids=tuple(layer.diff_id for layer in state.layers))
+        if self.options.source_date_epoch is not None:  # the build's own entries: the epoch
+            from cloche.engine.reproducible import stamp_history
+
+            config = stamp_history(config, self.options.source_date_epoch, base_history)
         return Image.from_config(config, state.layers)
 
     def _prefetch(self, stages: list[int]) -> None:
@@ -194,10 +224,18 @@ class Executor:
         for index in stages:
             planned = self.plan.stages[index]
             pulls = self._pulls.setdefault(index, [])
-            if planned.base_stage is None and planned.base.lower() != "scratch":
+            if planned.base_context is not None:
+                found = self.contexts.prefetch(planned.base_context, planned.platform)
+                if found is not None:
+                    pulls.append(found)
+            elif planned.base_stage is None and planned.base.lower() != "scratch":
                 pulls.append(self.images.prefetch(planned.base, planned.platform))
             for dep in planned.dependencies:
-                if dep.image and dep.stage is None:
+                if dep.context is not None:
+                    found = self.contexts.prefetch(dep.context)
+                    if found is not None:
+                        pulls.append(found)
+                elif dep.image and dep.stage is None:
                     pulls.append(self.images.prefetch(dep.image))
 
     # -- one stage ----------------------------------------------------------------------
@@ -226,31 +264,54 @@ class Executor:
     def _stage_body(self, planned: PlannedStage) -> StageState:
         started = time.monotonic()
         self.listener(ev.StageStarted(planned.index, planned.name, planned.base))
+        from_started = time.monotonic()
         state, triggers = self._initial_state(planned)
+        # what of the stage is its base image's (a parent stage's base, for FROM a stage)
+        if planned.base_stage is not None:
+            self._bases[planned.index] = self._bases.get(planned.base_stage, (0, 0))
+        else:
+            self._bases[planned.index] = (len(state.layers), len(state.config.history))
         steps = stage_steps(self.plan, planned, triggers, state.env)
         # a base image's ONBUILD triggers are known only now: none runs without its --allow
         check_steps(steps, self.options.allow, self.plan.dockerfile.tree)
-        total = len(steps) + 1
+        # BuildKit's numbering: FROM of an image is 1, then only RUN, COPY, ADD and WORKDIR
+        # (dockerfile2llb prefixCommand); one-stage Dockerfiles name no stage
+        from_image = (planned.base_stage is None and planned.base_context is None
+                      and planned.base.lower() != "scratch")
+        numbered = [_numbered(s.instruction) for s in steps]
+        total = int(from_image) + sum(numbered)
+        single = len(self.plan.dockerfile.stages) == 1
+        if from_image:
+            ref = ev.StepRef(planned.index, planned.name, 1, total, f"FROM {planned.base}",
+                             planned.line, single=single)
+            self.listener(ev.StepStarted(ref))
+            self.listener(ev.StepFinished(ref, time.monotonic() - from_started,
+                                          cached=planned.base not in self.images.pulled))
+        shown = int(from_image)
         cmd_set = False
         base_layers = len(state.layers)
         # the target's last step that writes files: nothing in this build reads them after it
         writes = [i for i, s in enumerate(steps, start=2) if writes_files(s.instruction)]
         unread_at = writes[-1] if writes and planned.index == self.plan.target else None
-        for number, item in enumerate(steps, start=2):
+        for (number, item), counted in zip(enumerate(steps, start=2), numbered):
             instruction = item.instruction
             if self._cancel.cancelled:
                 raise BuildCancelled("cancelled: another stage failed",
                                      stage=planned.display_name)
-            step = ev.StepRef(planned.index, planned.name, number, total,
-                              title(instruction), instruction.line)
+            shown += counted
+            step = ev.StepRef(planned.index, planned.name, shown if counted else 0, total,
+                              title(instruction), instruction.line, single=single)
             with _cpu_slot(self.cpu, instruction):
                 state = self._step(planned, item, state, step, cmd_set,
                                    files_unread=number == unread_at)
             cmd_set = cmd_set or isinstance(instruction, ins.Cmd)
         seconds = time.monotonic() - started
         new_layers = len(state.layers) - base_layers
-        self._reports[planned.index] = StageReport(planned.index, planned.name, seconds,
-                                                   len(state.layers), new_layers, state.size)
+        self._reports[planned.index] = StageReport(
+            planned.index, planned.name, seconds, len(state.layers), new_layers, state.size,
+            base=planned.base, base_stage=planned.base_stage, config=state.config,
+            layer_diff_ids=tuple(str(layer.diff_id) for layer in state.layers),
+            layer_sizes=tuple(layer.shown_size for layer in state.layers))
         self.listener(ev.StageFinished(planned.index, planned.name, seconds, len(state.layers),
                                        state.size))
         return state
@@ -265,6 +326,8 @@ class Executor:
             state = StageState(parent.config.replace(on_build=None), parent.layers,
                                parent.lowers, StageEnv.start(scope, parent=parent.env),
                                key=parent.key)
+        elif planned.base_context is not None:
+            state, triggers = self._context_state(planned, planned.base_context)
         elif planned.base.lower() == "scratch":
             # BuildKit's empty image: working directory / and the default PATH.
             config = ImageConfig(architecture=self.platform.architecture, os=self.platform.os,
@@ -285,10 +348,11 @@ class Executor:
             wanted = Platform.parse(planned.platform) if planned.platform else self.platform
             got = image.platform
             if not same_platform(got, wanted):  # a registry served another platform
-                self.listener(ev.BuildWarning(
-                    f"base image {planned.base} has platform {got}, expected {wanted} for this "
-                    "build (InvalidBaseImagePlatform); its RUN steps run as that platform",
-                    planned.line))
+                self.listener(ev.BuildWarning(  # BuildKit's rule and message
+                    f"Base image {planned.base} was pulled with platform \"{got}\", "
+                    f"expected \"{wanted}\" for current build", planned.line,
+                    rule="InvalidBaseImagePlatform", file=self.file or "Dockerfile",
+                    end_line=planned.line))
             try:  # the layers are checked against the config's diff ids as they unpack
                 rootfs = self.workspace.image_rootfs(image, planned.base)
             except ClocheError as err:
@@ -305,15 +369,40 @@ class Executor:
                                key=base_key("image", str(image.digest), str(image.platform)))
         return state, tuple(triggers)
 
+    def _context_state(self, planned: PlannedStage, name: str
+                       ) -> tuple[StageState, tuple[str, ...]]:
+        """The state right after FROM when the base is a named context (``--build-context``):
+        its image (a directory's is one layer on the empty image), keyed by its content hash
+        or digest. BuildKit checks no platform here (InvalidBaseImagePlatform)."""
+        try:
+            image = self.contexts.image(name, planned.platform)
+            rootfs = self.workspace.image_rootfs(image, name)
+            identity = self.contexts.base_key(name, planned.platform)
+        except ClocheError as err:
+            raise BuildError(f"FROM {planned.base}: {err.message}", stage=planned.display_name,
+                             file=self.file, line=planned.line, hint=err.hint) from err
+        config = image.config
+        if not any(e.startswith("PATH=") for e in config.env):
+            config = config.replace(env=(f"PATH={DEFAULT_PATH}",) + config.env)
+        base_env = tuple(tuple(e.split("=", 1)) if "=" in e else (e, "") for e in config.env)
+        state = StageState(config.replace(on_build=None), image.layers, (rootfs,),
+                           StageEnv.start(self.plan.scope,
+                                          base_env=base_env),  # type: ignore[arg-type]
+                           key=base_key("context", identity, str(image.platform)))
+        # a stage the context replaces runs nothing, its image's triggers included (BuildKit)
+        return state, () if planned.replaced else tuple(config.on_build or ())
+
     # -- one step -----------------------------------------------------------------------
 
     def _step(self, planned: PlannedStage, item: Step, state: StageState,
               step: ev.StepRef, cmd_set: bool, *, files_unread: bool = False) -> StageState:
         """One step, run by engine/steps.py (handlers, the build cache, located errors)."""
         sources = BuildSources(lambda index: self._futures[index].result(), self.images,
-                               self.workspace, self.context, self.stat_cache, self.prefetch)
+                               self.workspace, self.context, self.stat_cache, self.prefetch,
+                               self.contexts)
         runner = StepRunner(self.plan, self.options, self.listener, self.workspace, self.cache,
-                            self.context, sources, str(self.platform), self._cancel)
+                            self.context, sources, str(self.platform), self._cancel,
+                            remote=self.remote)
         return runner.run(planned, item, state, step, cmd_set, files_unread=files_unread)
 
 
@@ -333,8 +422,9 @@ def _cpu_slot(cpu: CpuSlots, instruction: ins.Instruction) -> AbstractContextMan
     and so does an ADD of a URL, which waits for the network."""
     if isinstance(instruction, ins.Run) or not isinstance(instruction, _FS_STEPS):
         return nullcontext()
-    if isinstance(instruction, ins.Add) and any("://" in s for s in instruction.sources):
-        return nullcontext()
+    if isinstance(instruction, ins.Add) and any("://" in s or is_git_source(s)
+                                                for s in instruction.sources):
+        return nullcontext()  # a URL or a Git repository (git@host:repo too)
     return cpu.slot()
 
 
@@ -349,3 +439,7 @@ def private_mounts() -> None:
     linux.unshare(linux.CLONE_NEWNS)
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
 
+
+def _numbered(instruction: ins.Instruction) -> bool:
+    """Whether BuildKit numbers the step in its progress (it makes an LLB vertex)."""
+    return isinstance(instruction, (ins.Run, ins.Copy, ins.Add, ins.Workdir))

@@ -65,11 +65,13 @@ def _flatten(image: Image, dest: Path) -> None:
             s.close()
 
 
-def _tree_entries(root: Path) -> Iterator[tuple[TarEntry, BinaryIO | None]]:
-    """The entries of a tree with their contents opened one at a time (no link followed)."""
+def _tree_entries(root: Path, epoch: int | None = None
+                  ) -> Iterator[tuple[TarEntry, BinaryIO | None]]:
+    """The entries of a tree with their contents opened one at a time (no link followed);
+    with ``epoch`` (SOURCE_DATE_EPOCH) every mtime is it, as BuildKit's local exporter."""
     from cloche.layers.tree import TreeScanner
 
-    for entry, source in TreeScanner(root):
+    for entry, source in TreeScanner(root, source_date_epoch=epoch, clamp=False):
         if source is None:
             yield entry, None
             continue
@@ -78,7 +80,7 @@ def _tree_entries(root: Path) -> Iterator[tuple[TarEntry, BinaryIO | None]]:
             yield entry, content
 
 
-def export_local(image: Image, dest: Path, store: Store) -> None:
+def export_local(image: Image, dest: Path, store: Store, *, epoch: int | None = None) -> None:
     """Write the image's final tree into ``dest`` (made when missing), deleting nothing.
     A build without root (cloche.rootless) writes the files as the user's own (uid 0 of its
     namespace), as rootless BuildKit's client does: subordinate ids would leave the user
@@ -90,8 +92,10 @@ def export_local(image: Image, dest: Path, store: Store) -> None:
         tree = scratch / "rootfs"
         _flatten(image, tree)
         try:
-            extractor = Extractor(dest, whiteouts=False, root_metadata=False, owner=owner)
-            extractor.extract(_tree_entries(tree))
+            # a user who is not root (chroot mode) writes its own files: nothing recorded
+            extractor = Extractor(dest, whiteouts=False, root_metadata=False, owner=owner,
+                                  same_owner=os.geteuid() == 0)
+            extractor.extract(_tree_entries(tree, epoch))
         except OSError as err:
             raise OutputFileError("the local output folder", dest, err, "--output") from err
         except ExtractError as err:
@@ -99,8 +103,9 @@ def export_local(image: Image, dest: Path, store: Store) -> None:
                                   "--output") from err
 
 
-def export_tar(image: Image, dest: str, store: Store) -> None:
-    """Write the image's final tree as an uncompressed tar at ``dest`` ("-": stdout)."""
+def export_tar(image: Image, dest: str, store: Store, *, epoch: int | None = None) -> None:
+    """Write the image's final tree as an uncompressed tar at ``dest`` ("-": stdout); with
+    ``epoch`` (SOURCE_DATE_EPOCH) every mtime is it, as BuildKit's tar exporter."""
     import sys
 
     from cloche.layers.tree import write_tree
@@ -109,11 +114,12 @@ def export_tar(image: Image, dest: str, store: Store) -> None:
         tree = scratch / "rootfs"
         _flatten(image, tree)
         if dest == "-":
-            write_tree(tree, sys.stdout.buffer, Compression.NONE)
+            write_tree(tree, sys.stdout.buffer, Compression.NONE, source_date_epoch=epoch,
+                       clamp=False)
             return
         try:
             Path(dest).parent.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise OutputFileError("the tar output", dest, err, "--output") from err
         with AtomicOutput(dest, what="the tar output", flag="--output") as out:
-            write_tree(tree, out, Compression.NONE)
+            write_tree(tree, out, Compression.NONE, source_date_epoch=epoch, clamp=False)

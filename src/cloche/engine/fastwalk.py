@@ -18,6 +18,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from cloche.engine.giturl import is_remote_context
+
 # find -printf: the path below the start, then device, inode, size, mtime, ctime (seconds with
 # a fraction), permission bits (octal), uid, gid, type letter.
 _FORMAT = "%P\\0%D %i %s %T@ %C@ %m %U %G %y\\0"
@@ -89,7 +91,7 @@ def prefetch_context(context: str) -> Prefetch | None:
     caller's imports and parsing; None for stdin or an unreadable context (the build itself
     reports that, in its place)."""
     try:
-        if context != "-" and Path(context).is_dir():
+        if context != "-" and not is_remote_context(context) and Path(context).is_dir():
             return Prefetch(Path(context).resolve())
     except OSError:
         pass

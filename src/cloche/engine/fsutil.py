@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from cloche.errors import ClocheError, UnsafePathError
+from cloche.fs.owners import OWNER_XATTR, set_owner
 from cloche.fs.paths import inside, resolve_in_root
 
 __all__ = ["CopyIOError", "CopyTargetError", "Owner", "copy_fd_data", "copy_fd_xattrs",
@@ -94,7 +95,7 @@ def set_metadata(host: Path, *, mode: int | None, owner: Owner | None,
                  mtime_ns: int | None, is_link: bool = False) -> None:
     """Owner first (chown clears set-id bits), then mode, then times; never follows a link."""
     if owner is not None:
-        os.lchown(host, owner.uid, owner.gid)
+        set_owner(host, owner.uid, owner.gid)  # or recorded (cloche.fs.owners)
     if mode is not None and not is_link:
         _chmod_nofollow(host, mode)
     if mtime_ns is not None:
@@ -172,7 +173,8 @@ def copy_fd_xattrs(src_fd: int, out: int) -> None:
             return
         raise
     for name in names:
-        if name.startswith(("system.", "trusted.overlay.", "user.overlay.")):
+        if name.startswith(("system.", "trusted.overlay.", "user.overlay.")) \
+                or name == OWNER_XATTR:
             continue
         try:
             os.setxattr(out, name, os.getxattr(src_fd, name))
@@ -190,8 +192,9 @@ def copy_xattrs(src: Path, dst: Path) -> None:
             return
         raise
     for name in names:
-        if name.startswith(("system.", "trusted.overlay.", "user.overlay.")):
-            continue  # ACL mirrors and overlayfs' own bookkeeping are not file content
+        if name.startswith(("system.", "trusted.overlay.", "user.overlay.")) \
+                or name == OWNER_XATTR:
+            continue  # ACL mirrors, overlayfs' and cloche's own bookkeeping are not content
         try:
             value = os.getxattr(src, name, follow_symlinks=False)
             os.setxattr(dst, name, value, follow_symlinks=False)

@@ -29,6 +29,7 @@ class ImageResolver:
         self.listener = listener
         self._lock = threading.Lock()
         self._futures: dict[tuple[str, str], Future[Image]] = {}
+        self.pulled: set[str] = set()  # references this build pulled (progress: FROM DONE)
 
     def get(self, reference: str, platform: str | None = None) -> Image:
         """The image (waiting for its pull); the pull's error, raised, when it failed."""
@@ -82,6 +83,7 @@ class ImageResolver:
         from cloche.registry.pull import pull_image
 
         self.listener(ev.Pulling(reference))
+        self.pulled.add(reference)
         try:
             return pull_image(reference, self.store, platform)
         except ClocheError as err:

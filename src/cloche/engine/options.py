@@ -42,6 +42,77 @@ class OutputSpec:
         return dict(self.attrs).get(key, default)
 
 
+CACHE_TYPES = ("registry", "local", "inline")
+CACHE_MODES = ("min", "max")
+CACHE_COMPRESSIONS = ("gzip", "zstd", "uncompressed")
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    """One ``--cache-to`` or ``--cache-from``, as buildx spells it:
+    ``type=registry,ref=REF,mode=max``, ``type=local,dest=DIR``, ``type=inline``, or (for
+    ``--cache-from``) a bare image reference, read as ``type=registry,ref=REF``."""
+
+    type: str
+    ref: str | None = None  # registry: the artifact's (or, inline, the image's) reference
+    path: str | None = None  # local: dest= (export) or src= (import)
+    mode: str = "min"
+    compression: str = "gzip"
+    image_manifest: bool = False
+    tag: str = "latest"  # local: the name in the layout's index.json
+    ignore_error: bool = False  # an export that fails is a warning, not a failed build
+
+    @property
+    def source(self) -> str:
+        """How progress names it."""
+        return self.ref or self.path or self.type
+
+
+def parse_cache_spec(text: str, flag: str) -> CacheSpec:
+    """Parse ``--cache-to`` (``flag``) or ``--cache-from``; ConfigError naming the flag."""
+    if "=" not in text:
+        if flag == "--cache-to" or not text:
+            raise ConfigError(f"{flag} {text!r}: want type=registry,ref=REF, type=local,"
+                              f"{'dest' if flag == '--cache-to' else 'src'}=DIR or type=inline")
+        return CacheSpec("registry", ref=text)
+    attrs = dict(_split_csv(text, flag))
+    kind = attrs.pop("type", "registry" if "ref" in attrs else None)
+    if kind not in CACHE_TYPES:
+        raise ConfigError(f"{flag} {text!r}: unknown or missing type "
+                          f"(one of {', '.join(CACHE_TYPES)})")
+    if kind == "inline" and flag == "--cache-from":
+        raise ConfigError(f"{flag} {text!r}: give the image instead (--cache-from IMAGE)")
+    mode = attrs.pop("mode", "min")
+    check_choice(mode, CACHE_MODES, f"{flag} mode=")
+    if kind == "inline" and mode != "min":
+        raise ConfigError(f"{flag} {text!r}: an inline cache holds the image's own steps only "
+                          "(mode=min)", hint="use type=registry or type=local for mode=max")
+    compression = attrs.pop("compression", "gzip")
+    check_choice(compression, CACHE_COMPRESSIONS, f"{flag} compression=")
+    if attrs.pop("oci-mediatypes", "true").lower() not in ("true", "1"):
+        raise ConfigError(f"{flag} {text!r}: cloche writes OCI media types only "
+                          "(oci-mediatypes=true)")
+    image_manifest = attrs.pop("image-manifest", "false").lower() in ("true", "1")
+    ref = attrs.pop("ref", None)
+    path = attrs.pop("dest" if flag == "--cache-to" else "src", None)
+    tag = attrs.pop("tag", "latest")
+    ignore_error = attrs.pop("ignore-error", "false").lower() in ("true", "1")
+    for ignored in ("compression-level", "force-compression", "name",
+                    "digest", "store"):  # buildx's, with no meaning here
+        attrs.pop(ignored, None)
+    if attrs:
+        raise ConfigError(f"{flag} {text!r}: unknown key {sorted(attrs)[0]!r}")
+    if kind == "registry":
+        if not ref:
+            raise ConfigError(f"{flag} {text!r}: type=registry needs ref=REF")
+        check_name(ref, f"{flag} ref=")
+    if kind == "local" and not path:
+        raise ConfigError(f"{flag} {text!r}: type=local needs "
+                          f"{'dest' if flag == '--cache-to' else 'src'}=DIR")
+    return CacheSpec(kind, ref=ref, path=path, mode=mode, compression=compression,
+                     image_manifest=image_manifest, tag=tag, ignore_error=ignore_error)
+
+
 @dataclass(frozen=True)
 class SecretSpec:
     """One ``--secret id=ID,src=PATH|env=VAR``; never holds the secret's value."""
@@ -49,6 +120,28 @@ class SecretSpec:
     id: str
     src: str | None = None
     env: str | None = None
+
+
+@dataclass(frozen=True)
+class ContextSource:
+    """What one ``--build-context NAME=VALUE`` names, as buildx reads VALUE.
+
+    ``kind`` is ``dir`` (a local directory, ``path``), ``image`` (``docker-image://REF``:
+    ``reference``) or ``oci-layout`` (``oci-layout://PATH[:TAG][@DIGEST]``: ``path``, ``tag``
+    and ``digest``)."""
+
+    name: str
+    value: str
+    kind: str
+    path: str | None = None
+    reference: str | None = None
+    tag: str = "latest"
+    digest: str | None = None
+
+    @property
+    def flag(self) -> str:
+        """How errors name it: ``--build-context NAME=VALUE``."""
+        return f"--build-context {self.name}={self.value}"
 
 
 @dataclass(frozen=True)
@@ -83,8 +176,33 @@ class BuildOptions:
     memory: int | None = None  # --memory, bytes
     ulimits: tuple[Ulimit, ...] = ()  # --ulimit
     shm_size: int | None = None  # --shm-size, bytes
+    # --add-host: (name, ip) lines RUN steps find in /etc/hosts (parse_add_host)
+    add_hosts: tuple[tuple[str, str], ...] = ()
+    # --annotation [TYPE:]KEY=VALUE, as buildx: (type, key, value), type "manifest" (the
+    # default) or "manifest-descriptor"; for every output (engine/annotations.py)
+    annotations: tuple[tuple[str, str, str], ...] = ()
+    # how RUN steps are isolated (engine/isolation.py): auto, namespaces or chroot; the
+    # engine resolves auto once per build
+    isolation: str = "auto"
+    # named contexts, ``--build-context NAME=VALUE``: normalised NAME -> VALUE (cloche.build()
+    # also takes a list of "NAME=VALUE" strings); see ``parse_build_contexts``
+    build_contexts: Mapping[str, str] = field(default_factory=dict)
+    # a build cache shared through a registry or a folder (engine/remote_cache.py):
+    # ``--cache-to``/``--cache-from``; cloche.build() also takes the flags' text
+    cache_to: tuple[CacheSpec, ...] = ()
+    cache_from: tuple[CacheSpec, ...] = ()
+    # SOURCE_DATE_EPOCH (engine/reproducible.py): seconds since 1970; given here, it is also
+    # the SOURCE_DATE_EPOCH build arg. None: read from that build arg (a global ARG default
+    # is resolved by the engine once the Dockerfile is parsed)
+    source_date_epoch: int | None = None
 
     def __post_init__(self) -> None:
+        for name, flag in (("cache_to", "--cache-to"), ("cache_from", "--cache-from")):
+            given: object = getattr(self, name)
+            items = (given,) if isinstance(given, (str, CacheSpec)) \
+                else tuple(given)  # type: ignore[arg-type]
+            object.__setattr__(self, name, tuple(
+                i if isinstance(i, CacheSpec) else parse_cache_spec(str(i), flag) for i in items))
         # Names are checked before anything runs: a typo in -t must not cost a whole build.
         for name in self.tags:
             check_name(name, "--tag")
@@ -96,7 +214,24 @@ class BuildOptions:
         object.__setattr__(self, "allow", tuple(
             part.strip() for item in given for part in item.split(",") if part.strip()))
         check_entitlements(self.allow, self.network)
+        object.__setattr__(self, "build_contexts", parse_build_contexts(self.build_contexts))
+        from cloche.engine.annotations import parse_annotation
+
+        given_notes: object = self.annotations  # cloche.build() may give the flags' text
+        object.__setattr__(self, "annotations", tuple(
+            a if isinstance(a, tuple) else parse_annotation(str(a))
+            for a in ((given_notes,) if isinstance(given_notes, str) else given_notes)))  # type: ignore[attr-defined]
+        given_hosts: object = self.add_hosts  # cloche.build() may give "NAME:IP" strings
+        object.__setattr__(self, "add_hosts", tuple(
+            h if isinstance(h, tuple) else parse_add_host(str(h))
+            for h in ((given_hosts,) if isinstance(given_hosts, str) else given_hosts)))  # type: ignore[attr-defined]
         _normalize_limits(self)
+        _normalize_epoch(self)
+        from cloche.engine.isolation import ISOLATION_MODES, check_chroot_options
+
+        check_choice(self.isolation, ISOLATION_MODES, "--isolation")
+        if self.isolation == "chroot":
+            check_chroot_options(self.network, self.allow, self.memory, self.pids_limit)
 
     @property
     def job_count(self) -> int:
@@ -164,8 +299,11 @@ def parse_output(text: str) -> OutputSpec:
     push = attrs.pop("push", "false").lower() in ("true", "1", "")
     if kind == "registry":
         kind, push = "image", True
-    if kind in ("oci", "docker", "local", "tar") and not dest:
+    if kind in ("oci", "local", "tar") and not dest:  # type=docker without: --load
         raise ConfigError(f"--output {text!r}: type={kind} needs dest=PATH")
+    from cloche.engine.output_attrs import check_output_attrs
+
+    check_output_attrs(kind, attrs, text)  # every other attribute honoured, or refused
     return OutputSpec(type=kind, dest=dest, names=names, push=push,
                       attrs=tuple(sorted(attrs.items())))
 
@@ -202,6 +340,99 @@ def parse_key_values(items: Iterable[str], flag: str, *, from_env: bool = False)
                 continue
             value = os.environ[key]
         result[key] = value
+    return result
+
+
+def context_name(name: str) -> str:
+    """The normalised name of a named context, as buildx and BuildKit's frontend spell it:
+    ``docker.io/library/alpine:latest`` and ``alpine`` are both ``alpine``. Raises
+    InvalidReferenceError for a name that is not an image reference."""
+    from cloche.oci.reference import Reference
+
+    ref = Reference.parse(name, default_tag=None)
+    familiar = ref.familiar
+    return familiar[:-len(":latest")] if familiar.endswith(":latest") else familiar
+
+
+_GIT_OR_HTTP = ("http://", "https://", "git://", "ssh://", "git@", "github.com/")
+
+
+def parse_context_source(name: str, value: str) -> ContextSource:
+    """One named context's VALUE (buildx's spellings); ConfigError naming the flag."""
+    import re
+
+    flag = f"--build-context {name}={value}"
+    if not value:
+        raise ConfigError(f"{flag}: empty value", hint="give a directory, docker-image://REF "
+                                                      "or oci-layout://PATH[:TAG][@DIGEST]")
+    if value.startswith("docker-image://"):
+        ref = value[len("docker-image://"):]
+        try:
+            if ref != "scratch":
+                from cloche.oci.reference import Reference
+
+                Reference.parse(ref)
+        except InvalidReferenceError as err:
+            raise ConfigError(f"{flag}: {err.message}", hint=err.hint) from None
+        return ContextSource(name, value, "image", reference=ref)
+    if value.startswith("oci-layout://"):
+        rest = value[len("oci-layout://"):]
+        rest, at, digest = rest.partition("@")  # as buildx cuts it: digest, then tag
+        path, colon, tag = rest.partition(":")
+        if not path:
+            raise ConfigError(f"{flag}: no path", hint="oci-layout://PATH[:TAG][@DIGEST]")
+        if at:
+            from cloche.errors import DigestError
+            from cloche.oci.digest import Digest
+
+            try:
+                Digest.parse(digest)
+            except (DigestError, ValueError) as err:
+                raise ConfigError(f"{flag}: invalid digest {digest!r} ({err})") from None
+        return ContextSource(name, value, "oci-layout", path=path, tag=tag if colon else "latest",
+                             digest=digest if at else None)
+    if value.startswith("target:"):
+        raise ConfigError(f"{flag}: unsupported context source target",
+                          hint="target:STAGE is a `docker buildx bake` feature; `buildx build` "
+                               "passes it on and BuildKit refuses it. Name the stage in the "
+                               "Dockerfile, or build it first and use docker-image://")
+    if value.startswith(_GIT_OR_HTTP):
+        raise ConfigError(f"{flag}: Git and HTTP(S) named contexts are not supported yet",
+                          hint="use a local directory, docker-image://REF or oci-layout://PATH")
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", value)
+    if scheme:
+        raise ConfigError(f"{flag}: unknown scheme {scheme.group(1)!r}",
+                          hint="a named context is a directory, docker-image://REF or "
+                               "oci-layout://PATH[:TAG][@DIGEST]")
+    return ContextSource(name, value, "dir", path=value)
+
+
+def parse_build_contexts(given: Mapping[str, str] | Iterable[str] | str
+                         ) -> dict[str, str]:
+    """``--build-context`` items (``NAME=VALUE`` strings, or a NAME -> VALUE mapping) with
+    their names normalised (``context_name``) and their values checked; the last of two
+    items with one name wins, as in buildx."""
+    items: list[tuple[str, str]] = []
+    if isinstance(given, Mapping):
+        items = [(str(k), str(v)) for k, v in given.items()]
+    else:
+        for item in (given,) if isinstance(given, str) else given:
+            key, sep, value = str(item).partition("=")
+            if not sep:
+                raise ConfigError(f"--build-context {item!r}: invalid context value, "
+                                  "expected NAME=VALUE")
+            items.append((key, value))
+    result: dict[str, str] = {}
+    for key, value in items:
+        try:
+            name = context_name(key)
+        except InvalidReferenceError as err:
+            raise ConfigError(f"--build-context {key}={value}: invalid context name {key!r}: "
+                              f"{err.message}",
+                              hint="a context name is spelled as an image name: lowercase "
+                                   "letters, digits, . _ - and /") from None
+        parse_context_source(name, value)
+        result[name] = value
     return result
 
 
@@ -280,6 +511,25 @@ def parse_ulimit(text: str) -> Ulimit:
     return Ulimit(name, soft, hard)
 
 
+def _normalize_epoch(options: BuildOptions) -> None:
+    """``source_date_epoch`` and the SOURCE_DATE_EPOCH build arg: checked before anything
+    runs, and made one value (the option, when given, is also the build arg)."""
+    name = "SOURCE_DATE_EPOCH"
+    if options.source_date_epoch is None and name not in options.build_args:
+        return
+    from cloche.engine.reproducible import parse_epoch
+
+    if options.source_date_epoch is not None:
+        epoch = parse_epoch(options.source_date_epoch)
+    else:
+        epoch = parse_epoch(options.build_args[name])
+    args = dict(options.build_args)
+    if epoch is not None:
+        args[name] = str(epoch)
+    object.__setattr__(options, "source_date_epoch", epoch)
+    object.__setattr__(options, "build_args", args)
+
+
 def _normalize_limits(options: BuildOptions) -> None:
     """Check the limits (and turn the flags' text that cloche.build() may pass into values)."""
     memory: object = options.memory
@@ -306,3 +556,30 @@ def _normalize_limits(options: BuildOptions) -> None:
     object.__setattr__(options, "memory", memory)
     object.__setattr__(options, "shm_size", shm)
     object.__setattr__(options, "ulimits", ulimits)
+
+
+def parse_add_host(text: str) -> tuple[str, str]:
+    """``--add-host NAME:IP`` (or ``NAME=IP``, as buildx takes it): a line of RUN's /etc/hosts.
+    ``host-gateway`` needs the Docker engine's gateway, which a daemonless build has not."""
+    import ipaddress
+
+    sep = "=" if "=" in text else ":"
+    name, found, ip = text.partition(sep)
+    name, ip = name.strip(), ip.strip().strip("[]")
+    if not found or not name or not ip or any(c.isspace() for c in name):
+        raise ConfigError(f"--add-host {text!r}: expected NAME:IP (e.g. db:10.0.0.5)")
+    if ip == "host-gateway":
+        raise ConfigError(f"--add-host {text!r}: host-gateway is the Docker engine's gateway, "
+                          "which cloche has not", hint="give the address itself")
+    try:
+        ipaddress.ip_address(ip)
+    except ValueError:
+        raise ConfigError(f"--add-host {text!r}: {ip!r} is not an IP address") from None
+    return name, ip
+
+
+def parse_annotation(text: str) -> tuple[str, str, str]:
+    """``--annotation [TYPE:]KEY=VALUE`` (engine/annotations.py)."""
+    from cloche.engine.annotations import parse_annotation as parse
+
+    return parse(text)

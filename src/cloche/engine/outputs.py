@@ -29,10 +29,11 @@ class Exported:
 
     names: tuple[str, ...] = ()
     pushed: tuple[str, ...] = ()
+    image: Image | None = None  # what an output wrote instead (rewrite-timestamp), if any
 
 
-def _ref_name(name: str | None) -> str | None:
-    """The tag part used as an OCI layout ref name (``app:1.0`` -> ``1.0``)."""
+def _tag_of(name: str | None) -> str | None:
+    """The OCI ref name a layout folder gives ``name``: its tag, as BuildKit's exporter."""
     if not name:
         return None
     last = name.rsplit("/", 1)[-1]
@@ -49,28 +50,50 @@ def _open_dest(dest: str) -> tuple[BinaryIO | str, bool]:
     return dest, True
 
 
-def write_output(spec: OutputSpec, image: Image, tags: tuple[str, ...], store: Store) -> Exported:
+def write_output(spec: OutputSpec, image: Image, tags: tuple[str, ...], store: Store, *,
+                 epoch: int | None = None,
+                 descriptor: dict[str, str] | None = None) -> Exported:
+    """Write ``image`` as ``spec`` says; ``epoch``: SOURCE_DATE_EPOCH, every mtime of the
+    ``local`` and ``tar`` outputs (engine/reproducible.py)."""
     from cloche.store.compressed import for_distribution  # an output: imported on use
 
     names = spec.names or tags
+    attrs = dict(spec.attrs)
+    if spec.type in ("oci", "docker") and spec.dest and \
+            attrs.get("tar", "true").lower() in ("false", "0"):  # an OCI layout folder
+        from cloche.oci.layout import Layout
+
+        layout = Layout.create(spec.dest)
+        ready = for_distribution(store, image) if spec.type == "oci" else image
+        for ref in names or (None,):
+            layout.write_image(ready, _tag_of(ref))
+        return Exported()
     if spec.type == "oci":
         from cloche.oci.archive import write_oci_archive
 
-        target, _ = _open_dest(spec.dest or "")
-        write_oci_archive(target, for_distribution(store, image),
-                          name=_ref_name(names[0] if names else None))
+        target, _ = _open_dest(spec.dest or "")  # every name, as BuildKit's exporter
+        write_oci_archive(target, for_distribution(store, image), name=list(names),
+                          descriptor_annotations=descriptor)
+        return Exported()
+    if spec.type == "docker" and not spec.dest:  # --load: into the local Docker engine
+        from cloche.engine.dockerload import load_into_docker
+        from cloche.oci.docker_archive import write_docker_archive
+
+        store.tmp_dir.mkdir(parents=True, exist_ok=True)
+        load_into_docker(lambda out: write_docker_archive(out, image, tags=names),
+                         store.tmp_dir)
         return Exported()
     if spec.type == "docker":
         from cloche.oci.docker_archive import write_docker_archive
 
         target, _ = _open_dest(spec.dest or "")
-        write_docker_archive(target, image, tags=names)
+        write_docker_archive(target, image, tags=names, descriptor_annotations=descriptor)
         return Exported()
     if spec.type == "local":  # the final tree merged into the folder, nothing deleted there
-        export_local(image, Path(spec.dest or "."), store)
+        export_local(image, Path(spec.dest or "."), store, epoch=epoch)
         return Exported()
     if spec.type == "tar":  # written under a temporary name, renamed once whole
-        export_tar(image, spec.dest or "-", store)
+        export_tar(image, spec.dest or "-", store, epoch=epoch)
         return Exported()
     if spec.type == "image":
         if not names:
@@ -95,16 +118,43 @@ def push_all(store: Store, image: Image, names: tuple[str, ...]) -> tuple[str, .
     return names
 
 
-def export(image: Image, options: BuildOptions, store: Store) -> Exported:
-    """Send ``image`` everywhere ``options`` asks; the store always keeps it."""
+def export(image: Image, options: BuildOptions, store: Store,
+           cache_meta: dict[str, object] | None = None, *,
+           base: tuple[int, int] = (0, 0)) -> Exported:
+    """Send ``image`` everywhere ``options`` asks; the store always keeps it.
+    ``cache_meta``: what ``--cache-to``/``--cache-from`` did, for ``--metadata-file``.
+    ``base``: how many layers and history entries are the base image's, which an output's
+    ``source-date-epoch`` and ``rewrite-timestamp`` leave alone (engine/reproducible.py)."""
+    from cloche.engine.annotations import annotated, descriptor_notes, from_attrs
+    from cloche.engine.reproducible import for_output
+
     names: tuple[str, ...] = ()
     pushed: tuple[str, ...] = ()
+    made: Image | None = None  # the image an output dated and rewrote (rewrite-timestamp)
+    notes = list(options.annotations)  # --annotation: every output's
+    if notes and (not options.outputs or options.tags or options.push):
+        if descriptor_notes(notes) and not options.outputs:
+            raise ConfigError("--annotation manifest-descriptor:...: the store and a push "
+                              "have no index entry to annotate; use -o type=oci|docker")
+        image = made = annotated(image, notes)
     if not options.outputs or options.tags:
         store.put_image(image, options.tags)
         names = options.tags
     for spec in options.outputs:
+        attrs = dict(spec.attrs)
+        spec_notes = notes + from_attrs(attrs)
+        dated, epoch = for_output(spec.type, attrs, image, store,
+                                  options.source_date_epoch, base)
+        dated = annotated(dated, spec_notes)
+        if dated is not image:
+            made = dated
+        descriptor = descriptor_notes(spec_notes)
+        if descriptor and spec.type not in ("oci", "docker"):
+            raise ConfigError(f"manifest-descriptor annotations need an archive output "
+                              f"(type=oci|docker), not type={spec.type}")
         try:
-            done = write_output(spec, image, options.tags, store)
+            done = write_output(spec, dated, options.tags, store, epoch=epoch,
+                                descriptor=descriptor)
         except OutputFileError as err:  # the archive writers know the file, not the flag
             raise err.with_flag("--output") from err
         names += tuple(n for n in done.names if n not in names)
@@ -113,6 +163,8 @@ def export(image: Image, options: BuildOptions, store: Store) -> Exported:
         if not options.tags:
             raise ConfigError("--push needs a name: add -t NAME:TAG")
         pushed += push_all(store, image, tuple(t for t in options.tags if t not in pushed))
+    if made is not None:
+        image = made  # what --iidfile and --metadata-file name
     if options.iidfile:
         write_output_file(options.iidfile, str(image.config_digest).encode(),
                           what="the image ID file", flag="--iidfile")
@@ -124,13 +176,14 @@ def export(image: Image, options: BuildOptions, store: Store) -> Exported:
             shown = for_distribution(store, image)
         else:
             shown = image
-        meta = {"containerimage.config.digest": str(image.config_digest),
+        meta: dict[str, object] = {"containerimage.config.digest": str(image.config_digest),
                 "containerimage.digest": str(shown.digest)}
         if names:
             meta["image.name"] = ",".join(names)
+        meta.update(cache_meta or {})
         write_output_file(options.metadata_file, (json.dumps(meta, indent=2) + "\n").encode(),
                           what="the metadata file", flag="--metadata-file")
-    return Exported(names, pushed)
+    return Exported(names, pushed, made)
 
 
 __all__ = ["Exported", "export", "write_output"]

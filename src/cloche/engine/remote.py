@@ -113,8 +113,16 @@ def _default_client(url: str) -> httpx.Client:
 
 
 def download(url: str, into: Path, *, checksum: str | None = None, filename: str | None = None,
-             client: httpx.Client | None = None) -> Download:
-    """Fetch ``url`` into the directory ``into`` (which must exist and be private)."""
+             client: httpx.Client | None = None, label: str = "ADD") -> Download:
+    """Fetch ``url`` into the directory ``into`` (which must exist and be private).
+
+    ``label`` starts error messages (``ADD``, ``build context``). The body may not exceed the
+    layer size bound (``CLOCHE_MAX_LAYER_SIZE``): it would make a layer past it anyway."""
+    from cloche.engine.giturl import redact
+    from cloche.fs.limits import LayerTooLargeError, human_size, max_layer_size
+
+    limit = max_layer_size()
+    shown = redact(url)
     expected = None
     if checksum is not None:
         try:
@@ -129,7 +137,7 @@ def download(url: str, into: Path, *, checksum: str | None = None, filename: str
     try:
         with http.stream("GET", url) as response:
             if response.status_code != 200:
-                raise DownloadError(f"ADD {url}: the server answered HTTP {response.status_code}",
+                raise DownloadError(f"{label} {shown}: the server answered HTTP {response.status_code}",
                                     url=url, status=response.status_code)
             name = filename_for(str(response.url), response.headers, filename)
             hasher = hashlib.new(expected.algorithm if expected else "sha256")
@@ -140,10 +148,14 @@ def download(url: str, into: Path, *, checksum: str | None = None, filename: str
                     hasher.update(chunk)
                     out.write(chunk)
                     size += len(chunk)
+                    if size > limit:
+                        raise LayerTooLargeError(
+                            f"{label} {shown}: the download is larger than "
+                            f"{human_size(limit)} (CLOCHE_MAX_LAYER_SIZE)")
             mtime_ns = _mtime_ns(response.headers)
     except httpx.HTTPError as e:
         part.unlink(missing_ok=True)
-        raise DownloadError(f"ADD {url}: {e}", url=url) from e
+        raise DownloadError(f"{label} {shown}: {e}", url=url) from e
     except BaseException:
         part.unlink(missing_ok=True)
         raise
@@ -153,7 +165,7 @@ def download(url: str, into: Path, *, checksum: str | None = None, filename: str
     actual = Digest(hasher.name, hasher.hexdigest())
     if expected is not None and actual != expected:
         part.unlink(missing_ok=True)
-        raise DigestMismatchError(f"ADD {url}: checksum mismatch: expected {expected}, got {actual}",
+        raise DigestMismatchError(f"{label} {shown}: checksum mismatch: expected {expected}, got {actual}",
                                   expected=expected, actual=actual)
     path = into / name
     os.replace(part, path)

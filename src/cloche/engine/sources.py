@@ -29,6 +29,7 @@ from cloche.engine.dockerignore import PatternMatcher
 from cloche.errors import ClocheError, UnsafePathError
 from cloche.fs.gopath import go_clean, has_wildcards
 from cloche.fs.gopath import match as go_match
+from cloche.fs.owners import OWNER_XATTR, owner_of
 from cloche.fs.paths import resolve_in_root
 
 if TYPE_CHECKING:
@@ -320,7 +321,7 @@ def sha256_file(host: Path, st: os.stat_result) -> str:
 def _describe(tree: SourceTree, host: str | Path, st: os.stat_result,
               file_digest: FileDigest) -> str:
     """Everything the cache key covers of one entry but its name."""
-    uid, gid = (0, 0) if tree.reset_owner else (st.st_uid, st.st_gid)
+    uid, gid = (0, 0) if tree.reset_owner else owner_of(host, st)
     kind = _type_char(st.st_mode)
     fields = [kind, oct(stat.S_IMODE(st.st_mode)), str(uid), str(gid)]
     if kind == "f":
@@ -332,7 +333,7 @@ def _describe(tree: SourceTree, host: str | Path, st: os.stat_result,
         fields.append(f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}")
     try:
         for xname in sorted(os.listxattr(host, follow_symlinks=False)):
-            if xname.startswith(("user.", "security.")):
+            if xname.startswith(("user.", "security.")) and xname != OWNER_XATTR:
                 fields.append(f"x:{xname}=" + os.getxattr(host, xname, follow_symlinks=False).hex())
     except OSError:
         pass

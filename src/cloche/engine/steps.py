@@ -26,14 +26,16 @@ from cloche.engine.dispatch import HANDLERS, Handler, handler_for
 from cloche.engine.dispatch.context import Sources, StepContext
 from cloche.engine.fastwalk import Prefetch
 from cloche.engine.images import ImageResolver
+from cloche.engine.named import ContextResolver
 from cloche.engine.options import BuildOptions
+from cloche.engine.remote_cache import RemoteCache
 from cloche.engine.sources import SourceTree, content_hash
 from cloche.engine.state import StageState
 from cloche.engine.workspace import Workspace
 from cloche.errors import BuildError, ClocheError, DockerfileError
 from cloche.plan.graph import BuildPlan, PlannedStage
 from cloche.plan.keys import step_key
-from cloche.plan.steps import ImageRef, Ref, StageRef, Step
+from cloche.plan.steps import ContextRef, ImageRef, Ref, StageRef, Step
 from cloche.sandbox.cancel import CancelScope, StepCancelled
 
 __all__ = ["BuildSources", "StepRunner", "BuildCancelled", "stage_steps", "writes_files",
@@ -67,7 +69,7 @@ def title(instruction: ins.Instruction) -> str:
 @dataclass(frozen=True)
 class BuildSources(Sources):
     """What ``--from`` and bind mounts read: other stages (waited for through ``stage``),
-    images, and the build context."""
+    images, named contexts (``--build-context``) and the build context."""
 
     stage: Callable[[int], StageState]  # a stage's final state, once it is built
     images: ImageResolver
@@ -75,9 +77,15 @@ class BuildSources(Sources):
     context: BuildContext
     stat_cache: StatCache
     prefetch: Prefetch | None = None
+    contexts: ContextResolver | None = None
 
     @contextmanager
     def open(self, ref: Ref) -> Iterator[SourceTree]:
+        if isinstance(ref, ContextRef):
+            assert self.contexts is not None
+            with self.contexts.open(ref.name) as tree:
+                yield tree
+            return
         if isinstance(ref, StageRef):
             state = self.stage(ref.index)
             with self.workspace.readonly_view(state.lowers) as root:
@@ -89,6 +97,9 @@ class BuildSources(Sources):
     def identity(self, ref: Ref | None, paths: tuple[str, ...],
                  excludes: tuple[str, ...]) -> str:
         """A stage's key, an image's digest, or the content hash of context files."""
+        if isinstance(ref, ContextRef):
+            assert self.contexts is not None
+            return self.contexts.identity(ref.name, paths, excludes)
         if isinstance(ref, StageRef):
             return "stage:" + self.stage(ref.index).key + repr(paths)
         if isinstance(ref, ImageRef):
@@ -110,6 +121,7 @@ class StepRunner:
     sources: Sources
     platform: str
     cancel: CancelScope
+    remote: RemoteCache | None = None  # --cache-from sources, --cache-to's notes
 
     def run(self, planned: PlannedStage, step: Step, state: StageState, ref: ev.StepRef,
             cmd_set: bool, *, files_unread: bool = False) -> StageState:
@@ -129,7 +141,9 @@ class StepRunner:
             if handler.writes_files:
                 state, cached = self._cached(planned, handler, resolved, state, ctx)
                 if cached:
-                    self.listener(ev.StepFinished(ref, time.monotonic() - started, cached=True))
+                    self.listener(ev.StepFinished(ref, time.monotonic() - started, cached=True,
+                                                  imported=cached if isinstance(cached, str)
+                                                  else ""))
                     return state
             else:
                 state = handler.apply(resolved, state, ctx)
@@ -149,8 +163,9 @@ class StepRunner:
         return state
 
     def _cached(self, planned: PlannedStage, handler: Handler, step: Step, state: StageState,
-                ctx: StepContext) -> tuple[StageState, bool]:
-        """Apply a step that writes files, or reuse its recorded result: (state, cached).
+                ctx: StepContext) -> tuple[StageState, bool | str]:
+        """Apply a step that writes files, or reuse its recorded result: (state, cached);
+        cached is the ``--cache-from`` source's name when the record was imported from it.
 
         The key chains the previous step's key, the expanded instruction and the handler's
         inputs; a step without a key (its result cannot be known in advance) gets a fresh
@@ -161,8 +176,14 @@ class StepRunner:
                                                    inputs.variables, inputs.extra)
         use_cache = key is not None and not self.options.no_cache and not (
             planned.name and planned.name in self.options.no_cache_filter)
+        parent = state.key
         if key is not None and use_cache:
             record = self.cache.get(key)
+            source: bool | str = True
+            if record is None and self.remote is not None:
+                found = self.remote.lookup(key, self.cache, planned.index)
+                if found is not None:
+                    record, source = found
             if record is not None:
                 state = handler.on_hit(step, state)
                 if record.layer is None or record.snapshot is None:
@@ -170,7 +191,10 @@ class StepRunner:
                 else:
                     state = state.with_layer(record.layer, record.snapshot, record.created_by,
                                              created=record.created)
-                return replace(state, key=key), True
+                if self.remote is not None:
+                    self.remote.note(planned.index, key, parent, record.created_by,
+                                     record.created, record.layer)
+                return replace(state, key=key), source
         layers_before = len(state.layers)
         state = handler.apply(step, state, ctx)
         new_layer = len(state.layers) > layers_before
@@ -178,6 +202,9 @@ class StepRunner:
         if key is not None:
             self.cache.put(key, entry.created_by or "", state.layers[-1] if new_layer else None,
                            state.lowers[0] if new_layer else None, entry.created)
+            if self.remote is not None:
+                self.remote.note(planned.index, key, parent, entry.created_by or "",
+                                 entry.created, state.layers[-1] if new_layer else None)
         return replace(state, key=key or uuid.uuid4().hex), False
 
     def locate(self, err: BaseException, planned: PlannedStage,

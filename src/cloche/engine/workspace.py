@@ -24,18 +24,20 @@ import fcntl
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from cloche.compression import Compression
 from cloche.engine.slots import UNBOUNDED, CpuSlots
 from cloche.errors import LayerError, StoreError
+from cloche.fs.owners import recording
 from cloche.fs.rmtree import rmtree
 from cloche.fs.tarentry import TarEntry
-from cloche.layers.diff import upper_is_empty, write_overlay_diff
+from cloche.layers.diff import write_overlay_diff
 from cloche.layers.tarwriter import LayerBlob
 from cloche.layers.tree import write_entries
+from cloche.layers.unchanged import Unchanged, find_unchanged
 from cloche.oci.digest import Digest
 from cloche.oci.image import Image, Layer, LazyLayer
 from cloche.sandbox.overlay import mount_overlay
@@ -46,6 +48,7 @@ from cloche.store import Store, atomic_write, locked
 # (cloche.store.compressed writes the compressed blobs then, once per layer).
 LOCAL_LAYERS = Compression.NONE
 PENDING_LAYER = "unpack-layer"  # beside an upper directory whose files are still in a layer
+UNCHANGED = "unchanged.json"  # beside an upper directory: what its layer leaves out
 
 
 def pending_layer(upper: Path) -> Digest | None:
@@ -61,7 +64,7 @@ class Workspace:
     """The scratch space of one build, under the store root (same filesystem as snapshots)."""
 
     def __init__(self, store: Store, compression: Compression = LOCAL_LAYERS, *,
-                 cpu: CpuSlots = UNBOUNDED) -> None:
+                 cpu: CpuSlots = UNBOUNDED, isolation: str = "namespaces") -> None:
         self.store = store
         self.compression = compression
         self.cpu = cpu  # taken around the CPU-bound work here (layers, unpacking, flattening)
@@ -69,6 +72,18 @@ class Workspace:
         self.root, self._lock_fd = _claim_build_dir(store.builds_dir)
         self._counter = 0
         self._lock = threading.Lock()
+        # "chroot": no mounts; steps work on plain trees (engine/plaintree.py), kept here
+        # by the lowers they hold, for the next step over exactly those (``_take_tree``)
+        self.plain = isolation == "chroot"
+        self._trees: dict[tuple[Path, ...], Path] = {}
+        self._creator = threading.local()  # .ids: the user a RUN in this thread runs as
+        # fetches a layer blob an imported step left to fetch on first need (remote_cache.py)
+        self.fetch_layer: Callable[[Digest], None] | None = None
+        if self.plain and os.geteuid() == 0:
+            # a RUN as another user reaches its root and binds by host path (proot):
+            # search (not read) permission on the way there (docs/isolation.md)
+            for d in (store.root, store.builds_dir, self.root):
+                os.chmod(d, os.stat(d).st_mode | 0o111)
 
     def _new_dir(self, prefix: str) -> Path:
         path = self.scratch_path(prefix)
@@ -83,12 +98,17 @@ class Workspace:
             return self.root / f"{prefix}{self._counter}"
 
     @contextmanager
-    def step(self, lowers: tuple[Path, ...]) -> Iterator[tuple[Path, Path]]:
+    def step(self, lowers: tuple[Path, ...], *, command: bool = False
+             ) -> Iterator[tuple[Path, Path]]:
         """Mount a new upper directory over ``lowers`` (top first); yields (merged, upper).
 
         The overlay is unmounted when the block ends, so the caller may read ``upper`` after
         it; ``upper`` stays (it is the step's change) unless the caller drops it.
         """
+        if self.plain:
+            with self._plain_step(lowers, command) as pair:
+                yield pair
+            return
         self.unpack(lowers)
         base = self.store.snapshots_dir / "steps" / uuid.uuid4().hex
         base.mkdir(parents=True)
@@ -106,11 +126,93 @@ class Workspace:
                 pass
 
     @contextmanager
+    def _plain_step(self, lowers: tuple[Path, ...], command: bool
+                    ) -> Iterator[tuple[Path, Path]]:
+        """``step`` without mounts: the step works on a plain tree of ``lowers``; its change
+        is written to ``upper`` afterwards (engine/plaintree.py). The tree is then kept for
+        the step over (upper,) + lowers, or over lowers when nothing changed."""
+        from cloche.engine import plaintree
+        from cloche.layers.diff import upper_is_empty
+
+        self.unpack(lowers)
+        base = self.store.snapshots_dir / "steps" / uuid.uuid4().hex
+        base.mkdir(parents=True)
+        upper = base / "upper"
+        upper.mkdir()
+        tree = self._take_tree(lowers)
+        kept = False
+        pins: list[int] = []  # the tree's directories, held open until the diff is made
+        self._creator.ids = None
+        # without root, cloche's own writes (COPY, ADD, WORKDIR; not a RUN's ``command``, which
+        # proot's fake root lets through) need the owner's bits on directories whose mode
+        # denies them (0555): given for the step, taken back after (engine/plaintree.py)
+        unlocked: list[tuple[str, int, int]] | None = \
+            [] if recording() and not command else None
+        try:
+            before = plaintree.index(tree, pins, unlock=unlocked)
+            yield tree, upper
+            plaintree.diff(tree, before, upper, creator=self._creator.ids)
+            if unlocked:
+                plaintree.relock(tree, upper, unlocked)
+            self._keep_tree(lowers if upper_is_empty(upper) else (upper,) + lowers, tree)
+            kept = True
+        finally:
+            self._creator.ids = None
+            for fd in pins:
+                os.close(fd)
+            if not kept:
+                rmtree(tree, True)
+
+    def creates_as(self, uid: int, gid: int) -> None:
+        """Say, inside ``step``, which user the step's command runs as: in a build that
+        records owners (not root, cloche.fs.owners) the files it makes are that user's."""
+        if self.plain:
+            self._creator.ids = (uid, gid)
+
+    def _take_tree(self, lowers: tuple[Path, ...]) -> Path:
+        """A plain tree of ``lowers`` for this caller alone: a kept one whose lowers are the
+        bottom of ``lowers``, with the rest applied, else a new one."""
+        from cloche.engine import plaintree
+
+        with self._lock:
+            best: tuple[Path, ...] | None = None
+            for key in self._trees:
+                if len(key) <= len(lowers) and lowers[len(lowers) - len(key):] == key and (
+                        best is None or len(key) > len(best)):
+                    best = key
+            tree = self._trees.pop(best) if best is not None else None
+        if tree is not None and best is not None:
+            plaintree.materialize(lowers[:len(lowers) - len(best)], tree, base=tree)
+            return tree
+        tree = self.scratch_path("tree-")
+        try:
+            plaintree.materialize(lowers, tree)
+        except BaseException:
+            rmtree(tree, True)
+            raise
+        return tree
+
+    def _keep_tree(self, lowers: tuple[Path, ...], tree: Path) -> None:
+        with self._lock:
+            old = self._trees.pop(lowers, None)
+            self._trees[lowers] = tree
+        if old is not None:
+            rmtree(old, True)
+
+    @contextmanager
     def readonly_view(self, lowers: tuple[Path, ...]) -> Iterator[Path]:
         """A mounted view of a finished stage's root filesystem, for COPY --from."""
         if len(lowers) == 1:
             self.unpack(lowers)
             yield lowers[0]
+            return
+        if self.plain:  # a plain tree, kept again afterwards (the view only reads it)
+            self.unpack(lowers)
+            tree = self._take_tree(lowers)
+            try:
+                yield tree
+            finally:
+                self._keep_tree(lowers, tree)
             return
         with self.step(lowers) as (merged, upper):
             yield merged
@@ -128,19 +230,21 @@ class Workspace:
         finally:
             self._stage.ships = before
 
-    def commit(self, upper: Path) -> Layer | None:
-        """The layer for a step's upper directory; None when nothing changed. Its blob is
-        written now when the stage ships (``shipping``), else on first need (``LazyLayer``)."""
-        if upper_is_empty(upper):
-            rmtree(upper.parent, True)
-            return None
+    def commit(self, upper: Path, lowers: tuple[Path, ...]) -> Layer:
+        """The layer for a step's upper directory over ``lowers`` (the step's). What the step
+        left as it was is left out, as BuildKit's differ leaves it out (layers/unchanged.py;
+        the list is kept beside ``upper`` for a lazy layer); a step that changed nothing gets
+        an empty layer, as in BuildKit. Its blob is written now when the stage ships
+        (``shipping``), else on first need (``LazyLayer``)."""
         with self.cpu.slot():
+            unchanged = find_unchanged(upper, lowers)
+            atomic_write(upper.parent / UNCHANGED, unchanged.to_json())
             if getattr(self._stage, "ships", False):
                 with self.store.blobs.writer(hashed_by_caller=True) as sink:
-                    blob = write_overlay_diff(upper, sink, self.compression)
+                    blob = write_overlay_diff(upper, sink, self.compression, unchanged=unchanged)
                     sink.name_as(blob.digest, blob.size)
                 return self._layer(blob)
-            tar = write_overlay_diff(upper, _Discard(), Compression.NONE)
+            tar = write_overlay_diff(upper, _Discard(), Compression.NONE, unchanged=unchanged)
         return lazy_layer(self.store, upper, tar.diff_id, tar.size, self.compression)
 
     def _layer(self, blob: LayerBlob) -> Layer:
@@ -164,6 +268,10 @@ class Workspace:
             marker = lower.parent / PENDING_LAYER
             if not marker.exists():
                 continue
+            wanted = pending_layer(lower) if self.fetch_layer is not None else None
+            if self.fetch_layer is not None and wanted is not None \
+                    and not self.store.blobs.exists(wanted):
+                self.fetch_layer(wanted)  # a step imported from a remote cache; no slot held
             with self.cpu.slot(), locked(lower.parent / ".lock"):
                 if not marker.exists():
                     continue
@@ -249,6 +357,17 @@ class _Discard:
         return len(data)
 
 
+def load_unchanged(upper: Path) -> Unchanged:
+    """What the layer of ``upper`` leaves out (layers/unchanged.py), as its step found it;
+    nothing when no list was kept (a directory unpacked from its layer holds only that)."""
+    try:
+        return Unchanged.from_json((upper.parent / UNCHANGED).read_bytes())
+    except FileNotFoundError:
+        return Unchanged()
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise LayerError(f"{upper.parent / UNCHANGED}: unreadable ({e})") from e
+
+
 def lazy_layer(store: Store, snapshot: Path, diff_id: Digest, tar_size: int,
                compression: Compression) -> LazyLayer:
     """The layer of a step's snapshot, whose blob is written into ``store`` on first need.
@@ -258,7 +377,8 @@ def lazy_layer(store: Store, snapshot: Path, diff_id: Digest, tar_size: int,
     """
     def produce() -> tuple[Digest, int, str]:
         with store.blobs.writer(hashed_by_caller=True) as sink:
-            blob = write_overlay_diff(snapshot, sink, compression)
+            blob = write_overlay_diff(snapshot, sink, compression,
+                                      unchanged=load_unchanged(snapshot))
             sink.name_as(blob.digest, blob.size)
             if blob.diff_id != diff_id:
                 raise LayerError(f"{snapshot}: the step's files changed after the step "

@@ -17,6 +17,8 @@ import shutil
 import stat
 from pathlib import Path
 
+from cloche.fs.owners import set_owner
+
 __all__ = ["copytree"]
 
 
@@ -49,11 +51,11 @@ def copytree(src: str | Path, dst: str | Path) -> None:
             else:
                 continue  # a socket, or a device without root
             if as_root:
-                os.lchown(there, st.st_uid, st.st_gid)
+                set_owner(there, st.st_uid, st.st_gid)
                 if not stat.S_ISLNK(mode):
                     os.chmod(there, stat.S_IMODE(mode))  # chown dropped setuid/setgid
     for source, target in reversed(done):
         st = os.lstat(source)
         if as_root:
-            os.lchown(target, st.st_uid, st.st_gid)
+            set_owner(target, st.st_uid, st.st_gid)
         shutil.copystat(source, target, follow_symlinks=False)

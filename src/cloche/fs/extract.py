@@ -15,14 +15,17 @@ A tar is input anyone could have made; its names and links are attacker-controll
   Docker.
 - ``confine_symlinks`` (ADD) refuses a relative symlink whose target climbs out of the
   destination, as Docker's archive package does for ADD.
-- Device files need root; without it they are refused (or skipped, on request).
-- Owners and non-``user.`` xattrs are applied with ``same_owner`` (default: when root), or
-  replaced by ``owner``; modes and mtimes always. A directory's mode and mtime are set after
-  the whole tar, when its children are in (a 0555 directory still gets its files, and they do
-  not touch its mtime). overlayfs' private xattrs (``trusted.overlay.*``, ``user.overlay.*``)
-  are never applied, as containerd drops them: on a directory used as an overlay lower they
-  would make files vanish (an ``overlay.whiteout`` in an ``overlay.opaque=x`` directory) or
-  redirect lookups, while the same tar flattened elsewhere shows them.
+- Device files need root; without it they are refused (or skipped, on request, and always
+  while owners are recorded: ``cloche.fs.owners``).
+- Owners and non-``user.`` xattrs are applied with ``same_owner`` (default: when root, or
+  while owners are recorded as xattrs, ``cloche.fs.owners``), or replaced by ``owner``;
+  modes and mtimes always; a tar's own ``user.cloche.owner`` never. A directory's mode and
+  mtime are set after the whole tar, when its children are in (a 0555 directory still gets
+  its files, and they do not touch its mtime). overlayfs' private xattrs
+  (``trusted.overlay.*``, ``user.overlay.*``) are never applied, as containerd drops them:
+  on a directory used as an overlay lower they would make files vanish (an
+  ``overlay.whiteout`` in an ``overlay.opaque=x`` directory) or redirect lookups, while the
+  same tar flattened elsewhere shows them.
 - Files keep their holes: a sparse member's holes are skipped (its data regions written at
   their offsets, the size set with ftruncate), and so is any whole chunk of zeros in a plain
   file. A 99-byte layer holding a 2 GiB sparse file used to become 2 GiB of disk.
@@ -44,6 +47,7 @@ from typing import BinaryIO
 
 from cloche.errors import ClocheError, UnsafePathError
 from cloche.fs.dircache import DirCache
+from cloche.fs.owners import OWNER_XATTR, recording, set_owner
 from cloche.fs.paths import NotInRootError, open_dir_at
 from cloche.fs.rmtree import rmtree
 from cloche.fs.tarentry import OPAQUE_MARKER, WHITEOUT_PREFIX, EntryType, TarEntry
@@ -83,7 +87,7 @@ class Extractor:
         os.makedirs(dest, exist_ok=True)
         self.dest = os.fspath(dest)
         self.is_root = os.geteuid() == 0
-        self.same_owner = self.is_root if same_owner is None else same_owner
+        self.same_owner = (self.is_root or recording()) if same_owner is None else same_owner
         if devices not in ("error", "skip"):
             raise ValueError(f"devices must be 'error' or 'skip', not {devices!r}")
         self.devices = devices
@@ -100,6 +104,7 @@ class Extractor:
         self._dirs = DirCache(root_fd)
         added: set[str] = set()
         dir_meta: list[tuple[str, int, int]] = []  # (path, mode, mtime), applied last
+        self._unlocked: dict[str, int] = {}  # directories given u+rwx (_may_write), their modes
         count = 0
         try:
             for entry, content in entries:
@@ -112,6 +117,8 @@ class Extractor:
                     raise ExtractError(str(e)) from e
                 except OSError as e:
                     raise ExtractError(f"tar entry {entry.path!r}: {e.strerror or e}") from e
+            for path, mode in self._unlocked.items():
+                self._set_dir_meta(root_fd, path, mode, None)
             for path, mode, mtime in reversed(dir_meta):
                 self._set_dir_meta(root_fd, path, mode, mtime)
         finally:
@@ -145,8 +152,8 @@ class Extractor:
 
     # -- entries ------------------------------------------------------------------------------
 
-    def _set_dir_meta(self, root_fd: int, path: str, mode: int, mtime: int) -> None:
-        """A directory's mode and mtime, set once its children are in."""
+    def _set_dir_meta(self, root_fd: int, path: str, mode: int, mtime: int | None) -> None:
+        """A directory's mode and mtime (None: its own), set once its children are in."""
         if not path:
             fd = os.dup(root_fd)
         else:
@@ -164,7 +171,8 @@ class Extractor:
         try:
             if stat.S_ISDIR(os.fstat(fd).st_mode):  # not replaced by a later entry
                 os.chmod(_proc(fd), mode)
-                os.utime(_proc(fd), ns=(mtime * 1_000_000_000,) * 2)
+                if mtime is not None:
+                    os.utime(_proc(fd), ns=(mtime * 1_000_000_000,) * 2)
         finally:
             os.close(fd)
 
@@ -197,10 +205,28 @@ class Extractor:
                 if entry.whiteout_target not in added:
                     self._remove(pfd, target)
             else:
-                self._create(root_fd, pfd, entry, content, dir_meta)
+                try:
+                    self._create(root_fd, pfd, entry, content, dir_meta)
+                except PermissionError:
+                    if not self._may_write(pfd, entry.parent):
+                        raise
+                    self._create(root_fd, pfd, entry, content, dir_meta)
                 added.add(entry.path)
         finally:
             os.close(pfd)
+
+    def _may_write(self, pfd: int, parent: str) -> bool:
+        """A user who records owners (not root) met a directory of an earlier layer whose
+        mode denies it writing (0555): give it u+rwx until the end of this tar, then its mode
+        back (root writes there regardless). False when that cannot help."""
+        if self.is_root or not recording() or parent in self._unlocked:
+            return False
+        st = os.stat(_proc(pfd))
+        if st.st_mode & 0o700 == 0o700 or st.st_uid != os.geteuid():
+            return False
+        self._unlocked[parent] = stat.S_IMODE(st.st_mode)
+        os.chmod(_proc(pfd), stat.S_IMODE(st.st_mode) | 0o700)
+        return True
 
     def _clear_lower(self, pfd: int, parent: str, added: set[str]) -> None:
         listing = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=pfd)
@@ -222,7 +248,7 @@ class Extractor:
             raise UnsafePathError(f"tar entry {entry.path!r}: symlink target "
                                   f"{entry.linkname!r} is outside of the extraction directory")
         if kind in (EntryType.CHAR, EntryType.BLOCK) and not self.is_root:
-            if self.devices == "skip":
+            if self.devices == "skip" or recording():
                 return
             raise ExtractError(f"tar entry {entry.path!r}: device files need root "
                                "(apply with devices='skip' to drop them)")
@@ -248,8 +274,14 @@ class Extractor:
             os.mknod(name, 0o600 | stat.S_IFIFO, dir_fd=pfd)
             self._metadata(pfd, entry)
         else:  # CHAR, BLOCK (as root)
-            os.mknod(name, 0o600 | kind.mode_bits,
-                     os.makedev(entry.devmajor, entry.devminor), dir_fd=pfd)
+            try:
+                os.mknod(name, 0o600 | kind.mode_bits,
+                         os.makedev(entry.devmajor, entry.devminor), dir_fd=pfd)
+            except PermissionError:
+                # a user namespace (rootless) or a container without CAP_MKNOD: the kernel
+                # makes no device there; the node is left out of the tree, as moby and
+                # containerd do in a user namespace (the layer itself keeps it)
+                return
             self._metadata(pfd, entry)
 
     def _write_file(self, pfd: int, entry: TarEntry, content: BinaryIO | None) -> None:
@@ -271,7 +303,7 @@ class Extractor:
                 os.ftruncate(fd, entry.size)  # the holes at the end, if any
             ids = self._ids(entry)
             if ids is not None:
-                os.fchown(fd, *ids)
+                set_owner(fd, *ids)
             os.fchmod(fd, entry.mode)
             self._xattrs(_proc(fd), entry)
             os.utime(fd, ns=(entry.mtime * 1_000_000_000,) * 2)
@@ -318,7 +350,7 @@ class Extractor:
         if entry.type is EntryType.SYMLINK:
             ids = self._ids(entry)
             if ids is not None:
-                os.chown(name, *ids, dir_fd=pfd, follow_symlinks=False)
+                set_owner(_proc(pfd, name), *ids)
             self._xattrs(_proc(pfd, name), entry, follow=False)
             os.utime(name, ns=(entry.mtime * 1_000_000_000,) * 2, dir_fd=pfd,
                      follow_symlinks=False)
@@ -333,7 +365,7 @@ class Extractor:
         path = _proc(fd)
         ids = self._ids(entry)
         if ids is not None:
-            os.chown(path, *ids)
+            set_owner(path, *ids, follow_symlinks=True)
         self._xattrs(path, entry)
         if entry.type is not EntryType.DIR:  # directories: see _set_dir_meta
             os.chmod(path, entry.mode)
@@ -343,7 +375,7 @@ class Extractor:
         for key, value in entry.xattrs:
             if not self.same_owner and not key.startswith("user."):
                 continue
-            if key.startswith(OVERLAY_XATTR_PREFIXES):
+            if key.startswith(OVERLAY_XATTR_PREFIXES) or key == OWNER_XATTR:
                 continue
             try:
                 os.setxattr(path, key, value, follow_symlinks=follow)

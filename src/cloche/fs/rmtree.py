@@ -49,7 +49,7 @@ def _rmtree(path: str, dir_fd: int | None, ignore_errors: bool) -> None:
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(path, dir_fd=dir_fd)
         return
-    top = os.open(path, _DIR, dir_fd=dir_fd)
+    top = _open_dir(path, dir_fd)
     try:
         if (os.fstat(top).st_ino, os.fstat(top).st_dev) != (st.st_ino, st.st_dev):
             raise OSError(errno.EAGAIN, "directory replaced while deleting it", path)
@@ -57,6 +57,24 @@ def _rmtree(path: str, dir_fd: int | None, ignore_errors: bool) -> None:
     finally:
         os.close(top)
     os.rmdir(path, dir_fd=dir_fd)
+
+
+def _open_dir(name: str, dir_fd: int | None) -> int:
+    """Open a directory to empty it. A user who is not root (the chroot isolation mode, where
+    every file is the user's) first gives its own directory the read, write and search bits
+    its mode may lack (0555, 0000): root needs none of them."""
+    try:
+        fd = os.open(name, _DIR, dir_fd=dir_fd)
+    except PermissionError:
+        if os.geteuid() == 0:
+            raise
+        os.chmod(name, 0o700, dir_fd=dir_fd)  # a directory (never a link: O_NOFOLLOW said so)
+        fd = os.open(name, _DIR, dir_fd=dir_fd)
+    if os.geteuid() != 0:
+        st = os.fstat(fd)
+        if st.st_mode & 0o700 != 0o700 and st.st_uid == os.geteuid():
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) | 0o700)
+    return fd
 
 
 def _names(fd: int) -> list[tuple[str, bool]]:
@@ -110,7 +128,7 @@ def _empty(top: int, dev: int, ignore_errors: bool) -> None:
 
 def _empty_one_level(top: int, name: str, dev: int, flat: _Flattener) -> None:
     """Unlink the files of ``top/name`` and move its subdirectories up into ``top``."""
-    sub = os.open(name, _DIR, dir_fd=top)
+    sub = _open_dir(name, top)
     try:
         if os.fstat(sub).st_dev != dev:
             raise OSError(errno.EXDEV, "a mount point: not entered", name)

@@ -7,7 +7,8 @@ Two different rule sets exist and both are needed:
   user is looked up by name or number in ``/etc/passwd`` (first match wins), a number missing
   from passwd is fine (GID 0, home ``/``), a name missing is an error; a group given by name
   or number is looked up in ``/etc/group``; without a group, the supplementary groups are those
-  listing the user's name as a member.
+  listing the user's name as a member. The primary group is always one of the supplementary
+  groups too (BuildKit's ``ensureAdditionalGids``, as containerd does), so ``id`` lists it.
 - ``COPY --chown`` follows BuildKit's file op: a name alone also takes the user's primary group,
   a number alone sets GID = UID, and no supplementary groups are involved.
 
@@ -46,7 +47,8 @@ class InvalidUserSpecError(ClocheError, ValueError):
 
 @dataclass(frozen=True)
 class ResolvedUser:
-    """The identity a RUN process gets: IDs, supplementary groups and $HOME when unset."""
+    """The identity a RUN process gets: IDs, supplementary groups and $HOME when unset.
+    ``resolve_user`` always includes ``gid`` in ``additional_gids``."""
 
     uid: int = 0
     gid: int = 0
@@ -170,7 +172,7 @@ def resolve_user(rootfs: Path, spec: str) -> ResolvedUser:
     gid_num = _numeric(group_arg, "group", spec) if group_arg else None
     if uid_num is not None and gid_num is not None:
         # BuildKit's fast path: both numbers, no lookup and no supplementary groups.
-        return ResolvedUser(uid_num, gid_num, (), _home_for(passwd, uid_num))
+        return ResolvedUser(uid_num, gid_num, (gid_num,), _home_for(passwd, uid_num))
 
     matched: PasswdEntry | None = None
     if user_arg:
@@ -203,6 +205,8 @@ def resolve_user(rootfs: Path, spec: str) -> ResolvedUser:
                                    name=group_arg, kind="group", rootfs=rootfs)
     elif name:
         additional = tuple(g.gid for g in groups or () if name in g.members)
+    if gid not in additional:  # BuildKit puts the primary group first among them
+        additional = (gid, *additional)
     return ResolvedUser(uid, gid, additional, home)
 
 

@@ -3,9 +3,9 @@
 Why here and not in ``cloche.compression`` (which sniffs and reads every format): a layer is
 written once, in one pass, while its uncompressed (diff_id) and compressed (digest) hashes are
 both computed; the writer below is what that pass pushes bytes through. gzip goes through ISA-L
-(``isal``), several times faster than zlib; big layers use ``igzip_threaded`` so both cores
-compress. The gzip header carries no name and a zero mtime, so the same tar always gives the
-same blob.
+(``isal``), several times faster than zlib, through ``igzip_threaded`` so every core
+compresses. The gzip header carries no name and a zero mtime, and neither format's bytes
+depend on the number of cores, so the same tar always gives the same blob on any machine.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import os
 from typing import BinaryIO, cast
 
 import zstandard
-from isal import igzip, igzip_threaded
+from isal import igzip_threaded
 
 from cloche.compression import Compression, UnsupportedCompressionError
 
@@ -49,7 +49,8 @@ def open_compressed_writer(sink: BinaryIO, compression: Compression, *,
 
     ``threads`` (default: the usable cores) applies to gzip and zstd; the output does not
     depend on it for gzip (ISA-L compresses fixed 1 MiB blocks with the previous block as
-    dictionary) and zstd's multi-threaded format does not depend on the worker count either.
+    dictionary, with one worker too) and zstd's multi-threaded format does not depend on the
+    worker count either (one worker is used, never zstd's single-threaded mode).
     """
     n = _default_threads() if threads is None else max(1, threads)
     target = _Uncloseable(sink)
@@ -59,14 +60,14 @@ def open_compressed_writer(sink: BinaryIO, compression: Compression, *,
         lvl = DEFAULT_GZIP_LEVEL if level is None else level
         if not 0 <= lvl <= 3:
             raise UnsupportedCompressionError(f"gzip level {lvl} out of range 0..3 (ISA-L)")
-        if n > 1:
-            return cast(BinaryIO, igzip_threaded.open(  # type: ignore[no-untyped-call]
-                target, "wb", compresslevel=lvl, threads=n))
-        return cast(BinaryIO, igzip.GzipFile(  # type: ignore[no-untyped-call]
-            fileobj=target, mode="wb", compresslevel=lvl, mtime=0, filename=""))
+        # always the block writer, one thread or more: a single-stream GzipFile gives other
+        # bytes, and a layer's digest must not depend on how many cores the machine has
+        return cast(BinaryIO, igzip_threaded.open(  # type: ignore[no-untyped-call]
+            target, "wb", compresslevel=lvl, threads=n))
     if compression is Compression.ZSTD:
         lvl = DEFAULT_ZSTD_LEVEL if level is None else level
-        cctx = zstandard.ZstdCompressor(level=lvl, threads=n if n > 1 else 0,
-                                        write_content_size=False)
+        # one worker or more, never none: zstd's single-threaded mode cuts a big stream
+        # into other blocks, so one core would give another digest than two
+        cctx = zstandard.ZstdCompressor(level=lvl, threads=n, write_content_size=False)
         return cast(BinaryIO, cctx.stream_writer(cast(BinaryIO, target), closefd=False))
     raise UnsupportedCompressionError(f"cannot write {compression.value} layers")

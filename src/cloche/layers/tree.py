@@ -17,13 +17,22 @@ from pathlib import Path
 
 from cloche.compression import Compression
 from cloche.errors import LayerError
+from cloche.fs.owners import OWNER_XATTR, owner_of
 from cloche.fs.tarentry import EntryType, TarEntry
 from cloche.layers.tarwriter import ByteSink, LayerBlob, TarWriter
 
-__all__ = ["TreeScanner", "write_tree", "write_entries", "read_xattrs", "DROPPED_XATTR_PREFIXES"]
+__all__ = ["TreeScanner", "write_tree", "write_entries", "read_xattrs", "DROPPED_XATTR_PREFIXES",
+           "LAYER_XATTRS"]
 
-# overlayfs' own metadata, and SELinux labels that belong to the build host, not the image
-DROPPED_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.", "security.selinux")
+# overlayfs' (and fuse-overlayfs') own metadata, SELinux labels that belong to the build host,
+# not the image, and the owner cloche records where it cannot chown (cloche.fs.owners)
+DROPPED_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.",
+                          "security.selinux", OWNER_XATTR)
+
+
+# The only xattr a step's layer keeps: BuildKit's differ writes layers with containerd's change
+# writer, which copies security.capability and no other xattr (the snapshot keeps them all).
+LAYER_XATTRS = ("security.capability",)
 
 
 def read_xattrs(path: str) -> tuple[tuple[str, bytes], ...]:
@@ -53,6 +62,9 @@ class TreeScanner:
     are set to it; without ``clamp`` every mtime is it. Subclasses (the overlay diff) override
     ``convert`` to turn special files into whiteouts.
     """
+
+    # the xattr names entries keep (None: all but the dropped ones); a step's diff: LAYER_XATTRS
+    kept_xattrs: tuple[str, ...] | None = None
 
     def __init__(self, root: str | os.PathLike[str], *, source_date_epoch: int | None = None,
                  clamp: bool = True) -> None:
@@ -108,11 +120,14 @@ class TreeScanner:
 
     def entry_for(self, rel: str, full: str, st: os.stat_result) -> TarEntry | None:
         mode = st.st_mode
-        common = dict(path=rel, mode=stat.S_IMODE(mode), uid=st.st_uid, gid=st.st_gid,
+        uid, gid = owner_of(full, st)
+        common = dict(path=rel, mode=stat.S_IMODE(mode), uid=uid, gid=gid,
                       mtime=self.mtime(st))
         if stat.S_ISSOCK(mode):
             return None
         xattrs = read_xattrs(full)
+        if self.kept_xattrs is not None:
+            xattrs = tuple(x for x in xattrs if x[0] in self.kept_xattrs)
         if stat.S_ISDIR(mode):
             return TarEntry(type=EntryType.DIR, xattrs=xattrs, **common)  # type: ignore[arg-type]
         if stat.S_ISLNK(mode):

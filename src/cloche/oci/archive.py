@@ -6,13 +6,14 @@ reading indexes the tar once and reads blobs in place, each verified as it is re
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from cloche.oci import mediatypes as mt
 from cloche.oci._tario import MemberNotFoundError, TarIndex, TarWriter, finish_destination, open_destination
-from cloche.oci.descriptor import ANNOTATION_REF_NAME
+from cloche.oci.descriptor import ANNOTATION_REF_NAME, Descriptor
 from cloche.oci.digest import Digest
 from cloche.oci.errors import BlobNotFoundError, ImageFormatError
 from cloche.oci.image import Image
@@ -27,38 +28,83 @@ from cloche.oci.layout import (
 from cloche.oci.manifest import Index
 from cloche.oci.platform import Platform
 
-NamedImages = Iterable[tuple[Image, str | None]]
+NamedImages = Iterable[tuple[Image, "str | Sequence[str] | None"]]
+CONTAINERD_NAME = "io.containerd.image.name"
+MANIFEST_FILE = "manifest.json"
+
+
+def name_annotations(name: str) -> dict[str, str]:
+    """An index entry's annotations for ``name``, as BuildKit's exporters (containerd's
+    archive writer) write them: the full name in ``io.containerd.image.name`` (podman and
+    ``cloche load`` read it), its tag as the OCI ``ref.name`` (skopeo's ``oci-archive:PATH:TAG``).
+    A ``name`` that is only a tag-like word (``v1``) is the ref name alone."""
+    from cloche.oci.reference import Reference
+
+    if "/" not in name and ":" not in name:
+        check_ref_name(name)
+        return {ANNOTATION_REF_NAME: name}
+    ref = Reference.parse(name)
+    return {CONTAINERD_NAME: str(ref), ANNOTATION_REF_NAME: ref.tag or "latest"}
+
+
+def _names(value: str | Sequence[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
 
 
 def write_oci_archive(dest: str | Path | BinaryIO, images: NamedImages | Image,
-                      name: str | None = None) -> None:
-    """Write images (``(image, name)`` pairs, or one image and ``name``) as an OCI archive.
-    A path is written under a temporary name and renamed when complete."""
-    pairs = [(images, name)] if isinstance(images, Image) else list(images)
-    for _, ref in pairs:
-        check_ref_name(ref)
+                      name: str | Sequence[str] | None = None, *,
+                      docker_manifest: bool = True,
+                      descriptor_annotations: Mapping[str, str] | None = None) -> None:
+    """Write images (``(image, names)`` pairs, or one image and ``name``) as one archive that
+    OCI tools and ``docker load`` both read, as BuildKit's oci and docker exporters write it:
+    an OCI layout (``oci-layout``, ``index.json``, ``blobs/``) with one index entry per name
+    (``name_annotations``), and, with ``docker_manifest``, Docker's ``manifest.json`` naming
+    the same blobs (``RepoTags`` the familiar names). A path is written under a temporary name
+    and renamed when complete."""
+    pairs: list[tuple[Image, list[str]]] = [(images, _names(name))] \
+        if isinstance(images, Image) else [(image, _names(names)) for image, names in images]
+    annotated = [[name_annotations(n) for n in names] for _, names in pairs]
     stream, tmp = open_destination(dest)
     ok = False
     tar = TarWriter(stream)
     try:
         tar.add_bytes(LAYOUT_FILE, layout_marker())
         written: set[Digest] = set()
-        entries = []
-        for image, ref in pairs:
+        entries: list[Descriptor] = []
+        docker_entries: list[dict[str, object]] = []
+        for (image, _), annotations in zip(pairs, annotated):
             for digest, size, opener in image_blobs(image):
                 if digest in written:
                     continue
                 written.add(digest)
                 with opener() as blob:
                     tar.add_stream(f"blobs/{digest.algorithm}/{digest.hex}", blob, size)
-            entries.append(image.descriptor(**({ANNOTATION_REF_NAME: ref} if ref else {})))
+            entries.extend(image.descriptor(**{**(descriptor_annotations or {}), **a})
+                           for a in annotations or [{}])
+            tags = [_familiar(a[CONTAINERD_NAME]) for a in annotations if CONTAINERD_NAME in a]
+            docker_entries.append({
+                "Config": f"blobs/{image.config_digest.algorithm}/{image.config_digest.hex}",
+                "RepoTags": tags or None,
+                "Layers": [f"blobs/{layer.digest.algorithm}/{layer.digest.hex}"
+                           for layer in image.layers]})
         tar.add_bytes(INDEX_FILE, Index(tuple(entries)).to_json())
+        if docker_manifest:
+            tar.add_bytes(MANIFEST_FILE, json.dumps(docker_entries, separators=(",", ":")
+                                                    ).encode())
         tar.close()
         ok = True
     finally:
         if not ok:
             tar.abort()
         finish_destination(stream, tmp, dest, ok)
+
+
+def _familiar(name: str) -> str:
+    from cloche.oci.reference import Reference
+
+    return Reference.parse(name).familiar
 
 
 class TarBlobSource:

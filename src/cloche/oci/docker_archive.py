@@ -1,18 +1,17 @@
 """docker-archive: the tar that ``docker save`` writes and ``docker load`` reads.
 
 Its heart is ``manifest.json``: a list of ``{"Config", "RepoTags", "Layers"}`` whose paths name
-members of the tar. Layers in it are uncompressed tars (``docker load`` checks their digests
-against the config's diff ids), so writing decompresses each compressed layer once, through a
-temporary file (its size must precede it in the tar), verifying the diff id on the way.
-Reading accepts both forms Docker has written: legacy ``<id>/layer.tar`` folders (with the
-symlinks docker uses for shared layers) and the newer ``blobs/sha256/<hex>``.
+members of the tar. cloche writes it as BuildKit's docker exporter does, beside an OCI layout
+of the same blobs (``blobs/sha256/<hex>``, layers as stored: ``docker load`` decompresses a
+compressed one and checks it against the config's diff id). Reading accepts every form Docker
+has written: legacy ``<id>/layer.tar`` folders (with the symlinks docker uses for shared
+layers) and the newer ``blobs/sha256/<hex>``, plain or compressed.
 """
 
 from __future__ import annotations
 
 import re
-import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -20,14 +19,12 @@ from typing import BinaryIO
 from cloche.compression import SNIFF_SIZE, detect_compression
 from cloche.oci import _json
 from cloche.oci import mediatypes as mt
-from cloche.oci._streams import copy_stream
-from cloche.oci._tario import TarIndex, TarWriter, finish_destination, open_destination
+from cloche.oci._tario import TarIndex
 from cloche.oci.digest import Digest, Digester, verify
 from cloche.oci.errors import BlobNotFoundError, ImageFormatError, RefNotFoundError
 from cloche.oci.image import Image, Layer
 
 MANIFEST_FILE = "manifest.json"
-REPOSITORIES_FILE = "repositories"
 _HEX64 = re.compile(r"([a-f0-9]{64})(?:\.json)?$")
 
 TaggedImages = Iterable[tuple[Image, Sequence[str]]]
@@ -54,57 +51,18 @@ def _qualified(tag: str) -> str:
 
 
 def write_docker_archive(dest: str | Path | BinaryIO, images: TaggedImages | Image,
-                         tags: Sequence[str] = ()) -> None:
-    """Write images with their tags (``(image, tags)`` pairs, or one image and ``tags``) as a
-    docker-archive that ``docker load`` accepts (Docker 20.10 and later)."""
+                         tags: Sequence[str] = (), *,
+                         descriptor_annotations: Mapping[str, str] | None = None) -> None:
+    """Write images with their tags (``(image, tags)`` pairs, or one image and ``tags``) as
+    BuildKit's docker exporter writes them: ``manifest.json`` for ``docker load`` (Docker 20.10
+    and later read the stored layers, plain or compressed) together with the OCI layout of the
+    same blobs (oci/archive.py), so OCI tools read the same file."""
+    from cloche.oci.archive import write_oci_archive
+
     pairs = [(images, tags)] if isinstance(images, Image) else list(images)
-    stream, tmp = open_destination(dest)
-    ok = False
-    tar = TarWriter(stream)
-    try:
-        written: set[str] = set()
-        entries: list[dict[str, object]] = []
-        repositories: dict[str, dict[str, str]] = {}
-        for image, image_tags in pairs:
-            config_name = f"blobs/sha256/{image.config_digest.hex}"
-            if config_name not in written:
-                tar.add_bytes(config_name, image.config_bytes)
-                written.add(config_name)
-            layer_names = []
-            for layer in image.layers:
-                name = f"blobs/{layer.diff_id.algorithm}/{layer.diff_id.hex}"
-                if name not in written:
-                    _add_uncompressed(tar, name, layer)
-                    written.add(name)
-                layer_names.append(name)
-            normal = [normalize_tag(t) for t in image_tags]
-            entries.append({"Config": config_name, "RepoTags": normal or None,
-                            "Layers": layer_names})
-            for tag in normal:
-                repo, _, version = tag.rpartition(":")
-                if image.layers:
-                    repositories.setdefault(repo, {})[version] = image.layers[-1].diff_id.hex
-        tar.add_bytes(MANIFEST_FILE, _json.dumps(entries))
-        if repositories:
-            tar.add_bytes(REPOSITORIES_FILE, _json.dumps(repositories, sort_keys=True))
-        tar.close()
-        ok = True
-    finally:
-        if not ok:
-            tar.abort()
-        finish_destination(stream, tmp, dest, ok)
-
-
-def _add_uncompressed(tar: TarWriter, name: str, layer: Layer) -> None:
-    if layer.compression == "none" and layer.digest == layer.diff_id:
-        with layer.open() as blob:
-            tar.add_stream(name, blob, layer.size)
-        return
-    with tempfile.TemporaryFile() as spool:
-        with layer.open_uncompressed() as src:  # verifies digest and diff id
-            size = copy_stream(src, spool)
-        spool.seek(0)
-        tar.add_stream(name, spool, size)
+    write_oci_archive(dest, [(image, [normalize_tag(t) for t in image_tags])
+                             for image, image_tags in pairs],
+                      descriptor_annotations=descriptor_annotations)
 
 
 @dataclass(frozen=True)

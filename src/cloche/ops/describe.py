@@ -14,6 +14,7 @@ from typing import Any
 
 from cloche.errors import ClocheError
 from cloche.oci.image import Image
+from cloche.ops.sizes import image_content_size
 from cloche.store.images import load_image
 from cloche.store.store import Store, StoredImage, parse_name
 
@@ -35,7 +36,8 @@ class ImageSummary:
 
 
 def summaries(store: Store) -> list[ImageSummary]:
-    """Every entry of the store, named first; size is the sum of the image's blobs."""
+    """Every entry of the store, named first; size is what its layers' files take, as
+    ``docker images`` shows it (ops/sizes.py)."""
     rows = []
     for entry in store.list_images():
         created: str | None = None
@@ -43,7 +45,7 @@ def summaries(store: Store) -> list[ImageSummary]:
         try:
             image = load_image(store, entry.descriptor)
             created = image.config.created
-            size = image.size
+            size = image_content_size(store, image.layers)
         except ClocheError:
             pass  # an index without our platform, or missing blobs: shown without details
         if entry.name is None:
@@ -83,7 +85,7 @@ def inspect(store: Store, ref: str) -> dict[str, Any]:
         "Config": config.get("config") or {},
         "RootFS": {"Type": "layers", "Layers": [str(d) for d in image.config.diff_ids]},
         "History": config.get("history") or [],
-        "Size": sum(layer.size for layer in image.layers),
+        "Size": image_content_size(store, image.layers),  # as Docker: the files' bytes
         "Layers": layers,
         "Manifest": json.loads(image.manifest_bytes),
     }

@@ -58,13 +58,9 @@ def save(store: Store, refs: Iterable[str], dest: str | Path | BinaryIO, *,
         entry = store.lookup(ref)
         image = store.image(str(entry.descriptor.digest), platform)
         pairs.append((image, entry.name if _is_name_of(ref, entry.name) else None))
-    if format == "oci":
-        write_oci_archive(dest, pairs)
-    else:
-        from cloche.oci.docker_archive import write_docker_archive
-
-        write_docker_archive(dest, [(img, [parse_name(n).familiar] if n else [])
-                                    for img, n in pairs])
+    # one archive for both formats, as BuildKit's exporters write it: the OCI layout (names in
+    # io.containerd.image.name, tags as ref.name) and docker load's manifest.json together
+    write_oci_archive(dest, pairs)
     return [img for img, _ in pairs]
 
 
@@ -127,8 +123,8 @@ def _sniff(path: Path, label: str) -> str:
     except (tarfile.TarError, OSError, EOFError) as e:
         what = "a truncated tar archive" if names else "not a tar archive"
         raise ArchiveFormatError(f"{label}: {what} ({e})") from e
-    if "oci-layout" in names and "index.json" in names and "manifest.json" not in names:
-        return "oci"
+    if "oci-layout" in names and "index.json" in names:  # with or without manifest.json
+        return "oci"  # the layout keeps the manifests as they were, names in annotations
     if "manifest.json" in names:
         return "docker"
     if "oci-layout" in names:

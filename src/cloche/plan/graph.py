@@ -26,7 +26,15 @@ from cloche.dockerfile.flags import error_at
 from cloche.dockerfile.instructions import Arg, Copy, Instruction, Onbuild
 from cloche.dockerfile.stages import Dockerfile, Stage
 from cloche.errors import DockerfileError, did_you_mean
-from cloche.plan.steps import ImageRef, StageRef, Step, resolve_step, trigger_steps
+from cloche.plan.steps import (
+    ContextNames,
+    ContextRef,
+    ImageRef,
+    StageRef,
+    Step,
+    resolve_step,
+    trigger_steps,
+)
 
 __all__ = ["Dependency", "PlannedStage", "BuildPlan", "build_plan", "CircularDependencyError"]
 
@@ -41,7 +49,8 @@ class CircularDependencyError(DockerfileError):
 
 @dataclass(frozen=True)
 class Dependency:
-    """One edge: ``kind`` is "from", "copy" or "mount"; ``stage`` is None for an image."""
+    """One edge: ``kind`` is "from", "copy" or "mount"; ``stage`` is None for an image or a
+    named context (``context``: its normalised name, ``--build-context``)."""
 
     kind: str
     line: int
@@ -50,6 +59,7 @@ class Dependency:
     image: str | None = None
     sources: tuple[str, ...] = ()
     dest: str | None = None
+    context: str | None = None
 
 
 @dataclass(frozen=True)
@@ -62,7 +72,10 @@ class PlannedStage:
     FROM line. ``steps`` is what the engine runs: triggers then commands, with their
     ``--from`` references resolved. ``expanded`` is the plan-time expansion of triggers +
     commands (the same ``StageEnv.apply``, without the base image's ENV), for display and
-    dependency edges only.
+    dependency edges only. ``base_context``: the named context (``--build-context``) the
+    stage is built on, as FROM names it or, when the context has the stage's own name, in
+    place of the whole stage (``replaced``: then it has no instructions, and BuildKit runs
+    none of them, nor the context image's ONBUILD triggers).
     """
 
     index: int
@@ -79,6 +92,8 @@ class PlannedStage:
     reachable: bool = True
     skip_reason: str | None = None
     level: int | None = None
+    base_context: str | None = None
+    replaced: bool = False
 
     @property
     def depends_on(self) -> tuple[int, ...]:
@@ -92,7 +107,8 @@ class PlannedStage:
     def images(self) -> tuple[str, ...]:
         """External images this stage needs (its base and --from images), in order."""
         seen: dict[str, None] = {}
-        if self.base_stage is None and self.base.lower() != "scratch":
+        if self.base_stage is None and self.base_context is None and \
+                self.base.lower() != "scratch":
             seen[self.base] = None
         for dep in self.dependencies:
             if dep.image:
@@ -110,6 +126,7 @@ class BuildPlan:
     stages: tuple[PlannedStage, ...]
     levels: tuple[tuple[int, ...], ...]
     warnings: tuple[str, ...] = field(default=())
+    contexts: ContextNames | None = None  # the build's named contexts (--build-context)
 
     @property
     def order(self) -> tuple[int, ...]:
@@ -134,7 +151,8 @@ class BuildPlan:
         as steps resolved by the plan's rules; ``env`` is the stage's scope after FROM."""
         stage = self.stages[index]
         runs = frozenset(s.index for s in self.stages if s.reachable)
-        return trigger_steps(self.dockerfile, index, stage.line, texts, env, runs)
+        return trigger_steps(self.dockerfile, index, stage.line, texts, env, runs,
+                             self.contexts)
 
     def to_dict(self) -> dict[str, object]:
         """The JSON shape of ``cloche plan --format json`` (keys of the brief are fixed)."""
@@ -153,9 +171,11 @@ def _stage_dict(stage: PlannedStage) -> dict[str, object]:
         "depends_on": list(stage.depends_on), "reachable": stage.reachable,
         "base_stage": stage.base_stage, "platform": stage.platform, "line": stage.line,
         "level": stage.level, "skip_reason": stage.skip_reason, "images": list(stage.images),
+        "base_context": stage.base_context,
         "dependencies": [
             {"kind": d.kind, "line": d.line, "reference": d.reference, "stage": d.stage,
-             "image": d.image, "sources": list(d.sources), "dest": d.dest}
+             "image": d.image, "context": d.context, "sources": list(d.sources),
+             "dest": d.dest}
             for d in stage.dependencies],
         "instructions": [{"line": c.line, "keyword": c.keyword, "original": c.original}
                          for c in stage.commands],
@@ -168,6 +188,7 @@ class _Walk:
 
     dockerfile: Dockerfile
     scope: GlobalScope
+    contexts: ContextNames | None = None
     finals: dict[int, StageEnv] = field(default_factory=dict)
     errors: dict[int, DockerfileError] = field(default_factory=dict)
     forward: dict[int, tuple[Dependency, Instruction]] = field(default_factory=dict)
@@ -182,7 +203,21 @@ class _Walk:
             raise error_at(stage.from_.node, tree,
                            f"empty platform value from expression {stage.platform}",
                            needle=stage.platform, hint="set the ARG it uses, or drop --platform")
+        replaced = self.contexts.lookup(stage.name) \
+            if self.contexts is not None and stage.name else None
+        if replaced is not None:
+            # BuildKit: a named context with the stage's name is the whole stage; none of
+            # its instructions is planned or run (nor are the stages only they would need)
+            self.finals[stage.index] = StageEnv.start(self.scope)
+            return PlannedStage(
+                index=stage.index, name=stage.name, base=base_from.image, base_stage=None,
+                platform=base_from.platform, line=stage.line, dependencies=(), commands=(),
+                base_context=replaced, replaced=True)
         parent = self.dockerfile.find_stage(base_from.image, before=stage.index)
+        base_context = None
+        if parent is None and self.contexts is not None and \
+                base_from.image.lower() != "scratch":  # FROM scratch is never a context
+            base_context = self.contexts.lookup(base_from.image)
         deps: list[Dependency] = []
         if parent is not None:
             deps.append(Dependency("from", stage.line, base_from.image, stage=parent.index))
@@ -201,7 +236,7 @@ class _Walk:
             try:
                 expanded, env = env.apply(instruction)
                 step = resolve_step(self.dockerfile, stage.index, instruction, expanded,
-                                    trigger=is_trigger)
+                                    trigger=is_trigger, contexts=self.contexts)
                 deps.extend(self._edges(stage.index, expanded, step))
             except DockerfileError as err:
                 # reported only if the target needs this stage; never run otherwise
@@ -217,7 +252,8 @@ class _Walk:
             index=stage.index, name=stage.name, base=base_from.image,
             base_stage=parent.index if parent else None, platform=base_from.platform,
             line=stage.line, dependencies=tuple(deps), commands=stage.commands,
-            triggers=triggers, expanded=tuple(expanded_commands), steps=tuple(steps))
+            triggers=triggers, expanded=tuple(expanded_commands), steps=tuple(steps),
+            base_context=base_context)
 
     def _edges(self, at: int, ins: Instruction, step: Step) -> list[Dependency]:
         found: list[Dependency] = []
@@ -235,10 +271,13 @@ class _Walk:
         return found
 
 
-def _dependency(kind: str, ins: Instruction, reference: str, ref: StageRef | ImageRef,
-                sources: tuple[str, ...], dest: str | None) -> Dependency:
+def _dependency(kind: str, ins: Instruction, reference: str,
+                ref: StageRef | ImageRef | ContextRef, sources: tuple[str, ...],
+                dest: str | None) -> Dependency:
     if isinstance(ref, StageRef):
         return Dependency(kind, ins.line, reference, ref.index, None, sources, dest)
+    if isinstance(ref, ContextRef):
+        return Dependency(kind, ins.line, reference, None, None, sources, dest, ref.name)
     return Dependency(kind, ins.line, reference, None, ref.reference, sources, dest)
 
 
@@ -276,16 +315,17 @@ def _find_cycle(edges: Mapping[int, tuple[int, ...]]) -> list[int] | None:
 def build_plan(
     dockerfile: Dockerfile, target: str | None = None,
     build_args: Mapping[str, str] | None = None, platform: str | None = None,
-    build_platform: str | None = None,
+    build_platform: str | None = None, contexts: ContextNames | None = None,
 ) -> BuildPlan:
-    """Plan the build of ``target`` (a stage name; default: the last stage)."""
+    """Plan the build of ``target`` (a stage name; default: the last stage); ``contexts``
+    are the named contexts of ``--build-context``."""
     tree = dockerfile.tree
     if not dockerfile.stages:
         raise DockerfileError("dockerfile contains no stages to build", file=tree.file,
                               hint="add a FROM line")
     scope = resolve_global_scope(dockerfile, build_args, target_platform=platform,
                                  build_platform=build_platform)
-    walk = _Walk(dockerfile, scope)
+    walk = _Walk(dockerfile, scope, contexts)
     planned = [walk.walk(stage) for stage in dockerfile.stages]
     edges = {s.index: s.depends_on for s in planned}
     cycle = _find_cycle(edges)
@@ -343,7 +383,8 @@ def build_plan(
     grouped = tuple(tuple(sorted(i for i, lv in levels.items() if lv == n))
                     for n in range(max(levels.values()) + 1))
     warnings = _warnings(dockerfile, scope, final)
-    return BuildPlan(dockerfile, scope, target_index, tuple(final), grouped, warnings)
+    return BuildPlan(dockerfile, scope, target_index, tuple(final), grouped, warnings,
+                     contexts)
 
 
 def _replace(stage: PlannedStage, **changes: object) -> PlannedStage:

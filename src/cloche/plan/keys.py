@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 
-KEY_VERSION = "cloche-step-v1"
+KEY_VERSION = "cloche-step-v2"  # v2: no-op steps have an empty layer
 
 
 def _digest(parts: object) -> str:

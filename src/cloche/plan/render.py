@@ -32,7 +32,9 @@ def render_text(plan: BuildPlan) -> str:
         if not stage.reachable:
             continue
         base = (f"stage {_label(plan.stages[stage.base_stage])}"
-                if stage.base_stage is not None else stage.base)
+                if stage.base_stage is not None else
+                f"context {stage.base_context}" if stage.base_context is not None
+                else stage.base)
         platform = f" --platform={stage.platform}" if stage.platform else ""
         lines.append(f"stage {_label(stage)}  (line {stage.line}, level {stage.level})")
         lines.append(f"    from {base}{platform}")

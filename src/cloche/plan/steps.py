@@ -2,10 +2,12 @@
 
 The plan resolves what only the Dockerfile can answer, once, so the engine never reads the
 Dockerfile again: a ``COPY --from`` or ``RUN --mount from=`` reference (after expansion of
-the ARGs it may use) becomes a ``StageRef`` (a stage of this build, by index) or an
-``ImageRef`` (an external image). ONBUILD triggers of a parent stage come as typed
-instructions; triggers stored in a base image's config go through ``trigger_steps``, which
-parses them with the front end's checks and resolves their references by the same rule.
+the ARGs it may use) becomes a ``StageRef`` (a stage of this build, by index), a
+``ContextRef`` (a named context of ``--build-context``, which BuildKit looks up before
+pulling an image of that name) or an ``ImageRef`` (an external image). ONBUILD triggers of
+a parent stage come as typed instructions; triggers stored in a base image's config go
+through ``trigger_steps``, which parses them with the front end's checks and resolves their
+references by the same rule.
 
 The instruction itself stays as written: variables are expanded at dispatch time, with the
 stage's environment including the base image's ENV (``StageEnv.apply``, the one expansion
@@ -16,6 +18,7 @@ for dependency edges and display only).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from cloche.dockerfile.args import StageEnv
 from cloche.dockerfile.flags import error_at
@@ -24,8 +27,8 @@ from cloche.dockerfile.instructions import Copy, Instruction, Run
 from cloche.dockerfile.stages import Dockerfile
 from cloche.errors import DockerfileError
 
-__all__ = ["StageRef", "ImageRef", "Ref", "Step", "resolve_reference", "resolve_step",
-           "trigger_steps", "SOURCE_MOUNTS"]
+__all__ = ["StageRef", "ImageRef", "ContextRef", "ContextNames", "Ref", "Step",
+           "resolve_reference", "resolve_step", "trigger_steps", "SOURCE_MOUNTS"]
 
 SOURCE_MOUNTS = ("bind", "cache")  # the mount types whose from= names files to read
 
@@ -45,7 +48,23 @@ class ImageRef:
     reference: str
 
 
-Ref = StageRef | ImageRef
+@dataclass(frozen=True)
+class ContextRef:
+    """A named context (``--build-context NAME=...``), by its normalised name."""
+
+    name: str
+
+
+Ref = StageRef | ImageRef | ContextRef
+
+
+class ContextNames(Protocol):
+    """The named contexts of a build, as the plan asks about them (the engine knows how a
+    name is normalised: ``docker.io/library/alpine:latest`` is the context ``alpine``)."""
+
+    def lookup(self, name: str) -> str | None:
+        """The normalised name of the context ``name`` stands for, or None."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -73,12 +92,15 @@ class Step:
 
 
 def resolve_reference(dockerfile: Dockerfile, reference: str, at: int,
-                      instruction: Instruction) -> Ref:
-    """A ``--from`` value seen from stage ``at``: a stage index, a stage name, or an image.
+                      instruction: Instruction, contexts: ContextNames | None = None) -> Ref:
+    """A ``--from`` value seen from stage ``at``: a stage index, a stage name, a named
+    context, or an image.
 
     A number is a stage index (an error past the last stage); a name is the last stage of
     that name at or above ``at``, else any stage of that name (the caller rejects it as a
-    forward reference), else an image. Names are case-insensitive.
+    forward reference), else a named context of that (normalised) name, else an image.
+    Stage names are case-insensitive. A stage that a named context replaces is still a
+    ``StageRef``: the plan gives that stage the context as its whole content.
     """
     stages = dockerfile.stages
     if reference.isdigit():
@@ -89,26 +111,31 @@ def resolve_reference(dockerfile: Dockerfile, reference: str, at: int,
                            needle=reference)
         return StageRef(index, stages[index].display_name)
     found = dockerfile.find_stage(reference, before=at + 1) or dockerfile.find_stage(reference)
-    return StageRef(found.index, found.display_name) if found else ImageRef(reference)
+    if found:
+        return StageRef(found.index, found.display_name)
+    named = contexts.lookup(reference) if contexts is not None else None
+    return ContextRef(named) if named is not None else ImageRef(reference)
 
 
 def resolve_step(dockerfile: Dockerfile, at: int, instruction: Instruction,
-                 expanded: Instruction, *, trigger: bool = False) -> Step:
+                 expanded: Instruction, *, trigger: bool = False,
+                 contexts: ContextNames | None = None) -> Step:
     """The step of ``instruction`` (as written), its references read from ``expanded``."""
     from_ = None
     mounts: tuple[Ref | None, ...] = ()
     if isinstance(expanded, Copy) and expanded.from_ is not None:
-        from_ = resolve_reference(dockerfile, expanded.from_, at, expanded)
+        from_ = resolve_reference(dockerfile, expanded.from_, at, expanded, contexts)
     if isinstance(expanded, Run):
         mounts = tuple(
-            resolve_reference(dockerfile, m.from_, at, expanded)
+            resolve_reference(dockerfile, m.from_, at, expanded, contexts)
             if m.from_ and m.type in SOURCE_MOUNTS else None
             for m in expanded.mounts)
     return Step(instruction, from_, mounts, trigger)
 
 
 def trigger_steps(dockerfile: Dockerfile, at: int, line: int, texts: tuple[str, ...],
-                  env: StageEnv, runs: frozenset[int]) -> tuple[Step, ...]:
+                  env: StageEnv, runs: frozenset[int],
+                  contexts: ContextNames | None = None) -> tuple[Step, ...]:
     """The ONBUILD triggers of a base image's config, as steps of stage ``at``.
 
     Each text is parsed by the front end (``parse_trigger``: the Dockerfile's own ONBUILD
@@ -121,7 +148,8 @@ def trigger_steps(dockerfile: Dockerfile, at: int, line: int, texts: tuple[str, 
     for text in texts:
         instruction = parse_trigger(text, dockerfile.file, line, tree.source_line(line))
         expanded, env = env.apply(instruction)
-        step = resolve_step(dockerfile, at, instruction, expanded, trigger=True)
+        step = resolve_step(dockerfile, at, instruction, expanded, trigger=True,
+                            contexts=contexts)
         for ref in step.refs:
             if isinstance(ref, StageRef) and (ref.index >= at or ref.index not in runs):
                 raise DockerfileError(

@@ -73,6 +73,26 @@ def enter() -> bool:
     return True
 
 
+_ALLOWED: list[bool] = []
+
+
+def userns_allowed() -> bool:
+    """Whether the kernel lets this process make a user namespace at all (probed once, in a
+    forked child that only calls unshare): false where seccomp (a container's default
+    profile) or a sysctl refuses it. Subordinate ranges are not looked at."""
+    if not _ALLOWED:
+        pid = os.fork()
+        if pid == 0:  # the child: try, and say by its status
+            code = 1
+            try:
+                code = 0 if _libc().unshare(CLONE_NEWUSER) == 0 else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        _ALLOWED.append(os.waitstatus_to_exitcode(status) == 0)
+    return _ALLOWED[0]
+
+
 def _tool(name: str) -> str:
     found = shutil.which(name) or next(
         (p for d in TOOL_DIRS if os.access(p := os.path.join(d, name), os.X_OK)), None)

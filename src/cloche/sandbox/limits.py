@@ -13,6 +13,7 @@ killer still protects the host. /dev/shm is 64 MiB, as under Docker.
 
 from __future__ import annotations
 
+import resource
 from dataclasses import dataclass
 
 DEFAULT_PIDS_LIMIT = 4096
@@ -64,3 +65,19 @@ def human_bytes(size: int) -> str:
         if size >= scale and size % scale == 0:
             return f"{size // scale}{unit}"
     return f"{size}B"
+
+
+# The descriptor limit cloche started with: the chroot mode's workspace raises the process's
+# soft limit (engine/plaintree.py holds a descriptor per directory during a step) and gives a
+# RUN step this one back (sandbox/chroot.py).
+STARTING_NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def raise_nofile_limit() -> None:
+    """The soft descriptor limit up to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass

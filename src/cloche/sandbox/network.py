@@ -82,15 +82,18 @@ def check_tun() -> None:
     lets everyone (0666, what udev sets on most distributions): say so before the step."""
     if not in_user_namespace() or os.access(TUN, os.R_OK | os.W_OK):
         return
+    hint = (f"as root, give it its usual mode: chmod 0666 {TUN} (udev does on most "
+            "distributions), or build with --network=none")
     try:
         mode = f"mode {os.stat(TUN).st_mode & 0o7777:04o}"
     except OSError as err:
         mode = err.strerror or "missing"
+        if not os.path.lexists(TUN):  # a container's /dev has no tun unless given one
+            hint = (f"in a container, start it with the device (docker run --device {TUN}), "
+                    "or build with --network=none (docs/container.md)")
     raise NetworkSetupError(
         f"a RUN step's default network needs {TUN}, which a build without root cannot open "
-        f"here ({mode})",
-        hint=f"as root, give it its usual mode: chmod 0666 {TUN} (udev does on most "
-             "distributions), or build with --network=none")
+        f"here ({mode})", hint=hint)
 
 
 def _private_mounts_prefix() -> list[str] | None:

@@ -22,6 +22,7 @@ from typing import IO
 
 import cloche
 from cloche.errors import SandboxError
+from cloche.fs.owners import recording, set_owner
 from cloche.fs.paths import resolve_in_root
 from cloche.fs.rmtree import rmtree
 from cloche.sandbox.cancel import CancelScope, StepCancelled, kill_step
@@ -159,6 +160,8 @@ def _ensure_cwd(spec: RunSpec) -> None:
         try:
             os.mkdir(d)
             os.chmod(d, 0o755)
+            if recording():  # root's, not the step's user's (engine/plaintree.py)
+                set_owner(d, 0, 0)
         except OSError as e:
             raise SandboxError(f"cannot create working directory {spec.cwd}: {e.strerror}") from e
 
@@ -278,8 +281,26 @@ def run(spec: RunSpec) -> RunResult:
         return RunResult(128 + int(value), int(value), False, removed, parents,
                          usage.oom_killed, usage.pids_refused)
     if kind == "error":
-        raise SandboxSetupError(f"the sandbox could not be set up: {value}")
+        raise SandboxSetupError(f"the sandbox could not be set up: {value}",
+                                hint=_setup_hint(value))
     raise SandboxSetupError(f"the sandbox ended without a status (code {proc.returncode})")
+
+
+def _setup_hint(failure: str) -> str | None:
+    """What to change for the set-up failures a container's defaults cause (docs/container.md)."""
+    if "Operation not permitted" not in failure:
+        return None
+    if failure.startswith("mount /proc:"):
+        # In a user namespace the kernel mounts a new proc only where the current one is
+        # fully visible; a container's default /proc has masked paths (/proc/kcore, ...).
+        return ("this container's /proc has masked paths, so the kernel refuses the step a "
+                "/proc of its own: run the container with them unmasked (docker run "
+                "--security-opt systempaths=unconfined; Kubernetes: procMount: Unmasked), "
+                "or build with --isolation=chroot (docs/container.md)")
+    if failure.startswith("bring up loopback:"):
+        return ("the step's network namespace needs CAP_NET_ADMIN: run the container with "
+                "--cap-add NET_ADMIN, or build as its non-root user (docs/container.md)")
+    return None
 
 
 def _pidfd(pid: int) -> int:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloche.errors import ClocheError, SandboxError
+from cloche.fs.owners import recording, set_owner
 from cloche.fs.paths import Maker, open_dir_strict, walk_in_root
 
 # Kernel file systems: the init mounts /proc and /sys over their stubs, and a mount point
@@ -93,6 +94,8 @@ class Stubs:
                              | os.O_CLOEXEC, 0o644, dir_fd=parent_fd)
             try:
                 os.fchmod(fd, 0o755 if is_dir else 0o644)  # whatever the caller's umask
+                if recording():  # cloche's, not the step's user's (engine/plaintree.py)
+                    set_owner(fd, 0, 0)
             finally:
                 os.close(fd)
             if keep:

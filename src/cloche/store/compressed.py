@@ -68,6 +68,20 @@ def _compressed(store: Store, layer: Layer, compression: Compression, docker: bo
     return Layer(sink.digest, layer.diff_id, sink.size, media_type, store.blobs, layer.annotations)
 
 
+def compressed_layer(store: Store, layer: Layer, compression: Compression) -> Layer:
+    """The OCI ``compression`` twin of one plain-tar layer (written once, remembered)."""
+    return _compressed(store, layer, compression, False)
+
+
+def remember_twin(store: Store, plain: Digest, compression: Compression, digest: Digest,
+                  size: int) -> None:
+    """Record that the stored blob ``digest`` is the ``compression`` twin of ``plain`` (a
+    layer fetched compressed and unpacked into the store: a push sends it as it came)."""
+    record = _record(store, plain, compression)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(record, json.dumps({"digest": str(digest), "size": size}).encode())
+
+
 def forget_missing(store: Store) -> int:
     """Remove the records whose compressed blob is gone (after ``gc``); returns how many."""
     removed = 0
@@ -82,4 +96,4 @@ def forget_missing(store: Store) -> int:
     return removed
 
 
-__all__ = ["for_distribution", "forget_missing"]
+__all__ = ["compressed_layer", "for_distribution", "forget_missing", "remember_twin"]

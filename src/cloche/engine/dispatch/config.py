@@ -9,6 +9,7 @@ handler.
 
 from __future__ import annotations
 
+import ipaddress
 import signal as _signal
 from collections.abc import Callable
 from typing import Any
@@ -36,21 +37,55 @@ def command_args(state: StageState, command: tuple[str, ...], shell_form: bool) 
     return shell_of(state) + (" ".join(command),)
 
 
+def _port_range(text: str) -> tuple[int, int] | None:
+    """``80`` or ``8000-8002`` as (first, last); None when not numbers (go-connections' rule:
+    decimal digits, at most 65535)."""
+    low, _, high = text.partition("-")
+    high = high.partition("-")[0] if high else low
+    if not (low.isascii() and low.isdigit() and high.isascii() and high.isdigit()):
+        return None
+    first, last = int(low), int(high)
+    return (first, last) if last <= 65535 else None
+
+
 def expose_ports(words: tuple[str, ...], where: ins.Instruction) -> list[str]:
-    """``80``, ``80/udp``, ``8000-8002/tcp`` as the config's ``port/proto`` keys."""
+    """``80``, ``80/udp``, ``8000-8002/tcp`` as the config's ``port/proto`` keys.
+
+    A published form (``[IP:]HOST:CONTAINER``) exposes its container port, as BuildKit's
+    ``nat.ParsePortSpecs`` takes it (the ExposeInvalidFormat check warns about it); the IP and
+    host port are checked, then dropped."""
     ports: list[str] = []
     for word in words:
-        port, _, proto = word.partition("/")
+        parts = word.split(":")
+        container = parts[-1]
+        host = parts[-2] if len(parts) > 1 else ""
+        ip = ":".join(parts[:-2])
+        if ip.startswith("[") and ip.endswith("]"):
+            ip = ip[1:-1]
+        if ip:
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                raise DockerfileError(f"invalid IP address: {ip}", line=where.line) from None
+        port, _, proto = container.partition("/")
+        if not port:
+            raise DockerfileError(f"no port specified: {word}<empty>", line=where.line)
         proto = (proto or "tcp").lower()
         if proto not in ("tcp", "udp", "sctp"):
             raise DockerfileError(f"invalid proto: {proto}", line=where.line)
-        low, _, high = port.partition("-")
-        try:
-            first, last = int(low), int(high or low)
-        except ValueError:
-            raise DockerfileError(f"invalid containerPort: {port}", line=where.line) from None
-        if not (0 < first <= last <= 65535):
+        span = _port_range(port)
+        if span is None:
+            raise DockerfileError(f"invalid containerPort: {port}", line=where.line)
+        first, last = span
+        if not (0 < first <= last):
             raise DockerfileError(f"invalid port range: {port}", line=where.line)
+        if host:
+            host_span = _port_range(host)
+            if host_span is None or host_span[1] < host_span[0]:
+                raise DockerfileError(f"invalid hostPort: {host}", line=where.line)
+            if last != first and host_span[1] - host_span[0] != last - first:
+                raise DockerfileError(f"invalid ranges specified for container and host Ports: "
+                                      f"{port} and {host}", line=where.line)
         ports.extend(f"{p}/{proto}" for p in range(first, last + 1))
     return ports
 

@@ -49,6 +49,8 @@ class StepContext:
     # no later step of this build reads the stage's files (the target stage's last step
     # that writes files): a COPY may write its layer without writing the files first
     files_unread: bool = False
+    # ADD's Git sources -> the commit the step's cache key was made from (what it checks out)
+    git_commits: dict[str, str] = field(default_factory=dict)
 
 
 MAX_LINE = 64 * 1024  # bytes of an unfinished line kept before it is shown anyway

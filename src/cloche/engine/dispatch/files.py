@@ -12,13 +12,14 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from cloche.dockerfile import instructions as ins
-from cloche.engine.add import add_into
+from cloche.engine.add import add_into, git_commit
 from cloche.engine.copy import CopyRequest, copy_into
 from cloche.engine.direct_copy import direct_entries
 from cloche.engine.dispatch import history as hist
 from cloche.engine.dispatch.context import StepContext
 from cloche.engine.dispatch.handler import CacheInputs, Handler, common_inputs
 from cloche.engine.fsutil import Owner, mkdir_all, resolve_dest
+from cloche.engine.giturl import is_git_source
 from cloche.engine.sources import SourceTree, inline_tree
 from cloche.engine.state import StageState
 from cloche.fs.gopath import go_clean
@@ -48,7 +49,8 @@ def copy(instruction: ins.Copy | ins.Add, state: StageState, ctx: StepContext,
             if direct is None and isinstance(instruction, ins.Add) and not instruction.contents:
                 # URLs: remote.download makes the client, and copes without CA certificates
                 add_into(request, tree, merged, checksum=instruction.checksum,
-                         tmp_dir=ctx.workspace.root)
+                         tmp_dir=ctx.workspace.root, keep_git_dir=instruction.keep_git_dir,
+                         commits=ctx.git_commits)
             elif direct is None:
                 copy_into(request, tree, merged)
         layer: Layer | None = None
@@ -58,9 +60,8 @@ def copy(instruction: ins.Copy | ins.Add, state: StageState, ctx: StepContext,
                            instruction.dest, chown=instruction.chown, chmod=instruction.chmod,
                            parents=getattr(instruction, "parents", False))
     if direct is None:
-        layer = ctx.workspace.commit(upper)
-    if layer is None:
-        return state.record(created_by, empty_layer=True)
+        layer = ctx.workspace.commit(upper, state.lowers)
+    assert layer is not None
     return state.with_layer(layer, upper, created_by)
 
 
@@ -94,16 +95,20 @@ def workdir(instruction: ins.Workdir, state: StageState, ctx: StepContext) -> St
         if state.config.user:
             owner = Owner(*workdir_owner(merged, state.config.user))
         target = resolve_dest(merged, wd)
+        epoch = ctx.options.source_date_epoch  # BuildKit's mkdir: made at SOURCE_DATE_EPOCH
         if not target.is_dir():
-            mkdir_all(merged, target, mode=0o755, owner=owner)
-    layer = ctx.workspace.commit(upper)
-    if layer is None:
-        return state.record(created_by, empty_layer=True)
+            mkdir_all(merged, target, mode=0o755, owner=owner,
+                      mtime_ns=None if epoch is None else epoch * 1_000_000_000)
+    layer = ctx.workspace.commit(upper, state.lowers)
     return state.with_layer(layer, upper, created_by)
 
 
 def _is_url(source: str) -> bool:
     return source.startswith(("http://", "https://"))
+
+
+def _is_remote(source: str) -> bool:
+    return _is_url(source) or is_git_source(source)
 
 
 class CopyHandler(Handler):
@@ -114,13 +119,22 @@ class CopyHandler(Handler):
                      ctx: StepContext) -> CacheInputs | None:
         instruction = step.instruction
         assert isinstance(instruction, (ins.Copy, ins.Add))
-        if isinstance(instruction, ins.Add) and instruction.checksum is None and any(
-                _is_url(s) for s in instruction.sources):
+        add = instruction if isinstance(instruction, ins.Add) and not instruction.contents \
+            else None
+        gits = [s for s in instruction.sources if is_git_source(s)] if add else []
+        if add and add.checksum is None and any(
+                _is_url(s) and s not in gits for s in instruction.sources):
             return None  # what a URL serves is known only once it is downloaded
         extra = common_inputs(state, ctx)
-        local = tuple(s for s in instruction.sources if not _is_url(s))
+        local = tuple(s for s in instruction.sources
+                      if not (_is_remote(s) if add else _is_url(s)))
         if local:
             extra.append(ctx.sources.identity(step.from_, local, instruction.excludes))
+        for source in gits:  # BuildKit's key for a Git source: the commit the ref names now
+            assert add is not None
+            commit = git_commit(source, add.checksum, add.keep_git_dir)
+            ctx.git_commits[source] = commit
+            extra.append(f"git {source} {commit}")
         return CacheInputs({}, tuple(extra))
 
     def apply(self, step: Step, state: StageState, ctx: StepContext) -> StageState:
@@ -133,7 +147,10 @@ class WorkdirHandler(Handler):
 
     def cache_inputs(self, step: Step, state: StageState,
                      ctx: StepContext) -> CacheInputs | None:
-        return CacheInputs({}, tuple(common_inputs(state, ctx)))
+        extra = common_inputs(state, ctx)
+        if ctx.options.source_date_epoch is not None:  # the directory's time (see workdir)
+            extra.append(f"epoch {ctx.options.source_date_epoch}")
+        return CacheInputs({}, tuple(extra))
 
     def apply(self, step: Step, state: StageState, ctx: StepContext) -> StageState:
         assert isinstance(step.instruction, ins.Workdir)

@@ -2,7 +2,8 @@
 
 Mounts exist only while the step runs: nothing of them reaches the layer (the sandbox removes
 the mount points it had to create). Cache mounts persist in the store under
-``cache/mounts/<id>``; ``sharing=locked`` holds an exclusive file lock while the step runs,
+``cache/mounts/<id>`` (a cache given uid, gid or mode is another one for each set of them,
+as in BuildKit); ``sharing=locked`` holds an exclusive file lock while the step runs,
 ``shared`` (the default) a reader lock, so concurrent steps use the directory together, and
 ``private`` gives a step its own throw-away directory only when another step holds it.
 """
@@ -27,9 +28,11 @@ from cloche.dockerfile.mounts import MountError, check_target
 from cloche.engine.copy import CopyRequest, copy_into
 from cloche.engine.dispatch.context import StepContext
 from cloche.engine.fsutil import resolve_dest
+from cloche.engine.sources import SourceTree
 from cloche.engine.state import StageState
 from cloche.errors import BuildError
 from cloche.fs.copytree import copytree
+from cloche.fs.owners import set_owner
 from cloche.fs.rmtree import rmtree
 from cloche.plan.steps import Ref
 from cloche.sandbox.spec import Mount
@@ -113,6 +116,8 @@ def _bind(spec: MountSpec, ref: Ref | None, target: str, ctx: StepContext,
     if ref is not None:
         tree = stack.enter_context(ctx.sources.open(ref))
         root = tree.root
+        if tree.ignore.patterns:  # a named directory context with its own .dockerignore
+            root, private = _filtered_context(ctx, stack, tree), True
     elif ctx.build_context.ignore.patterns:
         root, private = _filtered_context(ctx, stack), True
     else:
@@ -134,16 +139,19 @@ def _bind(spec: MountSpec, ref: Ref | None, target: str, ctx: StepContext,
     return Mount(target=target, source=source, readonly=spec.readonly)
 
 
-def _filtered_context(ctx: StepContext, stack: ExitStack) -> Path:
-    """The context as BuildKit would have received it: .dockerignore applied, owners 0:0.
+def _filtered_context(ctx: StepContext, stack: ExitStack, tree: SourceTree | None = None
+                      ) -> Path:
+    """The context (or ``tree``, a named context) as BuildKit would have received it:
+    .dockerignore applied, owners 0:0.
 
     A bind of the context directory itself would show ignored files (secrets, .git) to the
     step; this private copy is made only when there are ignore rules, and dropped after.
     """
     scratch = Path(tempfile.mkdtemp(prefix="cloche-bind-ctx-", dir=ctx.workspace.root))
     stack.callback(rmtree, scratch, True)
-    copy_into(CopyRequest((".",), "/"), ctx.build_context.tree, scratch)
-    os.chmod(scratch, stat.S_IMODE(os.stat(ctx.build_context.root).st_mode))  # not mkdtemp's 0700
+    tree = tree or ctx.build_context.tree
+    copy_into(CopyRequest((".",), "/"), tree, scratch)
+    os.chmod(scratch, stat.S_IMODE(os.stat(tree.root).st_mode))  # not mkdtemp's 0700
     return scratch
 
 
@@ -158,6 +166,12 @@ def _cache(spec: MountSpec, ref: Ref | None, target: str, ctx: StepContext,
     writers); otherwise it uses, and keeps, the persistent one.
     """
     cache_id = spec.id or target
+    if spec.uid is not None or spec.gid is not None or spec.mode is not None:
+        # BuildKit keys a cache on its id and the snapshot it starts from; with uid, gid or
+        # mode that is a directory made for them (setCacheUIDGID), so each set is its own
+        # cache, apart from the id's plain one
+        cache_id += (f"\0uid={spec.uid or 0}\0gid={spec.gid or 0}"
+                     f"\0mode={spec.mode if spec.mode is not None else 0o755:o}")
     key = hashlib.sha256(cache_id.encode()).hexdigest()[:32]
     base = ctx.workspace.store.cache_dir / "mounts"
     base.mkdir(parents=True, exist_ok=True)
@@ -183,7 +197,7 @@ def _cache(spec: MountSpec, ref: Ref | None, target: str, ctx: StepContext,
         if not seed.exists():
             seed.mkdir()
         os.chmod(seed, spec.mode if spec.mode is not None else 0o755)
-        os.chown(seed, spec.uid or 0, spec.gid or 0)
+        set_owner(seed, spec.uid or 0, spec.gid or 0)  # or recorded (cloche.fs.owners)
         try:
             os.rename(seed, directory)  # a concurrent step may have made it first
         except OSError:

@@ -20,6 +20,7 @@ from cloche.fs.users import resolve_user
 from cloche.plan.entitlements import check_steps
 from cloche.plan.steps import Ref, Step
 from cloche.sandbox import runner
+from cloche.sandbox.chroot import run_chroot
 from cloche.sandbox.limits import Limits, human_bytes
 from cloche.sandbox.network import loopback_proxies
 from cloche.sandbox.overlay import prune_copied_up
@@ -41,8 +42,9 @@ def run_args(instruction: ins.Run, state: StageState, scripts: Path) -> tuple[tu
                 script.write_text(first.content)
                 script.chmod(0o755)
                 mounts.append(Mount(target=PIPES, source=scripts, readonly=True))
-                return (f"{PIPES}/{first.name}",), mounts
-            command = (first.content,)
+                command = (f"{PIPES}/{first.name}",)  # run by the shell, as BuildKit does
+            else:
+                command = (first.content,)
         else:
             text = command[0] + "".join(f"\n{h.content}{h.name}" for h in instruction.heredocs)
             command = (text,)
@@ -58,14 +60,18 @@ def run(instruction: ins.Run, state: StageState, ctx: StepContext,
     # the executor checked the stage's steps already; this guard holds for any other caller
     check_steps((Step(instruction),), ctx.options.allow, None)
     network = step_network(instruction, ctx.options.network)
+    plain = ctx.workspace.plain  # --isolation=chroot (sandbox/chroot.py)
+    if plain:
+        _check_chroot(instruction, network, ctx)
     scripts = make_scratch("heredoc", ctx.workspace.root)  # found stale if cloche is killed
     try:
         argv, mounts = run_args(instruction, state, scripts)
         env = state.env
         build_args = [(name, env.environment.get(name, "")) for name in env.declared_args]
-        with ctx.workspace.step(state.lowers) as (merged, upper):
+        with ctx.workspace.step(state.lowers, command=True) as (merged, upper):
             with prepare_mounts(instruction, state, ctx, merged, refs) as extra:
                 user = resolve_user(merged, state.config.user)  # "" = root, no extra groups
+                ctx.workspace.creates_as(user.uid, user.gid)  # owner of new files (chroot)
                 out = LineSink(ctx, extra.secrets)
                 variables = env.run_environment()
                 proxies = _proxy_env(env.scope.build_args)
@@ -84,8 +90,9 @@ def run(instruction: ins.Run, state: StageState, ctx: StepContext,
                     security=instruction.security or "sandbox",
                     mounts=tuple(mounts) + tuple(extra.mounts), stdout=out, stderr=out,
                     cancel=ctx.cancel, limits=ctx.options.limits(),
+                    extra_hosts=ctx.options.add_hosts,
                     cgroup=ctx.workspace.root.name, scratch=ctx.workspace.root)
-                result = runner.run(spec)
+                result = run_chroot(spec) if plain else runner.run(spec)
                 out.flush()
         prune_copied_up(upper, state.lowers, result.stub_parents)
     finally:
@@ -101,10 +108,22 @@ def run(instruction: ins.Run, state: StageState, ctx: StepContext,
             end_line=instruction.node.end_line or None,
             output_tail=_tail(ctx.output_tail), exit_status=result.exit_code, hint=hint)
     created_by = hist.run(argv, build_args)
-    layer = ctx.workspace.commit(upper)
-    if layer is None:
-        return state.record(created_by, empty_layer=True)
+    layer = ctx.workspace.commit(upper, state.lowers)
     return state.with_layer(layer, upper, created_by)
+
+
+def _check_chroot(instruction: ins.Run, network: str, ctx: StepContext) -> None:
+    """What a RUN asks that chroot isolation cannot give: an error at its line."""
+    why = None
+    if network == "none":
+        why = ("--network=none cannot be enforced with --isolation=chroot: the step would "
+               "share the container's network")
+    elif instruction.security == "insecure":
+        why = "--security=insecure cannot be honoured with --isolation=chroot"
+    if why is not None:
+        raise BuildError(f"RUN {why}", stage=ctx.stage_name, file=ctx.file,
+                         line=instruction.line, hint="build with --isolation=namespaces where "
+                         "cloche may create namespaces (docs/isolation.md)")
 
 
 def _over_limits(result: RunResult, limits: Limits, what: str) -> tuple[str, str | None]:
@@ -141,6 +160,8 @@ class RunHandler(Handler):
         instruction = step.instruction
         assert isinstance(instruction, ins.Run)
         extra = common_inputs(state, ctx) + [" ".join(shell_of(state)), ctx.options.network]
+        if ctx.options.add_hosts:  # in BuildKit's exec op too (extra hosts)
+            extra.append(repr(ctx.options.add_hosts))
         refs = step.mounts + (None,) * (len(instruction.mounts) - len(step.mounts))
         for mount, ref in zip(instruction.mounts, refs):
             if mount.type == "bind":  # what it reads; a cache mount's contents are not inputs
