@@ -54,7 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="a tool whose first repetition of a case took longer than this many "
                         "seconds is not repeated for that case (default 90)")
     p.add_argument("--tools", default="cloche,buildkit,buildah",
-                   help="comma-separated subset of cloche,buildkit,buildah")
+                   help="comma-separated subset of cloche,buildkit,buildah and cloche's "
+                        "modes: cloche-chroot, cloche-user, cloche-user-fuse, cloche-image")
     p.add_argument("--cases", default="multistage,context,fanin,biglayer,export",
                    help="comma-separated subset of multistage,context,fanin,biglayer,export,go "
                         "(default: all but go; go compiles examples/go-hello, a cold Go build "
@@ -210,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["tar", "-C", str(base), "-cf", str(base_tar), "."], check=True)
             for name in args.tools.split(","):
                 cls = ALL[name]
-                tool = cls(work, base, base_tar, cloche=args.cloche) if cls is Cloche \
-                    else cls(work, base, base_tar)
+                tool = cls(work, base, base_tar, cloche=args.cloche) \
+                    if issubclass(cls, Cloche) else cls(work, base, base_tar)
                 why = tool.available()
                 if why:
                     log(f"skipping {name}: {why}")

@@ -255,4 +255,146 @@ class Buildah(Tool):
         self._drop_store()
 
 
-ALL = {"cloche": Cloche, "buildkit": BuildKit, "buildah": Buildah}
+class ClocheChroot(Cloche):
+    """cloche as root with ``--isolation=chroot`` (proot, plain directories; docs/isolation.md)."""
+
+    name = "cloche-chroot"
+    extra = ("--isolation=chroot",)
+
+    def build(self, project: Project) -> Timing:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        return _timed([self.exe, "build", "--root", str(self.root), "--progress", "quiet",
+                       *self.extra, *_build_args(project), "-f", str(project.dockerfile),
+                       "-t", f"cloche-bench/{project.name}:cloche",
+                       "--iidfile", str(self.iidfile), str(project.context)], self.iidfile,
+                      env=env)
+
+
+class ClocheUser(Cloche):
+    """cloche run by an ordinary user (rootless: a user namespace with the user's subordinate
+    ids, docs/rootless.md), as the user ``cloche-bench`` (made here: useradd, /etc/subuid,
+    /etc/subgid), with the same cloche (a copy of its package where the user can read it)."""
+
+    name = "cloche-user"
+    user = "cloche-bench"
+    overlay = "kernel"
+
+    def __init__(self, *args, cloche: str, **kw) -> None:
+        super().__init__(*args, cloche=cloche, **kw)
+        os.chmod(self.workdir, 0o777)
+        for parent in self.workdir.parents:  # the user reaches its store and the contexts
+            if parent == Path("/"):
+                break
+            os.chmod(parent, os.stat(parent).st_mode | 0o005)
+
+    def available(self) -> str | None:
+        if shutil.which("newuidmap") is None or shutil.which("runuser") is None:
+            return "needs newuidmap (uidmap) and runuser"
+        if subprocess.run(["id", "-u", self.user], capture_output=True).returncode != 0:
+            _run(["useradd", "--create-home", self.user])
+        for path in ("/etc/subuid", "/etc/subgid"):
+            if f"{self.user}:" not in Path(path).read_text():
+                with open(path, "a") as f:
+                    f.write(f"{self.user}:300000:65536\n")
+        if os.path.exists("/dev/net/tun"):
+            os.chmod("/dev/net/tun", 0o666)
+        if os.path.exists("/dev/fuse"):
+            os.chmod("/dev/fuse", 0o666)
+        return None
+
+    def _as_user(self, args: list[str]) -> list[str]:
+        return ["runuser", "-u", self.user, "--", "env", f"CLOCHE_OVERLAY={self.overlay}",
+                f"HOME=/home/{self.user}", self.exe, *args]
+
+    def reset(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.generation += 1
+        self.root = self.workdir / f"root{self.generation}"
+        _run(self._as_user(["import", "--root", str(self.root), str(self.base_rootfs),
+                            BASE_REF]))
+
+    def pull(self, ref: str) -> None:
+        _run(self._as_user(["pull", "--root", str(self.root), "-q", ref]))
+        from_only = self.workdir / "from-only"
+        from_only.mkdir(exist_ok=True)
+        (from_only / "Dockerfile").write_text(f"FROM {ref}\n")
+        _run(self._as_user(["build", "--root", str(self.root), "--progress", "quiet",
+                            str(from_only)]))
+
+    def build(self, project: Project) -> Timing:
+        os.chmod(self.workdir, 0o777)
+        return _timed(self._as_user(["build", "--root", str(self.root), "--progress", "quiet",
+                                     *_build_args(project), "-f", str(project.dockerfile),
+                                     "-t", f"cloche-bench/{project.name}:cloche",
+                                     "--iidfile", str(self.iidfile), str(project.context)]),
+                      self.iidfile)
+
+    def cleanup(self) -> None:
+        _run(["rm", "-rf", str(self.root)], check=False)
+
+
+class ClocheUserFuse(ClocheUser):
+    """The same user with fuse-overlayfs (``CLOCHE_OVERLAY=fuse``), the kernel's fallback."""
+
+    name = "cloche-user-fuse"
+    overlay = "fuse"
+
+
+class ClocheImage(Cloche):
+    """cloche's own image (``make image``: cloche:dev) in ``docker run`` with Docker's
+    defaults, as its default user (uid 1000): no namespaces may be made there, so RUN steps
+    run under proot and owners are recorded (docs/isolation.md). The store is a host folder
+    mounted where the image keeps it; the network is the host's (the loopback registry)."""
+
+    name = "cloche-image"
+    image = "cloche:dev"
+
+    def __init__(self, *args, cloche: str, **kw) -> None:
+        super().__init__(*args, cloche=cloche, **kw)
+        os.chmod(self.workdir, 0o777)
+
+    def version(self) -> str:
+        return _version(self._docker(["--version"]))
+
+    def available(self) -> str | None:
+        if _run([DOCKER, "image", "inspect", self.image], check=False).returncode != 0:
+            return f"no {self.image} in the Docker engine (make image)"
+        return None
+
+    def _docker(self, args: list[str], mounts: tuple[Path, ...] = ()) -> list[str]:
+        volumes = [x for m in {self.base_rootfs, self.workdir, *mounts}
+                   for x in ("-v", f"{m}:{m}")]
+        return [DOCKER, "run", "--rm", "--network", "host",
+                "-v", f"{self.root}:/home/cloche/.local/share/cloche", *volumes,
+                self.image, *args]
+
+    def reset(self) -> None:
+        _run(["rm", "-rf", str(self.root)], check=False)
+        self.generation += 1
+        self.root = self.workdir / f"root{self.generation}"
+        self.root.mkdir()
+        os.chown(self.root, 1000, 1000)
+        _run(self._docker(["import", str(self.base_rootfs), BASE_REF]))
+
+    def pull(self, ref: str) -> None:
+        _run(self._docker(["pull", "-q", ref]))
+        from_only = self.workdir / "from-only"
+        from_only.mkdir(exist_ok=True)
+        (from_only / "Dockerfile").write_text(f"FROM {ref}\n")
+        _run(self._docker(["build", "--progress", "quiet", str(from_only)]))
+
+    def build(self, project: Project) -> Timing:
+        return _timed(self._docker(
+            ["build", "--progress", "quiet", *_build_args(project), "-f",
+             str(project.dockerfile), "-t", f"cloche-bench/{project.name}:cloche",
+             "--iidfile", str(self.iidfile), str(project.context)],
+            (project.context, project.dockerfile.parent)), self.iidfile)
+
+    def cleanup(self) -> None:
+        _run(["rm", "-rf", str(self.root)], check=False)
+
+
+ALL = {"cloche": Cloche, "buildkit": BuildKit, "buildah": Buildah,
+       "cloche-image": ClocheImage,
+       "cloche-chroot": ClocheChroot, "cloche-user": ClocheUser,
+       "cloche-user-fuse": ClocheUserFuse}

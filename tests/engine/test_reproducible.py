@@ -209,7 +209,7 @@ RUN echo "$SOURCE_DATE_EPOCH" > /app/epoch.txt
     workdir = {m.name: m for m in layer_members(second.image.layers[-2])}  # type: ignore[attr-defined]
     assert workdir["w"].mtime == EPOCH
     third, hits = build(source_date_epoch=EPOCH)
-    assert hits == {"COPY2", "RUN3", "WORKDIR4", "RUN6"}
+    assert hits == {"COPY2", "RUN3", "WORKDIR4", "RUN5"}  # as BuildKit numbers them
     assert third.image.config_bytes == second.image.config_bytes  # type: ignore[attr-defined]
     _, hits = build(source_date_epoch=EPOCH + 1)
     assert hits == {"COPY2", "RUN3"}

@@ -9,6 +9,7 @@ builds inside write to the bind-mounted workspace (OCI archives) with Python's t
 
 from __future__ import annotations
 
+import base64
 import gzip
 import io
 import json
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.services import require_root, require_tool
+from tests.fixtures.golang import GO_HELLO, GoBaseImages
+from tests.fixtures.services import Registry, require_root, require_tool
 
 pytestmark = [pytest.mark.docker, pytest.mark.root]
 
@@ -251,3 +253,50 @@ def test_run_as_root_in_a_default_container(docker: str, image: str, tmp_path: P
     sandboxed = _build(docker, image, ws, "--network=none", flags=tuple(ROOT_MODE))
     chroot = _build(docker, image, ws, "--isolation=chroot", flags=("--user", "0"))
     assert chroot == sandboxed
+
+
+def test_the_go_example_in_a_default_container(docker: str, image: str, tmp_path: Path,
+                                               go_base_images: GoBaseImages,
+                                               auth_registry: Registry) -> None:
+    """Issue 10's third way (root and a user: tests/rootless/test_go_example.py): the Go
+    example with a secret and its cache mount, built by cloche's own image as its default
+    user with Docker's defaults (no namespaces: proot), pulling its bases from the loopback
+    registry and pushing the result with the user's credentials; its files are the files of
+    the same build as root on the host."""
+    ws = tmp_path / "ws"
+    shutil.copytree(GO_HELLO, ws)
+    dockerfile = (ws / "Dockerfile").read_text().replace(
+        "RUN go version\n", "RUN go version\nRUN --mount=type=secret,id=token "
+        "test \"$(cat /run/secrets/token)\" = s3cret && ! test -e /run/secrets/token.kept\n")
+    assert "id=token" in dockerfile
+    (ws / "Dockerfile").write_text(dockerfile)
+    (ws / "token").write_text("s3cret")
+    for folder, _dirs, names in os.walk(ws):
+        os.chmod(folder, 0o777)
+        for name in names:
+            os.chmod(os.path.join(folder, name), 0o644)
+    host = subprocess.run(
+        [sys.executable, "-m", "cloche.cli.main", "build", "--root", str(tmp_path / "host"),
+         *go_base_images.build_args, "--secret", f"id=token,src={ws / 'token'}",
+         "-o", f"type=oci,dest={tmp_path / 'host.tar'}", str(ws)],
+        capture_output=True, text=True, timeout=1800)
+    assert host.returncode == 0, host.stderr
+    docker_config = tmp_path / "docker-config.json"
+    auth = base64.b64encode(f"{auth_registry.username}:{auth_registry.password}".encode())
+    docker_config.write_text(json.dumps({"auths": {auth_registry.host: {"auth": auth.decode()}}}))
+    os.chmod(docker_config, 0o644)
+    target = f"{auth_registry.host}/image/go-hello:1"
+    done = _run(docker, image, ws, "build", "--progress=plain", *go_base_images.build_args,
+                "--secret", "id=token,src=/workspace/token", "-t", target, "--push",
+                "-o", "type=oci,dest=/workspace/out.tar", "/workspace",
+                flags=("--network", "host",
+                       "-v", f"{docker_config}:/home/cloche/.docker/config.json:ro"))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("isolation=chroot as uid 1000") == 1, done.stderr
+    assert _files(ws / "out.tar") == _files(tmp_path / "host.tar")
+    skopeo = require_tool("skopeo", "apt-get install skopeo")
+    pushed = json.loads(subprocess.run(
+        [skopeo, "inspect", "--config", "--tls-verify=false", "--creds",
+         f"{auth_registry.username}:{auth_registry.password}", f"docker://{target}"],
+        check=True, capture_output=True, text=True, timeout=120).stdout)
+    assert len(pushed["rootfs"]["diff_ids"]) == 2 and pushed["config"]["User"] == "nonroot"

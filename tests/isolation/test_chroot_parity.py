@@ -84,7 +84,7 @@ def test_chroot_layers_equal_namespaces(builder: Builder, tmp_path: Path) -> Non
         assert a == b, f"layer {n}"
     flat = {e[0]: e for layer in chroot for e in layer}
     assert "bin/.wh.true" in flat  # the deleted base file
-    assert "keep/.wh..wh..opq" in flat  # the replaced directory
+    assert "keep/.wh.k" in flat  # the replaced directory, compared as BuildKit's differ does
     assert flat["app/sub/.wh.b"][0] == "app/sub/.wh.b"
     assert ("tmp/nobody.txt" in flat and flat["tmp/nobody.txt"][3] == 65534)
 

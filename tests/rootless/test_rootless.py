@@ -105,7 +105,7 @@ def test_the_user_build_makes_the_root_builds_image(builds: tuple[Image, Image, 
     assert owners["data/d"][:2] == (65534, 65534)
     assert owners["app/a.txt"][:2] == (1000, 1000)  # COPY --chown
     assert owners["app/b.txt"][:2] == (0, 0)  # COPY: root, not the user who owns the file
-    assert "home/.wh..wh..opq" in owners and "bin/.wh.wc" in owners
+    assert "home/.wh.app" in owners and "bin/.wh.wc" in owners  # /home made again
 
 
 def test_the_store_belongs_to_the_user_and_its_subordinate_ids(

@@ -68,6 +68,11 @@ class LiveRenderer:
         self._print_final(event)
 
     def _print_final(self, event: ev.Event) -> None:
+        if isinstance(event, ev.BaseResolved):
+            status = Text("CACHED", style="blue") if event.cached \
+                else Text(f"{event.seconds:.1f}s", style="green")
+            self.console.print(Text.assemble(("✔ ", "green"), event.step.title, "  ", status))
+            return
         if isinstance(event, ev.StepFinished):
             if event.cached:
                 status = Text("CACHED", style="blue")

@@ -57,6 +57,10 @@ class PlainRenderer:
             return f"WARNING{where}: {event.message}"
         if isinstance(event, (ev.StepStarted, ev.StepFinished)) and not event.step.shown:
             return None  # a config-only step: BuildKit shows no vertex for it
+        if isinstance(event, ev.BaseResolved):  # BuildKit's [1/N] FROM line
+            number = self._number(event.step)
+            what = "CACHED" if event.cached else f"DONE {event.seconds:.1f}s"
+            return f"#{number} {event.step.title}\n#{number} {what}"
         if isinstance(event, ev.StepStarted):
             self._started[(event.step.stage_index, event.step.step)] = time.monotonic()
             return f"#{self._number(event.step)} {event.step.title}"

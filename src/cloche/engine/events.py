@@ -81,6 +81,16 @@ class StepStarted(Event):
 
 
 @dataclass(frozen=True)
+class BaseResolved(Event):
+    """A stage's base image is there (``cached``: it was in the store; else pulled now): the
+    ``[1/N] FROM`` line BuildKit's progress shows. Not a step of the Dockerfile's."""
+
+    step: StepRef
+    seconds: float
+    cached: bool = True
+
+
+@dataclass(frozen=True)
 class StepOutput(Event):
     step: StepRef
     text: str  # one line, without its newline
@@ -133,9 +143,10 @@ class BuildFinished(Event):
 
 
 #: Every event a build reports (a pull of a base image adds ``cloche.events``' transfer ones).
-BuildEvent = (StageSkipped | StageStarted | StageFinished | Pulling | StepStarted | StepOutput
-              | StepFinished | StepFailed | BuildWarning | BuildFinished)
+BuildEvent = (StageSkipped | StageStarted | StageFinished | Pulling | BaseResolved
+              | StepStarted | StepOutput | StepFinished | StepFailed | BuildWarning
+              | BuildFinished)
 
-__all__ = ["BuildEvent", "BuildFinished", "BuildWarning", "Event", "Listener", "Pulling",
+__all__ = ["BaseResolved", "BuildEvent", "BuildFinished", "BuildWarning", "Event", "Listener", "Pulling",
            "StageFinished", "StageSkipped", "StageStarted", "StepFailed", "StepFinished",
            "StepOutput", "StepRef", "StepStarted", "ignore"]

@@ -284,8 +284,7 @@ class Executor:
         if from_image:
             ref = ev.StepRef(planned.index, planned.name, 1, total, f"FROM {planned.base}",
                              planned.line, single=single)
-            self.listener(ev.StepStarted(ref))
-            self.listener(ev.StepFinished(ref, time.monotonic() - from_started,
+            self.listener(ev.BaseResolved(ref, time.monotonic() - from_started,
                                           cached=planned.base not in self.images.pulled))
         shown = int(from_image)
         cmd_set = False
