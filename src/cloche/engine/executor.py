@@ -141,7 +141,7 @@ class Executor:
         self.cache = BuildCache(store)
         self.remote = remote  # --cache-from/--cache-to (remote_cache.py)
         if remote is not None:
-            remote.shipped = _shipped(plan)
+            remote.shipped = plan.shipped
             self.workspace.fetch_layer = remote.fetch_layer  # imported layers, on first need
         # --build-context: named contexts, opened for the steps that name them
         self.contexts = ContextResolver(contexts or NamedContexts({}), store, self.images,
@@ -151,7 +151,7 @@ class Executor:
         self._futures: dict[int, Future[StageState]] = {}
         self._reports: dict[int, StageReport] = {}
         self._pulls: dict[int, list[Future[Image]]] = {}  # the images each stage needs
-        self._ships = _shipped(plan)  # the stages whose layers the image is made of
+        self._ships = plan.shipped  # the stages whose layers the image is made of
         self._bases: dict[int, tuple[int, int]] = {}  # stage -> its base's (layers, history)
         self._cancel = CancelScope()  # this build's steps: a failure or Ctrl-C ends them
 
@@ -405,14 +405,6 @@ class Executor:
         return runner.run(planned, item, state, step, cmd_set, files_unread=files_unread)
 
 
-def _shipped(plan: BuildPlan) -> frozenset[int]:
-    """The target stage and the stages it is built FROM: their layers are the image's."""
-    found: set[int] = set()
-    index: int | None = plan.target
-    while index is not None and index not in found:
-        found.add(index)
-        index = plan.stages[index].base_stage
-    return frozenset(found)
 
 
 def _cpu_slot(cpu: CpuSlots, instruction: ins.Instruction) -> AbstractContextManager[None]:

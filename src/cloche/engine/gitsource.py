@@ -36,8 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cloche.engine.giturl import GitRef, check_checksum_syntax, checksum_matches
-from cloche.errors import ClocheError, ConfigError
-from cloche.fs.limits import LayerTooLargeError, human_size, max_layer_size
+from cloche.errors import ClocheError
+from cloche.fs.limits import LayerTooLargeError, human_size, max_layer_size, seconds_from_env
 from cloche.fs.rmtree import rmtree
 from cloche.fs.usage import tree_blocks
 
@@ -65,17 +65,7 @@ class GitTimeoutError(GitError):
 
 def git_timeout() -> float:
     """``CLOCHE_GIT_TIMEOUT`` (seconds, > 0), else the default."""
-    text = os.environ.get(ENV_TIMEOUT, "").strip()
-    if not text:
-        return DEFAULT_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0 or value == float("inf"):
-        raise ConfigError(f"{ENV_TIMEOUT}={text!r} is not a number of seconds",
-                          hint=f"e.g. {ENV_TIMEOUT}=1200")
-    return value
+    return seconds_from_env(ENV_TIMEOUT, DEFAULT_TIMEOUT, "1200")
 
 
 @dataclass(frozen=True)

@@ -153,9 +153,7 @@ def build(options: BuildOptions, *, store: Store, listener: ev.Listener = ev.ign
             _lint_failure(raised, config)  # InvalidBaseImagePlatform
             cache_meta: dict[str, object] = {}
             if remote is not None:
-                from cloche.engine.remote_cache import shipped_stages
-
-                shipped = shipped_stages(plan)
+                shipped = plan.shipped
                 outcome = dataclasses.replace(outcome, image=remote.inline(outcome.image,
                                                                            shipped))
                 remote.export(shipped)

@@ -150,14 +150,6 @@ def _desc(blob: Blob) -> dict[str, Any]:
     return {"mediaType": blob.media_type, "digest": str(blob.digest), "size": blob.size}
 
 
-def shipped_stages(plan: Any) -> frozenset[int]:
-    """The target stage and the stages it is built FROM (mode=min exports theirs)."""
-    found: set[int] = set()
-    index: int | None = plan.target
-    while index is not None and index not in found:
-        found.add(index)
-        index = plan.stages[index].base_stage
-    return frozenset(found)
 
 
 class RemoteCache:
@@ -642,5 +634,4 @@ def _sweep_layout(root: Path, entries: Iterable[dict[str, Any]]) -> None:
             (folder / name).unlink(missing_ok=True)
 
 
-__all__ = ["CACHE_CONFIG", "FORMAT", "INLINE_KEY", "RemoteCache", "parse_config",
-           "shipped_stages"]
+__all__ = ["CACHE_CONFIG", "FORMAT", "INLINE_KEY", "RemoteCache", "parse_config"]

@@ -70,3 +70,19 @@ def too_large(limit: int) -> LayerTooLargeError:
         "its uncompressed bytes and the holes of its sparse files)",
         hint=f"a compression or sparse-file bomb, or a huge layer: set {ENV_MAX_LAYER_SIZE} "
              "higher (e.g. 200G) to allow it")
+
+
+def seconds_from_env(name: str, default: float, example: str) -> float:
+    """A timeout from the environment variable ``name`` (seconds, > 0, finite), else
+    ``default``; a ConfigError naming the variable for anything else."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise ConfigError(f"{name}={text!r} is not a number of seconds",
+                          hint=f"e.g. {name}={example}")
+    return value

@@ -44,6 +44,7 @@ from cloche.errors import LayerError
 from cloche.fs.owners import owner_of
 from cloche.layers.diff import (
     FUSE_OPAQUE_FILE,
+    _getxattr,
     fuse_whiteout_of,
     is_bookkeeping,
     is_opaque_dir,
@@ -163,15 +164,6 @@ def _fuse_whiteout_in(top: str, rel: str) -> bool:
     return fuse_whiteout_of(".wh." + name, st) is not None
 
 
-def _xattr(path: str, name: str) -> bytes | None:
-    try:
-        return os.getxattr(path, name, follow_symlinks=False)
-    except OSError as e:
-        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EPERM):
-            return None
-        raise
-
-
 def _same_content(a: str, b: str) -> bool:
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     fa = os.open(a, flags)
@@ -195,7 +187,7 @@ def same_entry(base: str, base_st: os.stat_result, upper: str, st: os.stat_resul
     if (base_st.st_mode, base_st.st_rdev) != (st.st_mode, st.st_rdev) or \
             owner_of(base, base_st) != owner_of(upper, st):
         return False
-    if _xattr(base, _CAPS) != _xattr(upper, _CAPS):
+    if _getxattr(base, _CAPS) != _getxattr(upper, _CAPS):
         return False
     if stat.S_ISDIR(st.st_mode):
         return True

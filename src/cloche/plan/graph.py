@@ -138,6 +138,17 @@ class BuildPlan:
         return tuple(s.index for s in self.stages if s.reachable)
 
     @property
+    def shipped(self) -> frozenset[int]:
+        """The target stage and the stages it is built FROM: their layers are the image's
+        (what ships, and what ``--cache-to mode=min`` exports)."""
+        found: set[int] = set()
+        index: int | None = self.target
+        while index is not None and index not in found:
+            found.add(index)
+            index = self.stages[index].base_stage
+        return frozenset(found)
+
+    @property
     def file(self) -> str:
         return self.dockerfile.file
 

@@ -21,7 +21,6 @@ was never told about); one TCP or TLS set-up per request is small next to a laye
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -30,7 +29,8 @@ from typing import Any
 
 import httpx
 
-from cloche.errors import ConfigError, RegistryError
+from cloche.errors import RegistryError
+from cloche.fs.limits import seconds_from_env
 
 __all__ = ["DEFAULT_TIMEOUT", "ENV_TIMEOUT", "MIN_RATE", "Deadline", "RegistryTimeoutError",
            "on_request", "registry_timeout", "check_current"]
@@ -48,17 +48,7 @@ class RegistryTimeoutError(RegistryError):
 
 def registry_timeout() -> float:
     """``CLOCHE_REGISTRY_TIMEOUT`` (seconds, > 0), else the default."""
-    text = os.environ.get(ENV_TIMEOUT, "").strip()
-    if not text:
-        return DEFAULT_TIMEOUT
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0 or value == float("inf"):
-        raise ConfigError(f"{ENV_TIMEOUT}={text!r} is not a number of seconds",
-                          hint=f"e.g. {ENV_TIMEOUT}=600")
-    return value
+    return seconds_from_env(ENV_TIMEOUT, DEFAULT_TIMEOUT, "600")
 
 
 class Deadline:
