@@ -45,7 +45,11 @@ def _secret_build(builder: Builder, sleeper: str) -> tuple[subprocess.Popen[byte
     ctx = builder.context(
         f"FROM {BASE}\n"
         f"RUN --mount=type=secret,id=tok,required=true [ -s /run/secrets/tok ] && {sleeper}\n")
-    env = dict(os.environ, CLOCHE_TEST_TOKEN=value.decode())
+    # a $TMPDIR of the build's own, searched whole afterwards: the machine's /tmp holds the
+    # whole suite's trees (gigabytes), too much to read for each case
+    tmpdir = builder.dir / "tmpdir"
+    tmpdir.mkdir(exist_ok=True)
+    env = dict(os.environ, CLOCHE_TEST_TOKEN=value.decode(), TMPDIR=str(tmpdir))
     argv = CLOCHE + ["build", "--root", str(builder.root), "--progress", "plain",
                      "--secret", "id=tok,env=CLOCHE_TEST_TOKEN", str(ctx)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
@@ -68,7 +72,7 @@ def _assert_gone(builder: Builder, value: bytes, sleeper: str) -> None:
     while pids_of(sleeper) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not pids_of(sleeper), "the secret step outlived the build"
-    places = (Path("/dev/shm"), builder.root, Path(tempfile.gettempdir()))
+    places = (Path("/dev/shm"), builder.root, builder.dir / "tmpdir")
     assert _holding(value, *places) == []
 
 
