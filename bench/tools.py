@@ -96,6 +96,7 @@ class Cloche(Tool):
     """cloche with its own store (``--root``); a fresh store is a cold cache."""
 
     name = "cloche"
+    extra: tuple[str, ...] = ()  # build flags of a mode (ClocheChroot)
 
     def __init__(self, *args, cloche: str, **kw) -> None:
         super().__init__(*args, **kw)
@@ -130,7 +131,7 @@ class Cloche(Tool):
         # which makes every run compile cloche's modules again, ~0.3 s)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         return _timed([self.exe, "build", "--root", str(self.root), "--progress", "quiet",
-                       *_build_args(project), "-f", str(project.dockerfile),
+                       *self.extra, *_build_args(project), "-f", str(project.dockerfile),
                        "-t", f"cloche-bench/{project.name}:cloche",
                        "--iidfile", str(self.iidfile), str(project.context)], self.iidfile,
                       env=env)
@@ -260,14 +261,6 @@ class ClocheChroot(Cloche):
 
     name = "cloche-chroot"
     extra = ("--isolation=chroot",)
-
-    def build(self, project: Project) -> Timing:
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        return _timed([self.exe, "build", "--root", str(self.root), "--progress", "quiet",
-                       *self.extra, *_build_args(project), "-f", str(project.dockerfile),
-                       "-t", f"cloche-bench/{project.name}:cloche",
-                       "--iidfile", str(self.iidfile), str(project.context)], self.iidfile,
-                      env=env)
 
 
 class ClocheUser(Cloche):

@@ -64,8 +64,10 @@ def ready(docker: str) -> str:
     return docker
 
 
-def test_build_in_unprivileged_container(ready: str, template_store: Path,
-                                         tmp_path: Path) -> None:
+def _build_in_container(ready: str, template_store: Path, tmp_path: Path, output: str
+                        ) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """DOCKERFILE built by cloche in a default container (a copy of the template store, the
+    secret ``tok``), written as ``output`` under the returned folder (/out inside)."""
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(DOCKERFILE)
@@ -73,10 +75,16 @@ def test_build_in_unprivileged_container(ready: str, template_store: Path,
     out = tmp_path / "out"
     out.mkdir()
     script = (f"cp -a /template /store && {PY}/bin/python3 -m cloche.cli.main build "
-              "--root /store --progress plain --secret id=tok,src=/tok "
-              "-o type=tar,dest=/out/rootfs.tar /ctx")
+              f"--root /store --progress plain --secret id=tok,src=/tok -o {output} /ctx")
     result = _docker_run(ready, {str(template_store): "/template:ro", str(ctx): "/ctx:ro",
                                  str(tmp_path / "tok"): "/tok:ro", str(out): "/out"}, script)
+    return result, out
+
+
+def test_build_in_unprivileged_container(ready: str, template_store: Path,
+                                         tmp_path: Path) -> None:
+    result, out = _build_in_container(ready, template_store, tmp_path,
+                                      "type=tar,dest=/out/rootfs.tar")
     assert result.returncode == 0, result.stdout + result.stderr
     output = result.stdout + result.stderr
     assert output.count("isolation=chroot: RUN steps share this container's network") == 1
@@ -130,17 +138,8 @@ def test_container_layers_equal_a_namespaces_build(ready: str, builder: Builder,
     its overlayfs) and on the host (namespaces): the same layers, entry for entry."""
     from cloche.engine.options import SecretSpec, parse_output
 
-    ctx = tmp_path / "ctx"
-    ctx.mkdir()
-    (ctx / "Dockerfile").write_text(DOCKERFILE)
-    (tmp_path / "tok").write_text("s3cret")
-    out = tmp_path / "out"
-    out.mkdir()
-    script = (f"cp -a /template /store && {PY}/bin/python3 -m cloche.cli.main build "
-              "--root /store --progress plain --secret id=tok,src=/tok "
-              "-o type=oci,dest=/out/image.tar /ctx")
-    result = _docker_run(ready, {str(template_store): "/template:ro", str(ctx): "/ctx:ro",
-                                 str(tmp_path / "tok"): "/tok:ro", str(out): "/out"}, script)
+    result, out = _build_in_container(ready, template_store, tmp_path,
+                                      "type=oci,dest=/out/image.tar")
     assert result.returncode == 0, result.stdout + result.stderr
     builder.build(DOCKERFILE, isolation="namespaces",
                   secrets=(SecretSpec(id="tok", src=str(tmp_path / "tok")),),

@@ -29,22 +29,12 @@ from cloche.store import Store
 from tests.fixtures.rootfs import make_busybox_rootfs
 from tests.fixtures.services import require_root, require_tool
 from tests.rootless.conftest import USER, AsUser, as_user
-from tests.rootless.test_rootless import DOCKERFILE, _config, _listing
+from tests.rootless.test_rootless import DOCKERFILE, _config, _context, _listing
 
 # the root filesystem's type, as the RUN step sees it (printed in the build's output)
 SHOW_ROOT = "RUN grep ' / / ' /proc/self/mountinfo | sed 's/.* - /root-fs: /'\n"
 
 
-def _ctx(work: Path, name: str, text: str) -> Path:
-    ctx = work / name
-    ctx.mkdir(exist_ok=True)
-    (ctx / "Dockerfile").write_text(text)
-    (ctx / "a.txt").write_text("a\n")
-    (ctx / "b.txt").write_text("b\n")
-    os.chmod(ctx / "b.txt", 0o600)
-    for p in (ctx, *ctx.iterdir()):
-        os.chmod(p, os.stat(p).st_mode | 0o444 | (0o111 if p.is_dir() else 0))
-    return ctx
 
 
 def _daemons(uid: int) -> list[int]:
@@ -86,7 +76,7 @@ def pair(user: AsUser, workdir: Path) -> tuple[Image, Image, AsUser, str, str]:
     secret = base / "secret"
     secret.write_text("s3cret\n")
     os.chmod(secret, 0o644)
-    ctx = _ctx(base, "ctx", DOCKERFILE + SHOW_ROOT)
+    ctx = _context(base, "ctx", DOCKERFILE + SHOW_ROOT)
     images, outputs = [], []
     for driver in ("kernel", "fuse"):
         folder = base / driver
@@ -149,7 +139,7 @@ def _fuse_user(workdir: Path, name: str) -> tuple[AsUser, Path]:
 
 def test_a_failing_step_leaves_no_daemon(user: AsUser, workdir: Path) -> None:
     who, folder = _fuse_user(workdir, "fail")
-    ctx = _ctx(folder, "ctx-fail", "FROM base\nRUN touch /x && exit 3\n")
+    ctx = _context(folder, "ctx-fail", "FROM base\nRUN touch /x && exit 3\n")
     done = who.run("build", str(ctx), check=False, extra_env={"CLOCHE_OVERLAY": "fuse"})
     assert done.returncode == 1, done.stderr
     assert "exit code 3" in done.stderr, done.stderr
@@ -164,7 +154,7 @@ def test_killing_cloche_ends_the_daemon(user: AsUser, workdir: Path) -> None:
     otherwise it would hold its mount namespace, and so itself, alive for good."""
     who, folder = _fuse_user(workdir, "kill")
     env = {"CLOCHE_OVERLAY": "fuse"}
-    ctx = _ctx(folder, "ctx-kill", "FROM base\nRUN --network=none sleep 60\n")
+    ctx = _context(folder, "ctx-kill", "FROM base\nRUN --network=none sleep 60\n")
     before = set(_daemons(who.uid))
     cmd = ["runuser", "-u", who.user, "--", "env", "-i",
            *(f"{k}={v}" for k, v in dict(who.env, **env).items()), *who.argv, "build",

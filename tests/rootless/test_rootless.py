@@ -34,10 +34,11 @@ RUN id -u > /tmp/whoami
 """
 
 
-def _context(work: Path, name: str) -> Path:
+def _context(work: Path, name: str, dockerfile: str = DOCKERFILE) -> Path:
+    """A context every user can read: the Dockerfile, a.txt and b.txt (0600 on disk)."""
     ctx = work / name
     ctx.mkdir(exist_ok=True)
-    (ctx / "Dockerfile").write_text(DOCKERFILE)
+    (ctx / "Dockerfile").write_text(dockerfile)
     (ctx / "a.txt").write_text("a\n")
     (ctx / "b.txt").write_text("b\n")
     os.chmod(ctx / "b.txt", 0o600)
