@@ -77,7 +77,26 @@ class ManifestPushed(Event):
     descriptor: Descriptor
 
 
-TransferEvent = LayerExists | LayerPulling | LayerPulled | LayerPushed | ManifestPushed
+# --- bytes moving -------------------------------------------------------------------------
 
-__all__ = ["Event", "LayerExists", "LayerPulled", "LayerPulling", "LayerPushed", "Listener",
+
+@dataclass(frozen=True)
+class BlobProgress(Event):
+    """Bytes of one blob moved so far, while a pull downloads it, a push uploads it or an
+    export writes it (``action``: ``pulling``, ``pushing``, ``exporting``). Sent at most about
+    ten times a second per blob, and once more when the blob is complete (``done == total``).
+    ``started`` is the ``time.monotonic()`` of the transfer's start, for a rate."""
+
+    reference: str
+    descriptor: Descriptor
+    action: str
+    done: int
+    total: int | None
+    started: float
+
+
+TransferEvent = (LayerExists | LayerPulling | LayerPulled | LayerPushed | ManifestPushed
+                 | BlobProgress)
+
+__all__ = ["BlobProgress", "Event", "LayerExists", "LayerPulled", "LayerPulling", "LayerPushed", "Listener",
            "ManifestPushed", "TransferEvent", "ignore"]
