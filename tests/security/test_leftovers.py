@@ -182,6 +182,11 @@ def test_planted_stale_scratch_is_swept_and_live_scratch_kept(builder: Builder,
     (builds / "build-000000000dead.lock").touch()
     live_build = builds / "build-00000000live"
     live_build.mkdir()
+    dead_probe = builds / f"cloche-probe-{dead}-p1r2o3b4"  # the overlay probe of a killed cloche
+    (dead_probe / "lower").mkdir(parents=True)
+    stale.append(dead_probe)
+    live_probe = builds / f"cloche-probe-{os.getpid()}-p5r6o7b8"
+    live_probe.mkdir()
     fd = os.open(builds / "build-00000000live.lock", os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     old_style = builder.root / "snapshots" / "images" / ("0" * 64) / f"extracting-{dead}-1"
@@ -195,7 +200,7 @@ def test_planted_stale_scratch_is_swept_and_live_scratch_kept(builder: Builder,
         assert not dead_build.exists() and not (builds / "build-000000000dead.lock").exists()
         assert not old_style.exists()
         assert live_tmp.is_dir() and other.is_dir() and live_build.is_dir()
-        assert legacy_new.is_dir()
+        assert legacy_new.is_dir() and live_probe.is_dir()
         # prune sweeps too
         (dead_build / "x").mkdir(parents=True)
         (builds / "build-000000000dead.lock").touch()

@@ -4,8 +4,9 @@ A build keeps all its scratch in ``builds/build-<id>/`` under the store (base im
 extracted, heredoc scripts, the sandbox's files and mount points, bind copies), next to a
 lock file ``build-<id>.lock`` it holds while it runs; its steps' cgroups are named after it
 too. When the build dies, kill -9 included, the lock is free: ``sweep_stale`` removes the
-folder, the lock and the cgroups of every such build, the $TMPDIR scratch of dead processes
-that ran the sandbox on its own, and what earlier versions of cloche left: plaintext secrets
+folder, the lock and the cgroups of every such build, the scratch (``cloche-<what>-<pid>-*``)
+of dead processes in ``builds/`` (the overlay driver's probe) and in $TMPDIR (the sandbox run
+on its own), and what earlier versions of cloche left: plaintext secrets
 in /dev/shm (``cloche-secret-*``; a secret is now never in a host file) and extractions
 beside base images and step snapshots (``extracting-<pid>-*``, ``unpacking-<pid>-*``).
 """
@@ -32,6 +33,7 @@ def sweep_stale(store: Store, *, thorough: bool = False) -> None:
     from cloche.sandbox.cgroups import sweep_groups
 
     remove_stale_builds(store)
+    sweep_tmp(store.builds_dir)  # a process's own scratch there (the overlay probe's), if dead
     sweep_groups()  # the cgroups of builds killed in other stores too
     sweep_tmp()
     remove_legacy_secrets()

@@ -26,10 +26,10 @@ LEGACY_AGE = 24 * 3600.0
 
 
 def make_scratch(what: str, where: Path | None = None) -> Path:
-    """A new private directory in ``where``, else in $TMPDIR named with this process's PID."""
-    if where is not None:
-        return Path(tempfile.mkdtemp(prefix=f"cloche-{what}-", dir=where))
-    return Path(tempfile.mkdtemp(prefix=f"cloche-{what}-{os.getpid()}-"))
+    """A new private directory in ``where``, else in $TMPDIR, named with this process's PID
+    (``cloche-<what>-<pid>-<random>``) so that ``sweep_tmp`` of its parent finds it stale
+    once the process is gone."""
+    return Path(tempfile.mkdtemp(prefix=f"cloche-{what}-{os.getpid()}-", dir=where))
 
 
 def alive(pid: int) -> bool:
