@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 
 from cloche import api
+from cloche.engine import events as ev
 from cloche.engine.giturl import GitRefError, is_remote_context, parse_git_ref, redact
 from cloche.engine.options import BuildOptions
 from cloche.errors import ClocheError
-from tests.engine.conftest import Builder, rootfs
+from tests.engine.conftest import Builder, Recorder, rootfs
 from tests.fixtures.gitserve import (
     commit_all,
     git,
@@ -277,6 +278,68 @@ def test_remote_dockerfile_is_the_context(builder: Builder, repo: Repo) -> None:
 def test_remote_context_not_found(builder: Builder, repo: Repo) -> None:
     with pytest.raises(ClocheError, match="build context .*HTTP 404"):
         build(builder, f"{repo.files}/files/missing.tar")
+
+
+# ---- Git and HTTP(S) named contexts (--build-context NAME=URL)
+
+
+def test_named_git_context_keeps_git_dir_and_keys_by_commit(builder: Builder, repo: Repo) -> None:
+    dockerfile = builder.dir / "named-git.Dockerfile"
+    dockerfile.write_text("FROM busybox-test:1\nCOPY --from=src . /src/\n"
+                          "FROM src AS sub\n"
+                          "FROM busybox-test:1\nCOPY --from=0 /src /got\n"
+                          "RUN --mount=from=src,target=/m cat /m/a.txt > /mounted\n")
+    contexts = {"src": f"{repo.smart}/repo.git#v1"}
+    first = build(builder, str(builder.dir), dockerfile=str(dockerfile), build_contexts=contexts)
+    fs = files_of(builder, first)
+    assert (fs / "got" / "a.txt").read_text() == "one\n"  # tag v1
+    assert (fs / "mounted").read_text() == "one\n"
+    head = git("rev-parse", "HEAD", cwd=fs / "got")  # BuildKit keeps .git for a named context
+    assert head.strip() == repo.first
+    assert (fs / "got" / "a.txt").stat().st_uid == 0
+    assert os.readlink(fs / "got" / "escape") == "/etc/shadow"  # a link, never followed
+    builder.recorder = Recorder()
+    again = build(builder, str(builder.dir), dockerfile=str(dockerfile), build_contexts=contexts)
+    assert again.image.digest == first.image.digest  # keyed by the commit: all cached
+    assert [e for e in builder.recorder.of(ev.StepFinished) if not e.cached] == []
+
+
+def test_named_git_context_as_a_base_and_a_subdir(builder: Builder, repo: Repo) -> None:
+    dockerfile = builder.dir / "named-base.Dockerfile"
+    dockerfile.write_text("FROM sub\n")
+    result = build(builder, str(builder.dir), dockerfile=str(dockerfile),
+                   build_contexts={"sub": f"{repo.daemon}/repo.git#main:sub"})
+    fs = files_of(builder, result)
+    assert sorted(p.name for p in fs.iterdir()) == ["Dockerfile", "b.txt"]
+
+
+def test_named_http_context_is_one_file(builder: Builder, repo: Repo) -> None:
+    files = repo.served.parent / "files"
+    (files / "tool.tar.gz").write_bytes(_tar({"inside": b"x"}))
+    dockerfile = builder.dir / "named-http.Dockerfile"
+    dockerfile.write_text("FROM busybox-test:1\nCOPY --from=dl / /dl/\n")
+    result = build(builder, str(builder.dir), dockerfile=str(dockerfile),
+                   build_contexts={"dl": f"{repo.files}/files/tool.tar.gz"})
+    fs = files_of(builder, result)
+    got = fs / "dl" / "tool.tar.gz"  # the download, not extracted (BuildKit's llb.HTTP)
+    assert got.read_bytes() == (files / "tool.tar.gz").read_bytes()
+    assert stat.S_IMODE(got.stat().st_mode) == 0o600
+    assert sorted(p.name for p in (fs / "dl").iterdir()) == ["tool.tar.gz"]
+
+
+def test_named_remote_context_errors_name_the_flag(builder: Builder, repo: Repo) -> None:
+    dockerfile = builder.dir / "named-missing.Dockerfile"
+    dockerfile.write_text("FROM busybox-test:1\nCOPY --from=x / /x/\n")
+    with pytest.raises(ClocheError, match=r"--build-context x=.*HTTP 404"):
+        build(builder, str(builder.dir), dockerfile=str(dockerfile),
+              build_contexts={"x": f"{repo.files}/files/missing.bin"})
+    with pytest.raises(ClocheError, match=r"--build-context x=.*nope"):
+        build(builder, str(builder.dir), dockerfile=str(dockerfile),
+              build_contexts={"x": f"{repo.daemon}/repo.git#nope"})
+    unused = builder.dir / "named-unused.Dockerfile"
+    unused.write_text("FROM busybox-test:1\n")  # an unused context is never fetched
+    build(builder, str(builder.dir), dockerfile=str(unused),
+          build_contexts={"x": "https://example.invalid/never.git"})
 
 
 # ---- ADD of a Git repository

@@ -9,6 +9,12 @@ own name is a named context is replaced by it whole. A context is:
   reset to 0:0, paths confined to it, never followed out); used as a base image (``FROM``) it
   becomes one layer holding the directory, on BuildKit's empty image config;
 - ``docker-image://REF``: an image, resolved like a FROM (the store, else a pull);
+- a Git URL (``https://host/repo.git#ref:subdir``, ``git@host:repo``...): the checkout, its
+  ``.git`` kept (BuildKit keeps it for a named context), fetched when a step first needs it
+  with the Git context's safeguards (engine/gitsource.py); no ``.dockerignore`` applies;
+- another ``http(s)://`` URL: one file, the download (named as ADD names one: the
+  Content-Disposition name, else the URL's last path segment), mode 0600 as BuildKit's HTTP
+  source makes it, under the layer size bound;
 - ``oci-layout://PATH[:TAG][@DIGEST]``: an image of a local OCI layout, chosen as buildx
   chooses it (the digest; else the entry whose ``io.containerd.image.name`` or
   ``org.opencontainers.image.ref.name`` is TAG, default ``latest``; else the only entry).
@@ -17,7 +23,7 @@ own name is a named context is replaced by it whole. A context is:
   the store.
 
 Cache identities: a directory's content hash (paths, modes, owners, contents; never mtimes)
-of what a step reads, an image's manifest digest.
+of what a step reads (a download's too), a Git context's commit, an image's manifest digest.
 """
 
 from __future__ import annotations
@@ -62,10 +68,14 @@ LAYOUT_INDEX_LIMIT = 4 << 20  # bytes of a layout's index.json read at most
 
 @dataclass(frozen=True)
 class _Dir:
-    """A directory context, checked: its real root and its ignore rules."""
+    """A directory context, checked: its real root and its ignore rules; a Git checkout's
+    identity (its commit and subdir) when it is one."""
 
     root: Path
     ignore: PatternMatcher
+    commit: str | None = None
+
+_TREES = ("dir", "git", "http")  # the kinds that are files, not an image
 
 
 class NamedContexts:
@@ -217,6 +227,7 @@ class ContextResolver:
         self._lock = threading.Lock()
         self._futures: dict[tuple[str, str], Future[Image]] = {}
         self._stats: dict[str, StatCache] = {}
+        self._fetched: dict[str, Future[_Dir]] = {}
 
     def source(self, name: str) -> ContextSource:
         return self.named.sources[name]
@@ -259,6 +270,54 @@ class ContextResolver:
             return self._layout_image(name, source, want)
         return self._dir_image(name, want)
 
+    def _dir(self, name: str) -> _Dir:
+        """A directory context as checked, or a remote one fetched (once) into the build's
+        folder."""
+        found = self.named.dirs.get(name)
+        if found is not None:
+            return found
+        with self._lock:
+            future = self._fetched.get(name)
+            owner = future is None
+            if future is None:
+                future = self._fetched[name] = Future()
+        if owner:
+            try:
+                future.set_result(self._fetch(self.source(name)))
+            except BaseException as err:  # noqa: BLE001 - handed to every waiter
+                future.set_exception(err)
+        return future.result()
+
+    def _fetch(self, source: ContextSource) -> _Dir:
+        assert source.reference is not None
+        scratch = self.workspace.scratch_path("named-context-")
+        scratch.mkdir(mode=0o700)
+        try:
+            if source.kind == "git":
+                from cloche.engine.gitsource import fetch
+                from cloche.engine.giturl import parse_git_ref
+
+                ref = parse_git_ref(source.reference, context=True)
+                assert ref is not None
+                checkout = fetch(ref, scratch, keep_git_dir=True)
+                return _Dir(checkout.root.resolve(), PatternMatcher(),
+                            commit=f"{checkout.commit}:{ref.subdir}")
+            from cloche.engine.remote import download
+
+            fetched = scratch / "download"
+            fetched.mkdir(mode=0o700)
+            got = download(source.reference, fetched, label=source.flag)
+            root = scratch / "context"
+            root.mkdir(mode=0o755)
+            target = root / got.filename
+            os.replace(got.path, target)
+            os.chmod(target, 0o600)  # BuildKit's HTTP source writes the file 0600
+            if got.mtime_ns is not None:  # its Last-Modified, as ADD keeps it
+                os.utime(target, ns=(got.mtime_ns, got.mtime_ns), follow_symlinks=False)
+            return _Dir(root, PatternMatcher())
+        except ClocheError as err:
+            raise ConfigError(f"{source.flag}: {err.message}", hint=err.hint) from err
+
     def _layout_image(self, name: str, source: ContextSource, want: Platform) -> Image:
         root, desc = self.named.layouts[name]
         blobs = _LayoutBlobs(root)
@@ -295,29 +354,32 @@ class ContextResolver:
         return Image.from_config(config, (layer,))
 
     def _tree(self, name: str) -> SourceTree:
-        found = self.named.dirs[name]
+        found = self._dir(name)
         return SourceTree(found.root, found.ignore, reset_owner=True,
                           label=f"build context {name!r}")
 
     def base_key(self, name: str, platform: str | None = None) -> str:
         """What a stage built on the context is keyed by: a directory's content hash (its
         mtimes left out, as for COPY), else the image's digest."""
-        if self.source(name).kind == "dir":
+        if self.source(name).kind in _TREES:
             return "context:" + self.identity(name, (".",), ())
         return str(self.image(name, platform).digest)
 
     @contextmanager
     def open(self, name: str) -> Iterator[SourceTree]:
         """The files of the context for COPY --from and RUN --mount from=."""
-        if self.source(name).kind == "dir":
+        if self.source(name).kind in _TREES:
             yield self._tree(name)
             return
         image = self.image(name)
         yield SourceTree.stage(self.workspace.image_rootfs(image, name), name)
 
     def identity(self, name: str, paths: tuple[str, ...], excludes: tuple[str, ...]) -> str:
-        if self.source(name).kind != "dir":
+        if self.source(name).kind not in _TREES:
             return "image:" + str(self.image(name).digest) + repr(paths)
+        found = self._dir(name)
+        if found.commit is not None:  # a checkout: its commit says what its files are
+            return f"git:{found.commit}:{paths!r}:{excludes!r}"
         tree = self._tree(name)
         with self._lock:
             cache = self._stats.get(name)

@@ -127,8 +127,9 @@ class ContextSource:
     """What one ``--build-context NAME=VALUE`` names, as buildx reads VALUE.
 
     ``kind`` is ``dir`` (a local directory, ``path``), ``image`` (``docker-image://REF``:
-    ``reference``) or ``oci-layout`` (``oci-layout://PATH[:TAG][@DIGEST]``: ``path``, ``tag``
-    and ``digest``)."""
+    ``reference``), ``oci-layout`` (``oci-layout://PATH[:TAG][@DIGEST]``: ``path``, ``tag``
+    and ``digest``), ``git`` (a Git URL, ``reference``) or ``http`` (another http(s) URL: one
+    file, ``reference``)."""
 
     name: str
     value: str
@@ -397,8 +398,17 @@ def parse_context_source(name: str, value: str) -> ContextSource:
                                "passes it on and BuildKit refuses it. Name the stage in the "
                                "Dockerfile, or build it first and use docker-image://")
     if value.startswith(_GIT_OR_HTTP):
-        raise ConfigError(f"{flag}: Git and HTTP(S) named contexts are not supported yet",
-                          hint="use a local directory, docker-image://REF or oci-layout://PATH")
+        from cloche.engine.giturl import GitRefError, parse_git_ref
+
+        try:  # as BuildKit's frontend: a Git URL is a checkout, another http(s) URL a file
+            git_ref = parse_git_ref(value, context=True)
+        except GitRefError as err:
+            raise ConfigError(f"{flag}: {err.message}", hint=err.hint) from None
+        if git_ref is not None:
+            return ContextSource(name, value, "git", reference=value)
+        if value.startswith(("http://", "https://")):
+            return ContextSource(name, value, "http", reference=value)
+        raise ConfigError(f"{flag}: invalid git context {value}")
     scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", value)
     if scheme:
         raise ConfigError(f"{flag}: unknown scheme {scheme.group(1)!r}",
