@@ -77,6 +77,16 @@ def check(options: BuildOptions | str = ".", *, build_args: Mapping[str, str] | 
     return run_check(options, store=Store.open(options.root))
 
 
+def subrequest(options: BuildOptions | str, what: str) -> dict[str, Any]:
+    """``--call targets`` (every stage) or ``--call outline`` (the build args, secrets and
+    SSH sockets the target takes), as BuildKit's JSON; the Dockerfile alone is read."""
+    if not isinstance(options, BuildOptions):
+        options = BuildOptions(context=str(options))
+    from cloche.engine.subrequests import subrequest as run_subrequest
+
+    return run_subrequest(options, what)
+
+
 def _root(root: str | Path | None) -> Path | None:
     return Path(root) if root is not None else None
 

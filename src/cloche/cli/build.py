@@ -88,8 +88,9 @@ MAX_SECRET_SIZE = 500 * 1024  # BuildKit's limit for a secret file
               help="Store directory (default: $CLOCHE_ROOT, /var/lib/cloche for root).")
 @click.option("--check", "check_only", is_flag=True,
               help="Run the build checks only (same as --call=check); exit 1 on a warning.")
-@click.option("--call", "call", type=click.Choice(("build", "check")), default="build",
-              help="What to do: build (default) or check (the build checks only).")
+@click.option("--call", "call", default="build", metavar="NAME[,format=json]",
+              help="What to do: build (default), check (the build checks only), outline (the "
+                   "build args, secrets and SSH the target takes) or targets (the stages).")
 @click.option("--explain", "explain", is_flag=True,
               help="After the build, print what ships from where, leaks and whether it will "
                    "run (cloche explain's summary; docs/explain.md).")
@@ -109,8 +110,14 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
     """Build an image from a Dockerfile, as `docker build` does, without a daemon."""
     if quiet:
         progress = "quiet"
+    from cloche.cli._call import parse_call
+
+    call, call_format = parse_call(call)
     if check_only or call == "check":
         _run_checks(context, dockerfile, target, build_args, platform, root)
+        return
+    if call in ("outline", "targets"):
+        _run_subrequest(call, call_format, context, dockerfile, target, build_args, platform)
         return
     from cloche.cli._rootless import enter_user_namespace
     from cloche.engine import prefetch_context
@@ -231,6 +238,21 @@ def _run_checks(context: str, dockerfile: str | None, target: str | None,
     report = api.check(options)
     if print_check_report(report):
         raise SystemExit(1)
+
+
+def _run_subrequest(call: str, fmt: str, context: str, dockerfile: str | None,
+                    target: str | None, build_args: tuple[str, ...],
+                    platform: str | None) -> None:
+    """``--call outline|targets``: BuildKit's subrequests, printed as buildx prints them."""
+    from cloche import api
+    from cloche.cli._call import echo
+
+    dockerfile_text = read_stdin_dockerfile() if dockerfile == "-" else None
+    options = opts.BuildOptions(
+        context=context, dockerfile=dockerfile, dockerfile_text=dockerfile_text, target=target,
+        build_args=opts.parse_key_values(build_args, "--build-arg", from_env=True),
+        platform=platform)
+    echo(call, api.subrequest(options, call), fmt)
 
 
 def _fastpath(options: opts.BuildOptions, prefetch: Prefetch | None) -> FastPath | None:
