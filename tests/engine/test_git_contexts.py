@@ -8,6 +8,7 @@ frontend/dockerfile/dfgitutil, source/git, dockerfile2llb/convert_copy.go).
 
 from __future__ import annotations
 
+import base64
 import io
 import os
 import socket
@@ -340,6 +341,71 @@ def test_named_remote_context_errors_name_the_flag(builder: Builder, repo: Repo)
     unused.write_text("FROM busybox-test:1\n")  # an unused context is never fetched
     build(builder, str(builder.dir), dockerfile=str(unused),
           build_contexts={"x": "https://example.invalid/never.git"})
+
+
+# ---- private repositories: BuildKit's GIT_AUTH_TOKEN / GIT_AUTH_HEADER build secrets
+
+TOKEN = "s3cr3t-t0ken-7f1e"
+TOKEN_AUTH = "basic " + base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
+
+
+@pytest.fixture(scope="module")
+def private(repo: Repo) -> Iterator[str]:
+    """The repository over smart HTTP that answers only with the token's Authorization."""
+    with smart_http(repo.served, auth=TOKEN_AUTH) as (url, _requests):
+        yield url
+
+
+def _no_token_in(root: Path) -> None:
+    needles = (TOKEN.encode(), TOKEN_AUTH.encode())
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            data = path.read_bytes()
+            assert not any(n in data for n in needles), f"the token is in {path}"
+
+
+def test_git_auth_token_for_context_add_and_named_context(
+        builder: Builder, repo: Repo, private: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    host = private.removeprefix("http://")
+    monkeypatch.setenv("MY_TOKEN", TOKEN)
+    secrets = (api.parse_secret(f"id=GIT_AUTH_TOKEN.{host},env=MY_TOKEN"),)
+    dockerfile = builder.dir / "private.Dockerfile"
+    dockerfile.write_text("FROM busybox-test:1\nCOPY . /ctx/\n"
+                          f"ADD --keep-git-dir=true {private}/repo.git#v1 /added\n"
+                          "COPY --from=named c.txt /named.txt\n")
+    result = build(builder, f"{private}/repo.git", dockerfile=str(dockerfile), secrets=secrets,
+                   build_contexts={"named": f"{private}/repo.git#feature"})
+    fs = files_of(builder, result)
+    assert (fs / "ctx" / "a.txt").read_text() == "two\n"
+    assert (fs / "added" / "a.txt").read_text() == "one\n"
+    assert (fs / "named.txt").read_text() == "see\n"  # branch feature
+    _no_token_in(fs / "added" / ".git")  # a kept .git holds no header, no token
+    _no_token_in(builder.root)  # nor the store: layers, configs, history, cache records
+
+
+def test_git_auth_header_and_the_generic_token(builder: Builder, repo: Repo, private: str,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    header = tmp_path / "header"
+    header.write_text(TOKEN_AUTH)
+    result = build(builder, f"{private}/repo.git",
+                   secrets=(api.parse_secret(f"id=GIT_AUTH_HEADER,src={header}"),))
+    assert (files_of(builder, result) / "ctx" / "a.txt").read_text() == "two\n"
+    monkeypatch.setenv("GIT_AUTH_TOKEN", TOKEN)
+    result = build(builder, f"{private}/repo.git#main:sub",
+                   secrets=(api.parse_secret("id=GIT_AUTH_TOKEN"),))
+    assert result.image.digest
+
+
+def test_private_repository_without_or_with_a_wrong_token_fails_clearly(
+        builder: Builder, private: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ClocheError, match="git ls-remote .*repo.git failed"):
+        build(builder, f"{private}/repo.git")
+    monkeypatch.setenv("WRONG", "not-the-token")
+    with pytest.raises(ClocheError, match="failed") as info:
+        build(builder, f"{private}/repo.git",
+              secrets=(api.parse_secret("id=GIT_AUTH_TOKEN,env=WRONG"),))
+    assert "not-the-token" not in str(info.value)
 
 
 # ---- ADD of a Git repository

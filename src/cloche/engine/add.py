@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import posixpath
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,16 +33,20 @@ from cloche.engine.sources import SourceTree
 if TYPE_CHECKING:
     import httpx
 
+    from cloche.engine.options import SecretSpec
+
 __all__ = ["add_into", "git_commit", "git_ref"]
 
 
 def add_into(request: CopyRequest, tree: SourceTree, root: Path, *, checksum: str | None = None,
              client: httpx.Client | None = None, tmp_dir: Path | None = None,
              users_root: Path | None = None, keep_git_dir: bool = False,
-             commits: Mapping[str, str] | None = None) -> CopyResult:
+             commits: Mapping[str, str] | None = None,
+             secrets: Sequence[SecretSpec] = ()) -> CopyResult:
     """Carry out ``ADD`` of ``request`` from ``tree`` (local sources) into the rootfs ``root``.
 
-    ``commits``: for a Git source, the commit its cache key was made from (``git_commit``)."""
+    ``commits``: for a Git source, the commit its cache key was made from (``git_commit``);
+    ``secrets``: the build's, for Git HTTP authentication (gitsource.auth_header)."""
     dest, dest_is_dir = destination_path(request.dest, request.workdir)
     gits = [s for s in request.sources if is_git_source(s)]
     urls = [s for s in request.sources if is_url(s) and s not in gits]
@@ -65,7 +69,7 @@ def add_into(request: CopyRequest, tree: SourceTree, root: Path, *, checksum: st
         ref = git_ref(source, checksum, keep_git_dir)
         with tempfile.TemporaryDirectory(prefix="cloche-add-git-", dir=tmp_dir) as tmp:
             checkout = fetch(ref, Path(tmp), keep_git_dir=bool(ref.keep_git_dir),
-                             commit=(commits or {}).get(source))
+                             commit=(commits or {}).get(source), secrets=secrets)
             fetched = SourceTree(checkout.root.resolve(), reset_owner=True,
                                  label=f"git repository {ref.shown}")
             done = copy_into(_with(request, (".",)), fetched, root, users_root=users_root)
@@ -98,9 +102,10 @@ def git_ref(source: str, checksum: str | None, keep_git_dir: bool) -> GitRef:
     return replace(ref, keep_git_dir=keep_git_dir or bool(keep))
 
 
-def git_commit(source: str, checksum: str | None, keep_git_dir: bool) -> str:
+def git_commit(source: str, checksum: str | None, keep_git_dir: bool,
+               secrets: Sequence[SecretSpec] = ()) -> str:
     """The commit an ADD Git source names now: its cache key input."""
-    return resolve(git_ref(source, checksum, keep_git_dir))
+    return resolve(git_ref(source, checksum, keep_git_dir), secrets)
 
 
 def _with(request: CopyRequest, sources: tuple[str, ...]) -> CopyRequest:

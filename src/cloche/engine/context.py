@@ -15,11 +15,11 @@ from __future__ import annotations
 import io
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from cloche.compression import Compression, detect_compression
 from cloche.engine.dockerignore import PatternMatcher, load_matcher
@@ -29,6 +29,9 @@ from cloche.engine.sources import SourceTree
 from cloche.errors import ConfigError
 from cloche.fs.rmtree import rmtree
 from cloche.sandbox.scratch import make_scratch
+
+if TYPE_CHECKING:
+    from cloche.engine.options import SecretSpec
 
 __all__ = ["BuildContext", "ContextError", "context_from_directory", "context_from_stream",
            "open_context"]
@@ -109,7 +112,8 @@ def context_from_stream(stream: BinaryIO, *, dockerfile_name: str = "Dockerfile"
 
 
 def context_from_url(url: str, *, dockerfile: Path | None = None,
-                     workdir: Path | None = None) -> BuildContext:
+                     workdir: Path | None = None,
+                     secrets: Sequence[SecretSpec] = ()) -> BuildContext:
     """A context fetched from ``url``: a Git repository, else an HTTP(S) download.
 
     As BuildKit's dockerui: a Git context is the checkout (of its subdir), without ``.git``
@@ -126,7 +130,8 @@ def context_from_url(url: str, *, dockerfile: Path | None = None,
         if ref is not None:
             from cloche.engine.gitsource import fetch
 
-            root = fetch(ref, base, keep_git_dir=bool(ref.keep_git_dir)).root.resolve()
+            root = fetch(ref, base, keep_git_dir=bool(ref.keep_git_dir),
+                         secrets=secrets).root.resolve()
             found = _dockerfile_in(root, dockerfile)
         else:
             root, found = _download_context(url, base)
@@ -166,15 +171,16 @@ def _download_context(url: str, base: Path) -> tuple[Path, Path | None]:
 
 @contextmanager
 def open_context(spec: str | Path, *, dockerfile: Path | None = None,
-                 stdin: BinaryIO | None = None) -> Iterator[BuildContext]:
+                 stdin: BinaryIO | None = None,
+                 secrets: Sequence[SecretSpec] = ()) -> Iterator[BuildContext]:
     """``CONTEXT`` as the command line gives it (a directory, a Git or HTTP(S) URL, or ``-``
-    for stdin), cleaned up after."""
+    for stdin), cleaned up after. ``secrets``: for a Git URL's HTTP authentication."""
     if str(spec) == "-":
         if stdin is None:
             raise ContextError("context '-' needs a stream to read from")
         ctx = context_from_stream(stdin, dockerfile_name=dockerfile.name if dockerfile else "Dockerfile")
     elif isinstance(spec, str) and is_remote_context(spec):  # a URL is never made a Path
-        ctx = context_from_url(spec, dockerfile=dockerfile)
+        ctx = context_from_url(spec, dockerfile=dockerfile, secrets=secrets)
     else:
         ctx = context_from_directory(Path(spec), dockerfile)
     try:

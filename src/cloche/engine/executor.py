@@ -145,7 +145,7 @@ class Executor:
             self.workspace.fetch_layer = remote.fetch_layer  # imported layers, on first need
         # --build-context: named contexts, opened for the steps that name them
         self.contexts = ContextResolver(contexts or NamedContexts({}), store, self.images,
-                                        self.workspace, platform)
+                                        self.workspace, platform, secrets=options.secrets)
         self.stat_cache = StatCache(store, context.root)
         self.prefetch = prefetch  # the context's listing, started before the imports
         self._futures: dict[int, Future[StageState]] = {}

@@ -17,7 +17,10 @@ empty template), no ``file://`` nor ``ext::`` submodules (``protocol.file.allow=
 BuildKit; ``protocol.ext.allow=never``), a umask of 022 (modes as BuildKit's daemon makes
 them). The proxy variables and ``SSH_AUTH_SOCK`` are passed on: ssh URLs use the caller's
 agent, keys and known hosts; https credentials only from the URL itself (shown as
-``xxxxx``, and removed from a kept ``.git``'s ``origin``). A subdir must be a chain of real
+``xxxxx``, and removed from a kept ``.git``'s ``origin``) or from the build secrets
+BuildKit reads for Git (``GIT_AUTH_TOKEN``, ``GIT_AUTH_HEADER``, each also ``.<host>``:
+``auth_header``), handed to git in its environment only, never in a file, ``.git``, an
+argument, a cache key or a message. A subdir must be a chain of real
 directories (no symlink). Every git command of one fetch runs under one deadline
 (``CLOCHE_GIT_TIMEOUT`` seconds, default 600) and the fetched files under the layer size
 bound (``CLOCHE_MAX_LAYER_SIZE``): past either, git's whole process group is killed.
@@ -32,14 +35,19 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cloche.engine.giturl import GitRef, check_checksum_syntax, checksum_matches
 from cloche.errors import ClocheError
 from cloche.fs.limits import LayerTooLargeError, human_size, max_layer_size, seconds_from_env
 from cloche.fs.rmtree import rmtree
 from cloche.fs.usage import tree_blocks
+
+if TYPE_CHECKING:
+    from cloche.engine.options import SecretSpec
 
 __all__ = ["DEFAULT_TIMEOUT", "ENV_TIMEOUT", "Checkout", "GitError", "GitTimeoutError",
            "fetch", "git_timeout", "resolve"]
@@ -79,7 +87,7 @@ class Checkout:
 class _Git:
     """git commands for one source: a private HOME, one deadline, one size bound."""
 
-    def __init__(self, ref: GitRef, scratch: Path) -> None:
+    def __init__(self, ref: GitRef, scratch: Path, secrets: Sequence[SecretSpec] = ()) -> None:
         self.ref = ref
         self.shown = ref.shown
         self.deadline = time.monotonic() + git_timeout()
@@ -92,6 +100,12 @@ class _Git:
                    GIT_TERMINAL_PROMPT="0", GIT_CONFIG_NOSYSTEM="1",
                    GIT_CONFIG_GLOBAL=os.devnull, GIT_ASKPASS="/bin/false",
                    GIT_SSH_COMMAND="ssh -o BatchMode=yes", GIT_PROTOCOL_FROM_USER="0")
+        self.hidden: str | None = None
+        auth = auth_header(ref, secrets)
+        if auth is not None:  # in git's environment only: never an argument, a file or .git
+            scope, self.hidden = auth
+            env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0=f"http.{scope}.extraheader",
+                       GIT_CONFIG_VALUE_0=f"Authorization: {self.hidden}")
         self.env = env
 
     def run(self, *args: str, cwd: Path | None = None, what: str = "") -> str:
@@ -115,7 +129,10 @@ class _Git:
             output = out.read().decode("utf-8", "replace")
             errors = err.read().decode("utf-8", "replace")
         if proc.returncode != 0:
-            tail = " ".join(errors.replace(self.ref.remote, self.shown).strip().splitlines()[-4:])
+            errors = errors.replace(self.ref.remote, self.shown)
+            if self.hidden:
+                errors = errors.replace(self.hidden, "xxxxx")
+            tail = " ".join(errors.strip().splitlines()[-4:])
             raise GitError(f"{what or 'git ' + args[0]} {self.shown} failed: "
                            f"{tail or f'exit status {proc.returncode}'}")
         return output
@@ -214,24 +231,61 @@ def _resolve(git: _Git, ref: GitRef) -> _Resolved:
     return _Resolved(commit, used)
 
 
-def resolve(ref: GitRef) -> str:
+def auth_header(ref: GitRef, secrets: Sequence[SecretSpec]) -> tuple[str, str] | None:
+    """BuildKit's Git HTTP authentication from build secrets: the first of
+    ``GIT_AUTH_HEADER.<host>``, ``GIT_AUTH_TOKEN.<host>``, ``GIT_AUTH_HEADER`` and
+    ``GIT_AUTH_TOKEN`` given (a token becomes ``basic base64(x-access-token:TOKEN)``), as
+    (the URL prefix git sends it to, the Authorization value). The prefix is the remote itself,
+    or ``https://github.com/`` for any repository there (as BuildKit and actions/checkout)."""
+    import base64
+    from urllib.parse import urlsplit
+
+    from cloche.engine.options import secret_value
+
+    if not secrets:
+        return None
+    parts = urlsplit(ref.remote)
+    if parts.scheme not in ("http", "https"):
+        return None
+    host = parts.netloc.rpartition("@")[2]
+    for name, token in ((f"GIT_AUTH_HEADER.{host}", False), (f"GIT_AUTH_TOKEN.{host}", True),
+                        ("GIT_AUTH_HEADER", False), ("GIT_AUTH_TOKEN", True)):
+        try:
+            value = secret_value(secrets, name)
+        except OSError as err:
+            raise GitError(f"{ref.shown}: secret {name}: cannot read its file: "
+                           f"{err.strerror}") from None
+        if value is None:
+            continue
+        text = value.decode("utf-8", "replace")
+        if token:
+            text = "basic " + base64.b64encode(b"x-access-token:" + value).decode()
+        scope = ref.remote
+        for prefix in ("https://github.com/", "https://www.github.com/"):
+            if ref.remote.startswith(prefix):
+                scope = prefix
+        return scope, text
+    return None
+
+
+def resolve(ref: GitRef, secrets: Sequence[SecretSpec] = ()) -> str:
     """The commit ``ref`` names now (``git ls-remote``; no lookup for a full hash)."""
     if _FULL_SHA.match(ref.ref.lower()) and not ref.checksum:
         return ref.ref.lower()
     scratch = Path(tempfile.mkdtemp(prefix="cloche-git-"))
     try:
-        return _resolve(_Git(ref, scratch), ref).commit
+        return _resolve(_Git(ref, scratch, secrets), ref).commit
     finally:
         rmtree(scratch, ignore_errors=True)
 
 
 def fetch(ref: GitRef, scratch: Path, *, keep_git_dir: bool = False,
-          commit: str | None = None) -> Checkout:
+          commit: str | None = None, secrets: Sequence[SecretSpec] = ()) -> Checkout:
     """Check ``ref`` out into ``scratch/checkout`` (``scratch`` exists and is private).
 
     ``commit``: the commit a cache key was made from (``resolve``); what is checked out must
-    be that commit."""
-    git = _Git(ref, scratch)
+    be that commit. ``secrets``: the build's, for ``auth_header``."""
+    git = _Git(ref, scratch, secrets)
     work = scratch / "checkout"
     work.mkdir(mode=0o755)
     git.run("init", "-q", "--template=", str(work), what="git init")

@@ -32,7 +32,7 @@ import json
 import os
 import stat
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,7 +43,7 @@ from cloche.engine.cache import StatCache
 from cloche.engine.context import ContextError
 from cloche.engine.dockerignore import PatternMatcher, load_matcher
 from cloche.engine.images import ImageResolver
-from cloche.engine.options import ContextSource, context_name, parse_context_source
+from cloche.engine.options import ContextSource, SecretSpec, context_name, parse_context_source
 from cloche.engine.sources import SourceTree, content_hash
 from cloche.engine.workspace import Workspace
 from cloche.errors import ClocheError, ConfigError, InvalidReferenceError
@@ -218,8 +218,10 @@ class ContextResolver:
     layout, or made of a directory) once per platform, source trees, cache identities."""
 
     def __init__(self, named: NamedContexts, store: Store, images: ImageResolver,
-                 workspace: Workspace, platform: Platform) -> None:
+                 workspace: Workspace, platform: Platform,
+                 secrets: Sequence[SecretSpec] = ()) -> None:
         self.named = named
+        self.secrets = secrets  # a Git context's HTTP authentication (gitsource.auth_header)
         self.store = store
         self.images = images
         self.workspace = workspace
@@ -299,7 +301,7 @@ class ContextResolver:
 
                 ref = parse_git_ref(source.reference, context=True)
                 assert ref is not None
-                checkout = fetch(ref, scratch, keep_git_dir=True)
+                checkout = fetch(ref, scratch, keep_git_dir=True, secrets=self.secrets)
                 return _Dir(checkout.root.resolve(), PatternMatcher(),
                             commit=f"{checkout.commit}:{ref.subdir}")
             from cloche.engine.remote import download

@@ -326,6 +326,20 @@ def parse_secret(text: str) -> SecretSpec:
     return SecretSpec(id=secret_id, src=src, env=env)
 
 
+def secret_value(secrets: Iterable[SecretSpec], secret_id: str) -> bytes | None:
+    """The value of ``--secret id=secret_id`` (its file's bytes, or its environment
+    variable's), None when no such secret was given or its variable is unset. A file that
+    cannot be read raises OSError: the caller names the step or the source."""
+    found = next((s for s in secrets if s.id == secret_id), None)
+    if found is None:
+        return None
+    if found.src:
+        return Path(found.src).expanduser().read_bytes()
+    if found.env and found.env in os.environ:
+        return os.environ[found.env].encode()
+    return None
+
+
 def parse_key_values(items: Iterable[str], flag: str, *, from_env: bool = False) -> dict[str, str]:
     """``K=V`` items into a dict; with ``from_env`` a bare ``K`` takes the environment's value
     (as ``--build-arg K`` does) and is left out when the environment has none."""

@@ -109,8 +109,8 @@ def build(options: BuildOptions, *, store: Store, listener: ev.Listener = ev.ign
         _overlay_notice(store, listener)
     _rootless_notice(options, listener)
     sweep_stale(store)  # what killed builds left: scratch, cgroups, old plaintext secrets
-    with store.lease(), open_context(options.context, dockerfile=hint_file,
-                                     stdin=stdin) as context:
+    with store.lease(), open_context(options.context, dockerfile=hint_file, stdin=stdin,
+                                     secrets=options.secrets) as context:
         text, name = _read_dockerfile(options, context)
         dockerfile = parse_dockerfile(text, file=name)
         platform = Platform.parse(options.platform) if options.platform else Platform.host()
@@ -187,7 +187,8 @@ def check(options: BuildOptions, *, store: Store) -> CheckReport:
     stdin = sys.stdin.buffer if options.context == "-" else None
     hint_file = Path(options.dockerfile) if options.dockerfile and options.dockerfile != "-" \
         else None
-    with open_context(options.context, dockerfile=hint_file, stdin=stdin) as context:
+    with open_context(options.context, dockerfile=hint_file, stdin=stdin,
+                      secrets=options.secrets) as context:
         text, name = _read_dockerfile(options, context)
         dockerfile = parse_dockerfile(text, file=name)
         platform = Platform.parse(options.platform) if options.platform else Platform.host()

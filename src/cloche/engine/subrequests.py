@@ -32,7 +32,8 @@ def subrequest(options: BuildOptions, what: str) -> dict[str, Any]:
     stdin = sys.stdin.buffer if options.context == "-" else None
     hint_file = Path(options.dockerfile) if options.dockerfile and options.dockerfile != "-" \
         else None
-    with open_context(options.context, dockerfile=hint_file, stdin=stdin) as context:
+    with open_context(options.context, dockerfile=hint_file, stdin=stdin,
+                      secrets=options.secrets) as context:
         text, name = _read_dockerfile(options, context)
     dockerfile = parse_dockerfile(text, file=name)
     if what == "targets":

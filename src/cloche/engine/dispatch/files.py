@@ -50,7 +50,7 @@ def copy(instruction: ins.Copy | ins.Add, state: StageState, ctx: StepContext,
                 # URLs: remote.download makes the client, and copes without CA certificates
                 add_into(request, tree, merged, checksum=instruction.checksum,
                          tmp_dir=ctx.workspace.root, keep_git_dir=instruction.keep_git_dir,
-                         commits=ctx.git_commits)
+                         commits=ctx.git_commits, secrets=ctx.options.secrets)
             elif direct is None:
                 copy_into(request, tree, merged)
         layer: Layer | None = None
@@ -132,7 +132,7 @@ class CopyHandler(Handler):
             extra.append(ctx.sources.identity(step.from_, local, instruction.excludes))
         for source in gits:  # BuildKit's key for a Git source: the commit the ref names now
             assert add is not None
-            commit = git_commit(source, add.checksum, add.keep_git_dir)
+            commit = git_commit(source, add.checksum, add.keep_git_dir, ctx.options.secrets)
             ctx.git_commits[source] = commit
             extra.append(f"git {source} {commit}")
         return CacheInputs({}, tuple(extra))

@@ -212,19 +212,14 @@ def _secret(spec: MountSpec, state: StageState, ctx: StepContext,
     The value is read only here and handed to the sandbox in memory; it never reaches a host
     file, a layer, the config, the history or any message.
     """
+    from cloche.engine.options import secret_value
+
     secret_id = spec.id or (posixpath.basename(spec.target) if spec.target else None)
-    given = {s.id: s for s in ctx.options.secrets}
-    found = given.get(secret_id or "")
-    value: bytes | None = None
-    if found is not None:
-        if found.src:
-            try:
-                value = Path(found.src).expanduser().read_bytes()
-            except OSError as err:
-                raise BuildError(f"secret {secret_id}: cannot read its file: {err.strerror}",
-                                 stage=ctx.stage_name, file=ctx.file, line=ctx.step.line) from None
-        elif found.env and found.env in os.environ:
-            value = os.environ[found.env].encode()
+    try:
+        value = secret_value(ctx.options.secrets, secret_id or "")
+    except OSError as err:
+        raise BuildError(f"secret {secret_id}: cannot read its file: {err.strerror}",
+                         stage=ctx.stage_name, file=ctx.file, line=ctx.step.line) from None
     if value is None:
         if spec.required:
             raise BuildError(f"secret {secret_id} is required but was not given",
