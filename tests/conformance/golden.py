@@ -314,6 +314,10 @@ def diff_records(ours: dict, golden: dict) -> list[str]:
         if golden.get("error", {}).get("line") != ours.get("error", {}).get("line") \
                 or ("error" in golden) != ("error" in ours):
             problems.append(f"error: cloche {ours.get('error')} buildkit {golden.get('error')}")
+        said = golden.get("error", {}).get("message", "")
+        failed = said.partition("failed to solve: ")[2]
+        if failed.startswith("process ") and failed not in ours.get("error", {}).get("message", ""):
+            problems.append(f"error message: cloche {ours.get('error')} buildkit {failed!r}")
     if "image" in golden and "image" in ours:
         problems += _diff_image(ours["image"], golden["image"])
     want = golden.get("warnings", [])

@@ -38,7 +38,7 @@ def test_failing_run_names_stage_line_and_output(builder: Builder) -> None:
     assert "first line" in err.output_tail and "last words" in err.output_tail
     assert "second line" in err.output_tail  # stderr is part of the output too
     text = err.render()
-    assert "compile" in text and ":5:" in text and "exit code 3" in text
+    assert "compile" in text and ":5:" in text and "exit code: 3" in text
 
 
 def test_cli_prints_one_block_and_exits_non_zero(builder: Builder) -> None:

@@ -36,7 +36,7 @@ def test_two_builds_in_threads_one_failing_one_succeeding(builder: Builder) -> N
     for t in threads:
         t.join(120)
     failed, passed = outcomes["failing"], outcomes["passing"]
-    assert isinstance(failed, BuildError) and "exit code 3" in str(failed), failed
+    assert isinstance(failed, BuildError) and "exit code: 3" in str(failed), failed
     assert isinstance(passed, cloche.BuildResult), passed
     assert builder.store.image("t/passing:1").digest == passed.digest
     assert len(passed.image.layers) == len(builder.store.image(BASE).layers) + 1

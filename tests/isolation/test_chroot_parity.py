@@ -107,7 +107,7 @@ def test_chroot_refuses_network_none(builder: Builder) -> None:
 
 
 def test_chroot_failure_and_signal(builder: Builder) -> None:
-    with pytest.raises(ClocheError, match="exit code 3") as info:
+    with pytest.raises(ClocheError, match="exit code: 3") as info:
         builder.build("FROM busybox-test:1\nRUN echo out; exit 3\n", isolation="chroot")
     assert "out" in (info.value.output_tail or "")
     with pytest.raises(ClocheError, match="killed by signal 15"):
@@ -129,7 +129,7 @@ def test_chroot_failing_stage_kills_the_other_steps(builder: Builder) -> None:
                   "COPY --from=slow /etc/passwd /a\n"
                   "COPY --from=bad /etc/passwd /b\n")
     started = time.monotonic()
-    with pytest.raises(ClocheError, match="exit code 7"):
+    with pytest.raises(ClocheError, match="exit code: 7"):
         builder.build(dockerfile, isolation="chroot")
     assert time.monotonic() - started < 60
     time.sleep(0.5)

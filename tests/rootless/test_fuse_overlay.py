@@ -142,7 +142,7 @@ def test_a_failing_step_leaves_no_daemon(user: AsUser, workdir: Path) -> None:
     ctx = _context(folder, "ctx-fail", "FROM base\nRUN touch /x && exit 3\n")
     done = who.run("build", str(ctx), check=False, extra_env={"CLOCHE_OVERLAY": "fuse"})
     assert done.returncode == 1, done.stderr
-    assert "exit code 3" in done.stderr, done.stderr
+    assert "exit code: 3" in done.stderr, done.stderr
     assert not _daemons(who.uid)
     leftovers = subprocess.run(["grep", "-c", "fuse-overlayfs", "/proc/self/mountinfo"],
                                capture_output=True, text=True).stdout.strip()

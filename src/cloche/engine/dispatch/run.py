@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from cloche.dockerfile import instructions as ins
+from cloche.dockerfile.dump import go_quote
 from cloche.dockerfile.heredoc import parse_heredoc_word
 from cloche.engine.dispatch import history as hist
 from cloche.engine.dispatch.config import shell_of
@@ -100,10 +101,10 @@ def run(instruction: ins.Run, state: StageState, ctx: StepContext,
     if not result.ok:
         rmtree(upper.parent, ignore_errors=True)
         what = (f"killed by signal {result.signal}" if result.signal
-                else f"exit code {result.exit_code}")
+                else f"exit code: {result.exit_code}")
         what, hint = _over_limits(result, spec.limits, what)
-        raise BuildError(
-            f"process {hist.go_q_list(argv)} did not complete successfully: {what}",
+        raise BuildError(  # BuildKit's words: Go's %q of the arguments joined by spaces
+            f"process {go_quote(' '.join(argv))} did not complete successfully: {what}",
             stage=ctx.stage_name, file=ctx.file, line=instruction.line,
             end_line=instruction.node.end_line or None,
             output_tail=_tail(ctx.output_tail), exit_status=result.exit_code, hint=hint)
