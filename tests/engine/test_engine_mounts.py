@@ -227,3 +227,15 @@ def test_bind_of_the_context_applies_dockerignore(builder: Builder, tmp_path: Pa
     result = builder.build(dockerfile, files)
     listing = (rootfs(result.image, tmp_path / "out") / "tmp/listing").read_text().split()
     assert sorted(listing) == [".dockerignore", "Dockerfile", "kept.txt"]
+
+
+def test_secret_types_as_buildx_reads_them() -> None:
+    from cloche.engine.options import SecretSpec
+    from cloche.errors import ConfigError
+
+    assert parse_secret("id=tok,type=env,src=MY_VAR") == SecretSpec("tok", None, "MY_VAR")
+    assert parse_secret("id=tok,type=env") == SecretSpec("tok", None, "tok")
+    assert parse_secret("id=tok,type=file,src=/run/tok") == SecretSpec("tok", "/run/tok", None)
+    assert parse_secret("type=env,id=tok,env=OTHER") == SecretSpec("tok", None, "OTHER")
+    with pytest.raises(ConfigError, match="unsupported secret type 'vault'"):
+        parse_secret("id=tok,type=vault")

@@ -315,7 +315,12 @@ def parse_secret(text: str) -> SecretSpec:
     secret_id = attrs.pop("id", None)
     src = attrs.pop("src", None) or attrs.pop("source", None)
     env = attrs.pop("env", None)
-    attrs.pop("type", None)
+    kind = attrs.pop("type", None)
+    if kind not in (None, "file", "env"):
+        raise ConfigError(f"--secret {text!r}: unsupported secret type {kind!r}",
+                          hint="type=file or type=env")
+    if kind == "env" and env is None:  # buildx: type=env,src=VAR reads the variable VAR
+        env, src = src, None
     if not secret_id:
         raise ConfigError(f"--secret {text!r}: missing id=")
     if attrs:
