@@ -54,3 +54,7 @@ def test_cache_mount_seeded_from_a_stage_then_kept(builder: Builder, tmp_path: P
     tree = rootfs(second.image, tmp_path / "b")
     assert (tree / "second").read_text() == "seeded\nmore\n"
     assert not (tree / "cache" / "s").exists()
+    # another seed is another cache (BuildKit keys it on the snapshot it starts from)
+    third = builder.build(dockerfile.replace("echo seeded", "echo reseeded")
+                          .replace("> /first", "> /third"))
+    assert (rootfs(third.image, tmp_path / "c") / "third").read_text() == "reseeded\n"

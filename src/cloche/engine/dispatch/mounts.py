@@ -172,6 +172,8 @@ def _cache(spec: MountSpec, ref: Ref | None, target: str, ctx: StepContext,
         # cache, apart from the id's plain one
         cache_id += (f"\0uid={spec.uid or 0}\0gid={spec.gid or 0}"
                      f"\0mode={spec.mode if spec.mode is not None else 0o755:o}")
+    if ref is not None:  # seeded from=: one cache per snapshot it starts from, as BuildKit
+        cache_id += "\0from=" + ctx.sources.identity(ref, (spec.source or "/",), ())
     key = hashlib.sha256(cache_id.encode()).hexdigest()[:32]
     base = ctx.workspace.store.cache_dir / "mounts"
     base.mkdir(parents=True, exist_ok=True)
