@@ -82,7 +82,7 @@ def subrequest(options: BuildOptions | str, what: str) -> dict[str, Any]:
     SSH sockets the target takes), as BuildKit's JSON; the Dockerfile alone is read."""
     if not isinstance(options, BuildOptions):
         options = BuildOptions(context=str(options))
-    from cloche.engine.subrequests import subrequest as run_subrequest
+    from cloche.engine.pipeline import subrequest as run_subrequest
 
     return run_subrequest(options, what)
 

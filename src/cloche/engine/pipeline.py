@@ -14,7 +14,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cloche.engine import events as ev
 from cloche.engine.context import open_context
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from cloche.plan.graph import BuildPlan
 
 __all__ = ["BuildResult", "CheckReport", "DiskUsage", "Prefetch", "PruneReport", "StageReport",
-           "build", "check", "disk_usage", "prefetch_context", "prune"]
+           "build", "check", "disk_usage", "prefetch_context", "prune", "subrequest"]
 
 
 @dataclass(frozen=True)
@@ -199,6 +199,29 @@ def check(options: BuildOptions, *, store: Store) -> CheckReport:
 
 
 @dataclass(frozen=True)
+def subrequest(options: BuildOptions, what: str) -> dict[str, Any]:
+    """``--call targets`` or ``--call outline``: BuildKit's frontend subrequests, answered
+    from the Dockerfile alone (the context is opened only to read it; nothing is pulled and
+    no step runs). The reports are plan/outline.py's, as BuildKit's JSON."""
+    from cloche.dockerfile.stages import parse_dockerfile
+    from cloche.plan.graph import build_plan
+    from cloche.plan.outline import outline, targets
+
+    if what not in ("outline", "targets"):
+        raise ConfigError(f"unknown subrequest {what!r}", hint="outline or targets")
+    stdin = sys.stdin.buffer if options.context == "-" else None
+    hint_file = Path(options.dockerfile) if options.dockerfile and options.dockerfile != "-" \
+        else None
+    with open_context(options.context, dockerfile=hint_file, stdin=stdin,
+                      secrets=options.secrets) as context:
+        text, name = _read_dockerfile(options, context)
+    dockerfile = parse_dockerfile(text, file=name)
+    if what == "targets":
+        return targets(dockerfile)
+    plan = build_plan(dockerfile, options.target, options.build_args, platform=options.platform)
+    return outline(plan, options.build_args)
+
+
 class CheckReport:
     """What ``check`` found: one ``BuildWarning`` per raised rule, in line order, and the
     Dockerfile (its text and the name warnings use) for excerpts."""
