@@ -91,11 +91,15 @@ def _root(root: str | Path | None) -> Path | None:
     return Path(root) if root is not None else None
 
 
-def disk_usage(*, root: str | Path | None = None) -> DiskUsage:
-    """What images and the build cache take in the store (``cloche du``)."""
+def disk_usage(*, root: str | Path | None = None, verbose: bool = False) -> DiskUsage:
+    """What images and the build cache take in the store (``cloche du``), with the rows of
+    ``docker system df`` (image sizes as ``images`` shows them); ``verbose``: every image
+    and build cache entry too (``docker system df -v``)."""
     from cloche.engine.pipeline import disk_usage as usage
+    from cloche.ops.sizes import content_size
 
-    return usage(_store(root, create=False))
+    store = _store(root, create=False)
+    return usage(store, verbose=verbose, layer_size=lambda layer: content_size(store, layer))
 
 
 def prune(*, root: str | Path | None = None, everything: bool = False,

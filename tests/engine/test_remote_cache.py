@@ -18,6 +18,7 @@ import pytest
 from cloche.engine import events as ev
 from cloche.engine.options import parse_output
 from cloche.engine.remote_cache import CACHE_CONFIG
+from cloche.errors import ImageNotFoundError
 from cloche.oci.digest import Digest
 from cloche.registry.push import push_stored
 from cloche.store import Store
@@ -311,6 +312,116 @@ def test_layers_of_other_stages_are_fetched_only_when_needed(tmp_path: Path, reg
     assert out.split("\n")[:2] == ["changed", built]  # A's /built, under C's new source
 
 
+def _step_dirs(b: Builder) -> set[Path]:
+    steps = b.root / "snapshots" / "steps"
+    return {p for p in steps.iterdir() if p.is_dir()} if steps.is_dir() else set()
+
+
+def _named_step_dirs(b: Builder) -> set[Path]:
+    named = set()
+    for record in (b.root / "cache" / "steps").glob("*/*.json"):
+        doc = json.loads(record.read_text())
+        if doc.get("snapshot"):
+            named.add((b.root / doc["snapshot"]).parent)
+    return named
+
+
+def test_prune_reclaims_imports_never_fetched_and_rewritten_layers(tmp_path: Path,
+                                                                  remote_base: str) -> None:
+    """Issue 12: the builder stage's steps, imported lazily and never fetched, leave step
+    directories that only a marker fills (each later import makes new ones), and an archive
+    output with rewrite-timestamp leaves rewritten layers no image holds. ``cloche du`` counts
+    them; ``cloche prune`` (even one that keeps recent cache) removes them; the cache hits
+    that remain valid stay hits, and the next builds give the same images."""
+    from cloche.engine.workspace import PENDING_LAYER
+
+    cache = tmp_path / "cache"
+    a, b, first, second = a_then_b(tmp_path, remote_base, f"type=local,dest={cache},mode=max",
+                                   f"type=local,src={cache}")
+    assert ran(b) == []
+    epoch = {"SOURCE_DATE_EPOCH": "1700000000"}
+
+    def build_b(archive: str) -> object:
+        return b.build(dockerfile(remote_base), FILES, cache_from=f"type=local,src={cache}",
+                       tags=("app:1",), build_args=epoch, outputs=(parse_output(
+                           f"type=oci,dest={tmp_path / archive},rewrite-timestamp=true"),))
+
+    before = build_b("b1.tar")  # imports the builder's steps again: new directories
+    usage = json.loads(b.cli("du", "--format", "json").stdout)
+    dirs = _step_dirs(b)
+    assert usage["step_snapshots"] == len(dirs) > usage["records"]
+    orphans = dirs - _named_step_dirs(b)  # the first imports' directories
+    assert orphans
+    never_fetched = [d for d in _named_step_dirs(b) if (d / PENDING_LAYER).exists()
+                     and not b.store.blobs.exists(Digest.parse((d / PENDING_LAYER).read_text()))]
+    assert len(never_fetched) == 2  # RUN_BUILT and COPY src.txt of the builder stage
+    rewritten = sorted((b.root / "rewritten").glob("*/*.json"))
+    assert len(rewritten) == 3 and usage["rewritten_layers"] == 3  # the image's own layers
+    assert usage["rewritten_bytes"] > 0
+    assert usage["cache_bytes"] >= usage["rewritten_bytes"] + usage["step_snapshot_bytes"]
+
+    b.cli("prune", "-f", "--filter", "until=24h")  # keeps all recent cache that can hit
+    after = json.loads(b.cli("du", "--format", "json").stdout)
+    assert _step_dirs(b) == _named_step_dirs(b)  # no directory without a record
+    assert not (set(never_fetched) | orphans) & _step_dirs(b)
+    assert after["records"] == usage["records"] - 2
+    assert after["step_snapshots"] == len(_named_step_dirs(b)) == after["records"]
+    assert not list((b.root / "rewritten").glob("*/*.json"))
+    assert after["rewritten_layers"] == after["rewritten_bytes"] == 0
+    assert not [p for p in (b.root / "cache" / "steps").iterdir() if not any(p.iterdir())]
+
+    third = build_b("b2.tar")
+    assert ran(b) == []
+    local = {k for k, e in finished(b).items() if e.step.text.split()[0] in ("RUN", "COPY")
+             and e.cached and not e.imported}
+    assert local == {f"builder {RUN_OUT}", "stage-1 COPY --from=builder /out /out",
+                     "stage-1 COPY app.txt /app.txt", f"stage-1 {RUN_STAMP}"}
+    assert third.digest == before.digest  # type: ignore[attr-defined]
+    assert (tmp_path / "b2.tar").read_bytes() == (tmp_path / "b1.tar").read_bytes()
+    out = rootfs(third.image, tmp_path / "root-b")  # type: ignore[attr-defined]
+    assert (out / "app.txt").read_text() == "app 1\n"
+
+
+RUN_ZEROS = "RUN head -c 8388608 /dev/zero > /zeros"
+
+
+@pytest.mark.parametrize("compression", ["gzip", "uncompressed"])
+def test_an_imported_layer_past_the_layer_size_bound_is_a_miss(
+        tmp_path: Path, remote_base: str, compression: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bound of pulled base layers (CLOCHE_MAX_LAYER_SIZE) holds for a cache's layers:
+    an 8 MiB layer (a few KiB of gzip) under a 4 MiB bound is refused, compressed or not,
+    before it is stored; the step runs, and the store keeps no byte of it."""
+    cache = tmp_path / "cache"
+    text = f"FROM {remote_base}\n{RUN_ZEROS}\nRUN echo small > /small\n"
+    a, b = machine(tmp_path, "a"), machine(tmp_path, "b")
+    a.build(text, cache_to=f"type=local,dest={cache},mode=max,compression={compression}")
+    blobs = {p.name: p.stat().st_size for p in (cache / "blobs" / "sha256").iterdir()}
+    big = [name for name, size in blobs.items() if size > 100_000 and size < (8 << 20) + 4096]
+    if compression == "uncompressed":
+        assert len(big) == 1  # the 8 MiB tar itself
+    monkeypatch.setenv("CLOCHE_MAX_LAYER_SIZE", "4M")  # the base (about 2 MiB) fits
+    result = b.build(text, cache_from=f"type=local,src={cache}")
+    assert [k.split(" ", 1)[1] for k in ran(b)] == [RUN_ZEROS]
+    warnings = [w.message for w in b.recorder.of(ev.BuildWarning)]
+    assert any("does not verify" in m and "CLOCHE_MAX_LAYER_SIZE" in m and "4 MiB" in m
+               for m in warnings), warnings
+    assert next(e for k, e in finished(b).items() if k.endswith("echo small > /small")).imported
+    # none of the cache's blobs of that layer is kept, nor anything half written
+    zeros_layer = result.image.layers[-2]
+    cache_blobs = {Digest.parse("sha256:" + name) for name in blobs}
+    own = {layer.digest for layer in result.image.layers}  # B's step may write the same tar
+    assert not [d for d in cache_blobs - own if b.store.blobs.exists(d)
+                and b.store.blobs.size(d) > 1 << 20]
+    assert b.store.blobs.size(zeros_layer.digest) > 8 << 20  # B's own, as it ran the step
+    assert not list(b.store.tmp_dir.iterdir())
+    with monkeypatch.context() as m:
+        m.delenv("CLOCHE_MAX_LAYER_SIZE")
+        c = machine(tmp_path, "c")
+        c.build(text, cache_from=f"type=local,src={cache}")
+        assert ran(c) == []  # within the default bound the same cache is a hit
+
+
 @pytest.mark.docker
 @pytest.mark.timeout(3600)
 def test_go_example_second_machine_runs_no_step(tmp_path: Path, go_base_images) -> None:
@@ -336,3 +447,12 @@ def test_go_example_second_machine_runs_no_step(tmp_path: Path, go_base_images) 
     assert any(e.step.text.startswith("RUN") for e in recorders[0].of(ev.StepFinished)
                if not e.cached)
     assert results[1].digest == results[0].digest
+    # the SDK stage hit throughout: B read the golang image's manifest and config only (its
+    # digest keys the steps) and downloaded none of its layers; the runtime's are the image's
+    a_store, b_store = Store.open(tmp_path / "a"), Store.open(tmp_path / "b")
+    sdk = a_store.image(go_base_images.golang)
+    assert not [x for x in sdk.layers if b_store.blobs.exists(x.digest)]
+    assert b_store.image(go_base_images.runtime).digest == \
+        a_store.image(go_base_images.runtime).digest
+    with pytest.raises(ImageNotFoundError):
+        b_store.image(go_base_images.golang)

@@ -287,6 +287,100 @@ def test_the_go_example_built_twice_gives_one_digest(go_base_images: GoBaseImage
     assert config["created"] == STAMP
 
 
+# A Debian image whose RUN steps write files the way real builds do: useradd (shadow's
+# "last changed" day, which useradd takes from SOURCE_DATE_EPOCH when the step has it),
+# update-alternatives, ldconfig, dpkg installing a package. What these programs write with the
+# time of the build or this store's inode numbers (dpkg's and update-alternatives' logs,
+# ldconfig's aux cache) differs from one build to the next whatever the builder does, so the
+# steps remove it, as a reproducible Dockerfile must (docs/reproducible.md).
+DEBIAN_DOCKERFILE = """\
+ARG BASE
+FROM $BASE
+ARG SOURCE_DATE_EPOCH
+RUN useradd --create-home --shell /bin/bash app && groupadd builders \\
+    && usermod -aG builders app && mkdir -p /srv/app && echo hello > /srv/app/hello.txt \\
+    && ln -s hello.txt /srv/app/link \\
+    && update-alternatives --install /usr/local/bin/hello hello /bin/true 10 && ldconfig \\
+    && rm /var/log/alternatives.log /var/cache/ldconfig/aux-cache
+COPY pkg /tmp/pkg
+RUN dpkg-deb --root-owner-group --build /tmp/pkg /tmp/hello.deb && dpkg -i /tmp/hello.deb \\
+    && rm -r /tmp/pkg /tmp/hello.deb /var/log/dpkg.log
+USER app
+WORKDIR /home/app
+RUN mkdir -p .config/app && echo "epoch $SOURCE_DATE_EPOCH" > .config/app/stamp
+"""
+DEBIAN_FILES = {
+    "pkg/DEBIAN/control": "Package: hello-repro\nVersion: 1.0\nArchitecture: all\n"
+                          "Maintainer: cloche tests <tests@example.invalid>\n"
+                          "Description: installed by dpkg in a reproducible build\n",
+    "pkg/usr/share/hello-repro/hi.txt": "hi\n",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.registry
+@pytest.mark.timeout(1800)
+def test_a_debian_image_with_run_steps_built_twice_gives_one_digest(
+        go_base_images: GoBaseImages, tmp_path: Path) -> None:
+    """Issue 12: a Debian bookworm base (the examples' debootstrap, from the registry) in two
+    fresh stores, RUN steps that add a user, install a package with dpkg and write files, the
+    context written at different times: ``--no-cache`` with SOURCE_DATE_EPOCH and
+    ``rewrite-timestamp=true`` gives byte-identical archives and one manifest digest."""
+    import sys
+
+    digests, archives = [], []
+    for n in (1, 2):
+        ctx = tmp_path / f"ctx-{n}"
+        for name, text in {"Dockerfile": DEBIAN_DOCKERFILE, **DEBIAN_FILES}.items():
+            (ctx / name).parent.mkdir(parents=True, exist_ok=True)
+            (ctx / name).write_text(text)
+        stamp = time.time() - 1000 * n
+        for path in [ctx, *ctx.rglob("*")]:
+            os.utime(path, (stamp, stamp))
+        archive = tmp_path / f"debian-{n}.tar"
+        proc = subprocess.run(
+            [sys.executable, "-m", "cloche.cli.main", "build", "--root",
+             str(tmp_path / f"store-{n}"), "--no-cache", "--progress", "plain",
+             "--build-arg", f"BASE={go_base_images.golang}",
+             "--metadata-file", str(tmp_path / f"meta-{n}.json"),
+             "-o", f"type=oci,dest={archive},rewrite-timestamp=true", str(ctx)],
+            capture_output=True, text=True, timeout=900,
+            env={**os.environ, "SOURCE_DATE_EPOCH": str(EPOCH)})
+        assert proc.returncode == 0, proc.stderr
+        meta = json.loads((tmp_path / f"meta-{n}.json").read_text())
+        digests.append((meta["containerimage.digest"], meta["containerimage.config.digest"]))
+        archives.append(archive.read_bytes())
+        if n == 1:
+            time.sleep(1.1)  # the second build's files are written in another second
+    assert digests[0] == digests[1]
+    assert archives[0] == archives[1]
+    _, manifest, tar = _archive_manifest(tmp_path / "debian-1.tar")  # one manifest digest
+    assert manifest["config"]["digest"] == digests[0][1]
+    files: dict[str, tarfile.TarInfo] = {}
+    content: dict[str, bytes] = {}
+    new = [layer for layer in manifest["layers"]
+           if layer.get("annotations", {}).get("buildkit/rewritten-timestamp") == str(EPOCH)]
+    assert len(new) >= 4 and manifest["layers"][-len(new):] == new  # 3 RUN, COPY (+WORKDIR)
+    for layer in new:
+        blob = tar.extractfile("blobs/sha256/" + layer["digest"].split(":")[1])
+        with tarfile.open(fileobj=io.BytesIO(blob.read())) as layer_tar:  # type: ignore[union-attr]
+            for member in layer_tar:
+                files[member.name] = member
+                if member.isfile():
+                    content[member.name] = layer_tar.extractfile(member).read()  # type: ignore[union-attr]
+    tar.close()
+    assert all(m.mtime <= EPOCH for m in files.values())
+    # the steps did their work: the user (shadow's day of last change is the epoch's day, so
+    # SOURCE_DATE_EPOCH reached the RUN step), the package, the alternative, the user's file
+    assert f"app:!:{EPOCH // 86400}:" in content["etc/shadow"].decode()
+    assert "builders:x:" in content["etc/group"].decode()
+    assert "hello-repro" in content["var/lib/dpkg/status"].decode()
+    assert content["usr/share/hello-repro/hi.txt"] == b"hi\n"
+    assert files["usr/local/bin/hello"].issym()
+    assert content["home/app/.config/app/stamp"] == f"epoch {EPOCH}\n".encode()
+    assert files["home/app/.config/app/stamp"].uid == files["home/app"].uid != 0
+
+
 def test_rewriting_keeps_everything_but_the_newer_times(tmp_path: Path) -> None:
     """The reader -> writer round trip of a rewrite loses nothing: long and non-ASCII names,
     xattrs, links, a FIFO, an empty file; only mtimes newer than the epoch change."""

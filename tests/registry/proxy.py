@@ -14,6 +14,7 @@ import json
 import re
 import secrets
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -22,7 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class Fault:
     method: str
     path: str                   # a regular expression searched in the request path
-    action: str                 # "500", "429", "drop", "truncate", "wrong", "ignore-range"
+    action: str                 # "500", "429", "drop", "truncate", "wrong", "ignore-range",
+                                # "slow" (the body in 64 KiB pieces, 25 ms apart)
     times: int = 1
     fired: int = 0
 
@@ -136,6 +138,17 @@ class Proxy:
             h.wfile.flush()
             h.close_connection = True
             h.connection.shutdown(2)
+            return
+        if fault and fault.action == "slow" and h.command == "GET":
+            h.send_response(status)
+            for k, v in out.items():
+                h.send_header(k, v)
+            h.send_header("Content-Length", str(len(data)))
+            h.end_headers()
+            for at in range(0, len(data), 64 << 10):
+                h.wfile.write(data[at:at + (64 << 10)])
+                h.wfile.flush()
+                time.sleep(0.025)
             return
         self._send(h, status, out, data, head=h.command == "HEAD",
                    length=resp.getheader("Content-Length"))

@@ -175,7 +175,8 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
         annotations=tuple(opts.parse_annotation(a) for a in annotations),
         isolation=isolation, build_contexts=opts.parse_build_contexts(build_contexts),
         cache_to=cache_to, cache_from=cache_from)  # type: ignore[arg-type]  # parsed there
-    fast = None if explain else _fastpath(options, prefetch)  # --explain needs the events
+    # --explain needs the events; rawjson's lines come from them (the fast path keeps plain's)
+    fast = None if explain or progress == "rawjson" else _fastpath(options, prefetch)
     if fast is not None and fast.replay(progress, iidfile):
         return
     from cloche import api  # imported late: keeps `cloche --help` and a no-op rebuild fast
@@ -192,7 +193,7 @@ def command(context: str, dockerfile: str | None, tags: tuple[str, ...], target:
     live = renderer if isinstance(renderer, AbstractContextManager) else nullcontext()
     with live:  # the tty view draws while the build runs
         result = api.build(options, listener=listener, prefetch=prefetch)
-    if progress != "quiet":
+    if progress not in ("quiet", "rawjson"):  # rawjson sent them in its stream (as buildx)
         from cloche.cli._checks import print_build_warnings
 
         print_build_warnings(seen, plain=progress == "plain")

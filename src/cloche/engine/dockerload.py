@@ -9,6 +9,7 @@ JSON message stream; an ``error`` in it, or no engine at the socket, is a clear 
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -16,9 +17,13 @@ import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
+from cloche import events as tev
+from cloche.engine import events as ev
 from cloche.errors import ClocheError, ConfigError
+from cloche.oci.descriptor import Descriptor
+from cloche.oci.digest import Digest
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
 API_VERSION = "v1.41"  # Docker 20.10; later engines take it too
@@ -53,15 +58,36 @@ def engine_socket(environ: dict[str, str] | None = None) -> str:
                            "-o type=docker,dest=FILE and `docker load -i FILE` otherwise")
 
 
+class _Hashing:
+    """The archive file as ``write`` sees it: what it writes is hashed on the way (the
+    upload's progress names the archive by its digest)."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self.hash = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        return self._out.write(data)
+
+    def flush(self) -> None:
+        self._out.flush()
+
+
 def load_into_docker(write: Callable[[BinaryIO], None], scratch: Path,
-                     socket_path: str | None = None) -> list[str]:
+                     socket_path: str | None = None, *,
+                     listener: ev.Listener = ev.ignore) -> list[str]:
     """Write the archive with ``write`` (into a file under ``scratch``), send it to the engine;
-    returns the engine's "Loaded image" lines."""
+    returns the engine's "Loaded image" lines. The upload's bytes go to ``listener`` as
+    ``BlobProgress`` (``exporting``, a descriptor of type ``TARBALL``)."""
     path = socket_path or engine_socket()
     with tempfile.TemporaryFile(dir=scratch) as archive:
-        write(archive)
+        hashing = _Hashing(archive)
+        write(cast(BinaryIO, hashing))
         size = archive.tell()
         archive.seek(0)
+        meter = tev.BlobMeter(listener, "docker", Descriptor(
+            ev.TARBALL, Digest.parse("sha256:" + hashing.hash.hexdigest()), size), "exporting")
         conn = _UnixConnection(path, TIMEOUT)
         try:
             conn.putrequest("POST", f"/{API_VERSION}/images/load?quiet=1")
@@ -70,6 +96,8 @@ def load_into_docker(write: Callable[[BinaryIO], None], scratch: Path,
             conn.endheaders()
             while chunk := archive.read(1 << 20):
                 conn.send(chunk)
+                meter.add(len(chunk))
+            meter.finish()
             response = conn.getresponse()
             body = response.read(16 << 20)
         except (FileNotFoundError, ConnectionRefusedError) as e:

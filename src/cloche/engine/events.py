@@ -135,6 +135,31 @@ class BuildWarning(Event):
 
 
 @dataclass(frozen=True)
+class ExportStarted(Event):
+    """An ``--output`` that writes an image starts, named as BuildKit names its vertex:
+    ``exporting to oci image format``, ``exporting to docker image format``. Its blobs'
+    bytes follow as ``cloche.events.BlobProgress`` (``exporting``); the archive's upload to
+    the Docker engine (``--load``) is one more, its descriptor of type ``TARBALL``."""
+
+    name: str
+
+
+#: The media type of the ``BlobProgress`` of an archive sent whole (BuildKit's "sending tarball").
+TARBALL = "application/x-tar"
+
+
+@dataclass(frozen=True)
+class ExportFinished(Event):
+    """The output is written. ``tarball``: it was an archive (``size`` its bytes, when the
+    destination is a file or the Docker engine)."""
+
+    name: str
+    seconds: float
+    tarball: bool = False
+    size: int | None = None
+
+
+@dataclass(frozen=True)
 class BuildFinished(Event):
     digest: str
     seconds: float
@@ -145,8 +170,9 @@ class BuildFinished(Event):
 #: Every event a build reports (a pull of a base image adds ``cloche.events``' transfer ones).
 BuildEvent = (StageSkipped | StageStarted | StageFinished | Pulling | BaseResolved
               | StepStarted | StepOutput | StepFinished | StepFailed | BuildWarning
-              | BuildFinished)
+              | ExportStarted | ExportFinished | BuildFinished)
 
-__all__ = ["BaseResolved", "BuildEvent", "BuildFinished", "BuildWarning", "Event", "Listener", "Pulling",
+__all__ = ["BaseResolved", "BuildEvent", "BuildFinished", "BuildWarning", "Event", "ExportFinished",
+           "ExportStarted", "Listener", "Pulling", "TARBALL",
            "StageFinished", "StageSkipped", "StageStarted", "StepFailed", "StepFinished",
            "StepOutput", "StepRef", "StepStarted", "ignore"]

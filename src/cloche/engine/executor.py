@@ -17,9 +17,11 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 from cloche.dockerfile import instructions as ins
 from cloche.dockerfile.args import StageEnv
@@ -137,7 +139,10 @@ class Executor:
         self.file = plan.dockerfile.file
         self.cpu = CpuSlots(options.job_count)  # CPU-bound work at once; waiting is free
         self.workspace = Workspace(store, cpu=self.cpu, isolation=options.isolation)
-        self.images = ImageResolver(store, platform, pull=options.pull, listener=listener)
+        # with --cache-from, a base image's layers are pulled only when needed (images.py)
+        lazy = remote is not None and bool(options.cache_from) and not options.no_cache
+        self.images = ImageResolver(store, platform, pull=options.pull, listener=listener,
+                                    lazy=lazy)
         self.cache = BuildCache(store)
         self.remote = remote  # --cache-from/--cache-to (remote_cache.py)
         if remote is not None:
@@ -229,14 +234,17 @@ class Executor:
                 if found is not None:
                     pulls.append(found)
             elif planned.base_stage is None and planned.base.lower() != "scratch":
-                pulls.append(self.images.prefetch(planned.base, planned.platform))
+                # a shipped stage's base layers are in the image: pulled whole, at once
+                resolve = self.images.prefetch if index in self._ships \
+                    else self.images.prefetch_light
+                pulls.append(resolve(planned.base, planned.platform))
             for dep in planned.dependencies:
                 if dep.context is not None:
                     found = self.contexts.prefetch(dep.context)
                     if found is not None:
                         pulls.append(found)
-                elif dep.image and dep.stage is None:
-                    pulls.append(self.images.prefetch(dep.image))
+                elif dep.image and dep.stage is None:  # its digest keys the step
+                    pulls.append(self.images.prefetch_light(dep.image))
 
     # -- one stage ----------------------------------------------------------------------
 
@@ -339,7 +347,9 @@ class Executor:
             triggers = ()
         else:
             try:
-                image = self.images.get(planned.base, planned.platform)
+                image = self.images.get(planned.base, planned.platform) \
+                    if planned.index in self._ships \
+                    else self.images.get_light(planned.base, planned.platform)
             except ClocheError as err:
                 raise BuildError(f"FROM {planned.base}: {err.message}",
                                  stage=planned.display_name, file=self.file, line=planned.line,
@@ -352,11 +362,12 @@ class Executor:
                     f"expected \"{wanted}\" for current build", planned.line,
                     rule="InvalidBaseImagePlatform", file=self.file or "Dockerfile",
                     end_line=planned.line))
-            try:  # the layers are checked against the config's diff ids as they unpack
-                rootfs = self.workspace.image_rootfs(image, planned.base)
-            except ClocheError as err:
-                raise BuildError(err.message, stage=planned.display_name, file=self.file,
-                                 line=planned.line, hint=err.hint) from err
+            if self.images.pending(image):  # pulled when a step first needs its files
+                pending = image
+                rootfs = self.workspace.lazy_rootfs(image, lambda: self._base_rootfs(
+                    planned, lambda: self.images.complete(pending)))
+            else:
+                rootfs = self._base_rootfs(planned, image)
             config = image.config
             if not any(e.startswith("PATH=") for e in config.env):
                 config = config.replace(env=(f"PATH={DEFAULT_PATH}",) + config.env)
@@ -367,6 +378,24 @@ class Executor:
                                StageEnv.start(scope, base_env=base_env),  # type: ignore[arg-type]
                                key=base_key("image", str(image.digest), str(image.platform)))
         return state, tuple(triggers)
+
+    def _base_rootfs(self, planned: PlannedStage, image: Image | Callable[[], Image]
+                     ) -> Path:
+        """The base image's root filesystem, errors located at FROM (the layers are checked
+        against the config's diff ids as they unpack). ``image`` may be a function that pulls
+        it, for a base resolved by manifest and config only (called when a step needs it)."""
+        if not isinstance(image, Image):
+            try:
+                image = image()
+            except ClocheError as err:
+                raise BuildError(f"FROM {planned.base}: {err.message}",
+                                 stage=planned.display_name, file=self.file, line=planned.line,
+                                 hint=err.hint) from err
+        try:
+            return self.workspace.image_rootfs(image, planned.base)
+        except ClocheError as err:
+            raise BuildError(err.message, stage=planned.display_name, file=self.file,
+                             line=planned.line, hint=err.hint) from err
 
     def _context_state(self, planned: PlannedStage, name: str
                        ) -> tuple[StageState, tuple[str, ...]]:

@@ -23,7 +23,7 @@ from cloche.sandbox.limits import (
 
 OUTPUT_TYPES = ("oci", "docker", "local", "tar", "image", "registry")
 NETWORK_MODES = ("default", "none", "host")
-PROGRESS_MODES = ("auto", "tty", "plain", "quiet")
+PROGRESS_MODES = ("auto", "tty", "plain", "quiet", "rawjson")
 # what ``--allow`` grants (BuildKit's names); cloche.plan.entitlements checks the steps
 ENTITLEMENTS = ("network.host", "security.insecure")
 
@@ -310,7 +310,8 @@ def parse_output(text: str) -> OutputSpec:
 
 
 def parse_secret(text: str) -> SecretSpec:
-    """Parse ``--secret``: ``id=ID,src=PATH``, ``id=ID,env=VAR`` or ``id=ID`` (env var ID)."""
+    """Parse ``--secret``: ``id=ID,src=PATH``, ``id=ID,env=VAR`` or ``id=ID`` (env var ID),
+    as buildx does: ``type=file`` or ``type=env`` (with which ``src=VAR`` names a variable)."""
     attrs = dict(_split_csv(text, "--secret"))
     secret_id = attrs.pop("id", None)
     src = attrs.pop("src", None) or attrs.pop("source", None)

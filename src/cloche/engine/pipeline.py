@@ -168,7 +168,8 @@ def build(options: BuildOptions, *, store: Store, listener: ev.Listener = ev.ign
         finally:
             if remote is not None:
                 remote.close()
-        exported = export(outcome.image, options, store, cache_meta, base=outcome.base)
+        exported = export(outcome.image, options, store, cache_meta, base=outcome.base,
+                          listener=listener)
     image = exported.image or outcome.image  # rewrite-timestamp made another image
     listener(ev.BuildFinished(str(image.digest), outcome.seconds, image.size,
                               exported.names))
@@ -198,7 +199,6 @@ def check(options: BuildOptions, *, store: Store) -> CheckReport:
     return CheckReport(events, text, name)
 
 
-@dataclass(frozen=True)
 def subrequest(options: BuildOptions, what: str) -> dict[str, Any]:
     """``--call targets`` or ``--call outline``: BuildKit's frontend subrequests, answered
     from the Dockerfile alone (the context is opened only to read it; nothing is pulled and
@@ -222,6 +222,7 @@ def subrequest(options: BuildOptions, what: str) -> dict[str, Any]:
     return outline(plan, options.build_args)
 
 
+@dataclass(frozen=True)
 class CheckReport:
     """What ``check`` found: one ``BuildWarning`` per raised rule, in line order, and the
     Dockerfile (its text and the name warnings use) for excerpts."""

@@ -15,9 +15,10 @@ cache configs are read when the build starts; a step whose key misses locally is
 in them, and only on a hit is its layer fetched, checked against the blob's digest and the
 recorded diff id, kept in the store as a plain tar, and its step directory left to unpack
 from it when a later step needs its files (``Workspace.unpack``). An entry that does not
-verify (a wrong digest or diff id, a missing blob) is a miss: the step runs. What a cache
-source says is trusted as far as a base image is: whoever may write the cache reference
-chooses the files of the steps that hit it.
+verify (a wrong digest or diff id, a missing blob, a layer past the bound of pulled layers,
+``CLOCHE_MAX_LAYER_SIZE``) is a miss: the step runs. What a cache source says is trusted as
+far as a base image is: whoever may write the cache reference chooses the files of the steps
+that hit it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from cloche.engine.cache import BuildCache, CacheRecord
 from cloche.engine.options import BuildOptions, CacheSpec
 from cloche.engine.workspace import PENDING_LAYER
 from cloche.errors import ClocheError, ConfigError, LayerError, RegistryError
+from cloche.fs.limits import LayerTooLargeError, max_layer_size, too_large
 from cloche.oci import mediatypes as mt
 from cloche.oci.digest import Digest, Digester
 from cloche.oci.image import Image, Layer, LazyLayer
@@ -135,6 +137,13 @@ def parse_config(data: bytes, blobs: dict[Digest, Blob] | list[Blob],
         out[rec["key"]] = Entry(rec["key"], parent if isinstance(parent, str) else "",
                                 created_by, created, layer, diff_id)
     return out
+
+
+def _too_large(limit: int, digest: Digest) -> LayerTooLargeError:
+    err = too_large(limit)
+    err.message = f"layer {digest}: {err.message}"
+    err.args = (err.message,)
+    return err
 
 
 def _blob(desc: object) -> Blob:
@@ -337,19 +346,34 @@ class RemoteCache:
         blobs = self.store.blobs
         blob, diff_id = entry.layer, entry.diff_id
         if not blobs.exists(diff_id):
+            # the bound of a pulled base layer (CLOCHE_MAX_LAYER_SIZE) on the blob and on the
+            # tar it expands to: a hostile cache cannot fill the disk with a bomb
+            limit = max_layer_size()
+            if blob.size > (limit if blob.digest == diff_id else limit + limit // 64):
+                raise _too_large(limit, blob.digest)
             if blob.digest == diff_id:  # an uncompressed cache: the blob is the tar
                 with blobs.writer(expected=diff_id, size=blob.size) as w:
                     source.fetch(blob, w.write)
             else:
-                if not blobs.exists(blob.digest):
+                fetched = not blobs.exists(blob.digest)
+                if fetched:
                     with blobs.writer(expected=blob.digest, size=blob.size) as w:
                         source.fetch(blob, w.write)
                 # the layer kept as a plain tar (as a build keeps its own), checked as the
                 # config's diff id while it is written
-                with blobs.open(blob.digest) as raw, \
-                        open_decompressed(raw) as tar, blobs.writer(expected=diff_id) as w:
-                    while chunk := tar.read(CHUNK):
-                        w.write(chunk)
+                try:
+                    with blobs.open(blob.digest) as raw, \
+                            open_decompressed(raw) as tar, blobs.writer(expected=diff_id) as w:
+                        written = 0
+                        while chunk := tar.read(CHUNK):
+                            written += len(chunk)
+                            if written > limit:
+                                raise _too_large(limit, blob.digest)
+                            w.write(chunk)
+                except LayerTooLargeError:
+                    if fetched:
+                        blobs.delete(blob.digest)  # the bomb itself goes too
+                    raise
                 kind = mt.layer_compression(blob.media_type) if mt.is_layer(blob.media_type) \
                     else ""
                 if kind in ("gzip", "zstd"):  # a push of this layer sends the blob fetched

@@ -16,7 +16,9 @@ As BuildKit (v0.11 and later; rewrite-timestamp since v0.13) does it:
 
 Rewritten layers are remembered under ``<root>/rewritten/<epoch>/`` (digest, diff id, size of
 the rewritten blob, as ``cloche.store.compressed`` remembers compressed twins), so an export
-rewrites each layer once; a record whose blob is gone is a miss.
+rewrites each layer once; a record whose blob is gone is a miss. A rewritten blob that no image
+holds (an archive output's) is build cache: ``cloche du`` counts it, ``cloche prune`` removes
+it and then its record (``forget_missing_rewrites``).
 """
 
 from __future__ import annotations
@@ -39,9 +41,9 @@ from cloche.oci.image import Image, Layer
 from cloche.oci.mutate import rfc3339
 from cloche.store import Store, atomic_write
 
-__all__ = ["EPOCH_ARG", "REWRITTEN_ANNOTATION", "clamp_config", "for_output", "output_epoch",
-           "parse_epoch", "resolve_epoch", "rewrite_layer", "rewrite_timestamps", "rewrites",
-           "stamp_history"]
+__all__ = ["EPOCH_ARG", "REWRITTEN_ANNOTATION", "clamp_config", "for_output",
+           "forget_missing_rewrites", "output_epoch", "parse_epoch", "resolve_epoch",
+           "rewrite_layer", "rewrite_timestamps", "rewrites", "rewritten_blobs", "stamp_history"]
 
 EPOCH_ARG = "SOURCE_DATE_EPOCH"
 REWRITTEN_ANNOTATION = "buildkit/rewritten-timestamp"  # BuildKit's, on each rewritten layer
@@ -149,6 +151,38 @@ def clamp_config(config: ImageConfig, epoch: int, base_history: int) -> ImageCon
 
 def _record(store: Store, epoch: int, digest: Digest) -> Path:
     return store.root / "rewritten" / str(epoch) / f"{digest.algorithm}-{digest.hex}.json"
+
+
+def _records(store: Store) -> list[Path]:
+    return sorted((store.root / "rewritten").glob("*/*.json"))
+
+
+def _recorded_blob(record: Path) -> Digest | None:
+    try:
+        return Digest.parse(json.loads(record.read_bytes())["digest"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unreadable: useless
+
+
+def rewritten_blobs(store: Store) -> list[Digest | None]:
+    """The blob each rewrite record names (None: an unreadable record), for ``cloche du``."""
+    return [_recorded_blob(record) for record in _records(store)]
+
+
+def forget_missing_rewrites(store: Store) -> int:
+    """Remove the rewrite records whose blob is gone (after ``gc``), and the epoch folders
+    they leave empty; returns how many records went."""
+    removed = 0
+    for record in _records(store):
+        digest = _recorded_blob(record)
+        if digest is None or not store.blobs.exists(digest):
+            record.unlink(missing_ok=True)
+            removed += 1
+            try:
+                record.parent.rmdir()  # its epoch's folder, once empty
+            except OSError:
+                pass
+    return removed
 
 
 def _clamped_entries(stream: BinaryIO, epoch: int

@@ -103,7 +103,8 @@ class BuildSources(Sources):
         if isinstance(ref, StageRef):
             return "stage:" + self.stage(ref.index).key + repr(paths)
         if isinstance(ref, ImageRef):
-            return "image:" + str(self.images.get(ref.reference).digest) + repr(paths)
+            # the digest alone: in a lazy build the image is pulled only when a step opens it
+            return "image:" + str(self.images.get_light(ref.reference).digest) + repr(paths)
         return "context:" + content_hash(self.context.tree, paths, excludes=excludes,
                                          cache=self.stat_cache, prefetch=self.prefetch)
 

@@ -15,7 +15,8 @@ whose target is that stage, a push), from the snapshot, which the build never ch
 Base images are flattened once into ``<root>/snapshots/images/<digest>/rootfs`` and shared by
 every build that uses them (a lock file serialises the first extraction; the result appears by
 rename from the build's own folder, so a killed extraction leaves only scratch that the
-sweep of stale builds removes, engine/scratch.py).
+sweep of stale builds removes, engine/scratch.py). A build with ``--cache-from`` may leave a
+base's root filesystem unmade (``lazy_rootfs``) until a step needs its files (``unpack``).
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ class Workspace:
         self._creator = threading.local()  # .ids: the user a RUN in this thread runs as
         # fetches a layer blob an imported step left to fetch on first need (remote_cache.py)
         self.fetch_layer: Callable[[Digest], None] | None = None
+        # base image root filesystems not made yet: made (the image pulled) on first need
+        self._lazy_roots: dict[Path, Callable[[], Path]] = {}
         if self.plain and os.geteuid() == 0:
             # a RUN as another user reaches its root and binds by host path (proot):
             # search (not read) permission on the way there (docs/isolation.md)
@@ -265,6 +268,8 @@ class Workspace:
         layer's files (once, under a lock; the files appear by rename, so a killed unpack
         leaves the directory empty and the marker in place)."""
         for lower in lowers:
+            if lower in self._lazy_roots:
+                self._make_root(lower)
             marker = lower.parent / PENDING_LAYER
             if not marker.exists():
                 continue
@@ -290,6 +295,19 @@ class Workspace:
                         apply_layer(stream, tmp)
                     os.rename(tmp, lower)  # over the empty upper directory
                 marker.unlink()
+
+    def _make_root(self, rootfs: Path) -> None:
+        """Make a base image's root filesystem that ``lazy_rootfs`` left for later; no slot
+        held here (the pull waits for the network; the flattening takes one)."""
+        with self._lock:
+            make = self._lazy_roots.get(rootfs)
+        if make is None:
+            return
+        made = make()  # pulls once per image; image_rootfs flattens once per store
+        if made != rootfs:
+            raise StoreError(f"{made}: not the base image's root filesystem {rootfs}")
+        with self._lock:
+            self._lazy_roots.pop(rootfs, None)
 
     def cleanup(self) -> None:
         from cloche.sandbox.cgroups import remove_build_groups
@@ -326,6 +344,19 @@ class Workspace:
                 rmtree(tmp, ignore_errors=True)
                 raise
             os.rename(tmp, rootfs)
+        return rootfs
+
+    def lazy_rootfs(self, image: Image, make: Callable[[], Path]) -> Path:
+        """Where ``image_rootfs`` puts the root filesystem of ``image``, whose layers may not
+        be in the store yet: ``make`` (which pulls the image and calls ``image_rootfs``) runs
+        when a step first needs the files (``unpack``), never when every step hits a cache."""
+        if not image.layers:
+            return self.image_rootfs(image)
+        rootfs = self.store.snapshots_dir / "images" / image.digest.hex / "rootfs"
+        if rootfs.is_dir():  # flattened by an earlier build
+            return rootfs
+        with self._lock:
+            self._lazy_roots.setdefault(rootfs, make)
         return rootfs
 
 

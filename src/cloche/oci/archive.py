@@ -20,6 +20,7 @@ from cloche.oci.image import Image
 from cloche.oci.layout import (
     INDEX_FILE,
     LAYOUT_FILE,
+    BlobWatch,
     check_ref_name,
     image_blobs,
     layout_marker,
@@ -56,13 +57,15 @@ def _names(value: str | Sequence[str] | None) -> list[str]:
 def write_oci_archive(dest: str | Path | BinaryIO, images: NamedImages | Image,
                       name: str | Sequence[str] | None = None, *,
                       docker_manifest: bool = True,
-                      descriptor_annotations: Mapping[str, str] | None = None) -> None:
+                      descriptor_annotations: Mapping[str, str] | None = None,
+                      watch: BlobWatch | None = None) -> None:
     """Write images (``(image, names)`` pairs, or one image and ``name``) as one archive that
     OCI tools and ``docker load`` both read, as BuildKit's oci and docker exporters write it:
     an OCI layout (``oci-layout``, ``index.json``, ``blobs/``) with one index entry per name
     (``name_annotations``), and, with ``docker_manifest``, Docker's ``manifest.json`` naming
     the same blobs (``RepoTags`` the familiar names). A path is written under a temporary name
-    and renamed when complete."""
+    and renamed when complete. ``watch`` wraps each blob's stream as it is copied in (the
+    engine's progress counts the bytes)."""
     pairs: list[tuple[Image, list[str]]] = [(images, _names(name))] \
         if isinstance(images, Image) else [(image, _names(names)) for image, names in images]
     annotated = [[name_annotations(n) for n in names] for _, names in pairs]
@@ -79,7 +82,8 @@ def write_oci_archive(dest: str | Path | BinaryIO, images: NamedImages | Image,
                 if digest in written:
                     continue
                 written.add(digest)
-                with opener() as blob:
+                blob = opener() if watch is None else watch(digest, size, opener())
+                with blob:
                     tar.add_stream(f"blobs/{digest.algorithm}/{digest.hex}", blob, size)
             entries.extend(image.descriptor(**{**(descriptor_annotations or {}), **a})
                            for a in annotations or [{}])

@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from cloche.compression import SNIFF_SIZE, detect_compression
 from cloche.oci import _json
@@ -23,6 +23,9 @@ from cloche.oci._tario import TarIndex
 from cloche.oci.digest import Digest, Digester, verify
 from cloche.oci.errors import BlobNotFoundError, ImageFormatError, RefNotFoundError
 from cloche.oci.image import Image, Layer
+
+if TYPE_CHECKING:
+    from cloche.oci.layout import BlobWatch
 
 MANIFEST_FILE = "manifest.json"
 _HEX64 = re.compile(r"([a-f0-9]{64})(?:\.json)?$")
@@ -52,7 +55,8 @@ def _qualified(tag: str) -> str:
 
 def write_docker_archive(dest: str | Path | BinaryIO, images: TaggedImages | Image,
                          tags: Sequence[str] = (), *,
-                         descriptor_annotations: Mapping[str, str] | None = None) -> None:
+                         descriptor_annotations: Mapping[str, str] | None = None,
+                         watch: BlobWatch | None = None) -> None:
     """Write images with their tags (``(image, tags)`` pairs, or one image and ``tags``) as
     BuildKit's docker exporter writes them: ``manifest.json`` for ``docker load`` (Docker 20.10
     and later read the stored layers, plain or compressed) together with the OCI layout of the
@@ -62,7 +66,7 @@ def write_docker_archive(dest: str | Path | BinaryIO, images: TaggedImages | Ima
     pairs = [(images, tags)] if isinstance(images, Image) else list(images)
     write_oci_archive(dest, [(image, [normalize_tag(t) for t in image_tags])
                              for image, image_tags in pairs],
-                      descriptor_annotations=descriptor_annotations)
+                      descriptor_annotations=descriptor_annotations, watch=watch)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,11 @@ LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"
 
 
+#: Wraps a blob's stream (digest, size, stream) as a writer copies it: how the engine counts
+#: an export's bytes without the OCI core knowing of progress events.
+BlobWatch = Callable[[Digest, int, BinaryIO], BinaryIO]
+
+
 def layout_marker() -> bytes:
     return _json.dumps({"imageLayoutVersion": mt.OCI_LAYOUT_VERSION})
 
@@ -150,13 +155,17 @@ class Layout:
             os.unlink(tmp)
             raise
 
-    def write_image(self, image: Image, name: str | None = None) -> Descriptor:
+    def write_image(self, image: Image, name: str | None = None, *,
+                    watch: BlobWatch | None = None) -> Descriptor:
         """Add an image and its blobs; an entry with the same name is replaced (its blobs
-        stay). Returns the descriptor added to index.json."""
+        stay). Returns the descriptor added to index.json. ``watch`` wraps each blob's stream
+        as it is copied in."""
         check_ref_name(name)
         for digest, size, opener in image_blobs(image):
             if not self.blobs.has(digest):
-                self.write_blob(digest, size, opener())
+                stream = opener()
+                self.write_blob(digest, size,
+                                stream if watch is None else watch(digest, size, stream))
         desc = image.descriptor(**({ANNOTATION_REF_NAME: name} if name else {}))
         self._add_entry(desc, name)
         return desc

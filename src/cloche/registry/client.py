@@ -314,8 +314,11 @@ class RegistryClient:
         return urljoin(str(resp.url), location)
 
     def upload_blob(self, ep: Endpoint, digest: Digest, size: int,
-                    opener: Callable[[], BinaryIO], *, mount_from: str | None = None) -> str:
+                    opener: Callable[[], BinaryIO], *, mount_from: str | None = None,
+                    progress: Callable[[int], object] | None = None) -> str:
         """Upload a blob (mount, monolithic PUT, or PATCH chunks then PUT for big ones).
+        ``progress`` is told the bytes sent so far as the body goes out (from 0 again when a
+        request is retried).
 
         Returns ``"mounted"`` or ``"uploaded"``."""
         location = self.start_upload(ep, digest, mount_from)
@@ -337,10 +340,12 @@ class RegistryClient:
                         resp.close()
                     location = urljoin(str(resp.url), resp.headers.get("location", location))
                     offset = end + 1
+                    if progress is not None:
+                        progress(offset)
             body: Body = b""
             headers = {"Content-Length": "0"}
         else:
-            body = file_chunks(opener)
+            body = file_chunks(opener, progress)
             headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         url = httpx.URL(location).copy_merge_params({"digest": str(digest)})
         with self._deadline(ep, f"blob upload {self._ref(ep, str(digest))}") as dl:

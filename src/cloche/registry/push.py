@@ -4,7 +4,8 @@ Blobs go before the manifest that names them, as registries require. A blob the 
 already is skipped (HEAD); one known to be in another repository of the same registry is
 mounted (``POST ...?mount=&from=``), which copies nothing; the rest are uploaded, in one PUT or
 in PATCH chunks for big blobs. Blobs are streamed from their source, never loaded whole.
-Progress goes to a ``cloche.events`` listener: ``LayerPushed`` per blob, ``ManifestPushed``.
+Progress goes to a ``cloche.events`` listener: ``LayerPushed`` per blob, ``ManifestPushed``, and
+``BlobProgress`` (``pushing``) as an upload's bytes go out.
 """
 
 from __future__ import annotations
@@ -178,9 +179,13 @@ def _push_one(client: RegistryClient, ep: Endpoint, identifier: str, data: bytes
         if client.blob_exists(ep, desc.digest):
             outcome = "exists"
         else:
+            meter = ev.BlobMeter(listener, str(ep.reference), desc, "pushing")
             outcome = client.upload_blob(ep, desc.digest, desc.size,
                                          functools.partial(blobs.open, desc.digest),
-                                         mount_from=mount_repos[0] if mount_repos else None)
+                                         mount_from=mount_repos[0] if mount_repos else None,
+                                         progress=meter.set)
+            if outcome == "uploaded":
+                meter.finish()
         listener(ev.LayerPushed(str(ep.reference), desc, outcome))
         return outcome
 

@@ -15,12 +15,19 @@ CHUNK = 1 << 20
 MAX_DELAY = 30.0
 
 
-def file_chunks(opener: Callable[[], BinaryIO]) -> Callable[[], Iterator[bytes]]:
-    """A body factory: each call streams the file again (a retried request re-reads it)."""
+def file_chunks(opener: Callable[[], BinaryIO],
+                progress: Callable[[int], object] | None = None) -> Callable[[], Iterator[bytes]]:
+    """A body factory: each call streams the file again (a retried request re-reads it).
+    ``progress`` hears the bytes sent so far: a chunk counts once the sender asks for the
+    next one, so it has gone out."""
     def gen() -> Iterator[bytes]:
+        sent = 0
         with opener() as f:
             while chunk := f.read(CHUNK):
                 yield chunk
+                sent += len(chunk)
+                if progress is not None:
+                    progress(sent)
     return gen
 
 
