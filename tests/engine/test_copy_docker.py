@@ -9,6 +9,7 @@ cloche keeps them.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -73,7 +74,11 @@ STEPS = [
 
 
 def make_tar(path: Path, *, gz: bool) -> None:
-    with tarfile.open(path, "w:gz" if gz else "w") as tf:
+    # the same bytes on every run (gzip's header time too): Docker's BuildKit keeps a context
+    # path's files from an earlier build when their size and mtime are the same, and pytest
+    # reuses paths once /tmp/pytest-of-* is cleared, so a new gzip time would not reach it
+    raw = gzip.GzipFile(path, "wb", mtime=OLD) if gz else open(path, "wb")
+    with raw, tarfile.open(fileobj=raw, mode="w") as tf:
         for name, kind in [("pkg", "d"), ("pkg/bin", "d"), ("pkg/bin/tool", "f"),
                            ("pkg/tool-link", "l"), ("pkg/tool-hard", "h"), ("./top.txt", "f")]:
             info = tarfile.TarInfo(name)
@@ -175,7 +180,7 @@ def snapshot_dir(root: Path) -> dict[str, tuple]:
 
 def test_copy_matches_buildkit(tmp_path: Path, docker: str) -> None:
     require_root()
-    ctx = tmp_path / "ctx"
+    ctx = tmp_path / f"ctx-{uuid.uuid4().hex[:8]}"  # a new path: no context BuildKit kept
     make_context(ctx)
     tag = f"cloche-copy-diff-{uuid.uuid4().hex[:12]}"
     env = dict(os.environ, DOCKER_BUILDKIT="1")

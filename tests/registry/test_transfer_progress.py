@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from cloche.registry.client import RegistryClient
 from cloche.registry.pull import pull_blobs
 from cloche.registry.push import push_manifest
 from cloche.store.blobs import BlobStore
+from tests.engine.conftest import Recorder
 from tests.fixtures.services import Registry
 from tests.registry.images import BuiltImage, layer_from_files, make_image
 from tests.registry.proxy import Proxy
@@ -31,20 +31,12 @@ pytestmark = pytest.mark.registry
 SIZE = 5 << 20
 
 
-class Seen:
+class Seen(Recorder):
     """Every event, from the transfer threads."""
 
-    def __init__(self) -> None:
-        self.events: list[ev.Event] = []
-        self._lock = threading.Lock()
-
-    def __call__(self, event: ev.Event) -> None:
-        with self._lock:
-            self.events.append(event)
-
     def progress(self, digest: Digest, action: str) -> list[ev.BlobProgress]:
-        return [e for e in self.events if isinstance(e, ev.BlobProgress)
-                and e.descriptor.digest == digest and e.action == action]
+        return [e for e in self.of(ev.BlobProgress)
+                if e.descriptor.digest == digest and e.action == action]
 
 
 def _big_image(blobs: BlobStore) -> tuple[BuiltImage, Digest]:

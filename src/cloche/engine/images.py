@@ -128,14 +128,9 @@ class ImageResolver:
 
     def _resolve_light(self, reference: str, platform: Platform) -> Image:
         """The stored image, else the registry's manifest and config with pending layers."""
-        stored = None
-        if not self.pull:
-            try:
-                stored = self.store.image(reference, platform)
-            except ImageNotFoundError:
-                pass
-            if stored is not None and same_platform(stored.platform, platform):
-                return stored
+        stored = self._stored(reference, platform)
+        if stored is not None and same_platform(stored.platform, platform):
+            return stored
         from cloche.registry.pull import resolve_image
 
         try:
@@ -186,15 +181,20 @@ class ImageResolver:
         except BaseException as err:  # noqa: BLE001 - handed to every waiter
             future.set_exception(err)
 
+    def _stored(self, reference: str, platform: Platform) -> Image | None:
+        """The store's image of that name (for ``platform`` if it has one), unless ``--pull``
+        asks the registry."""
+        if self.pull:
+            return None
+        try:
+            return self.store.image(reference, platform)
+        except ImageNotFoundError:
+            return None
+
     def _resolve(self, reference: str, platform: Platform) -> Image:
-        stored = None
-        if not self.pull:
-            try:
-                stored = self.store.image(reference, platform)
-            except ImageNotFoundError:
-                pass
-            if stored is not None and same_platform(stored.platform, platform):
-                return stored
+        stored = self._stored(reference, platform)
+        if stored is not None and same_platform(stored.platform, platform):
+            return stored
         from cloche.registry.pull import pull_image, pull_resolved
 
         resolved = self._light_resolution(reference, platform)

@@ -12,6 +12,7 @@ import dataclasses
 import io
 import os
 import sys
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -93,9 +94,6 @@ def build(options: BuildOptions, *, store: Store, listener: ev.Listener = ev.ign
                                 "docs/isolation.md") \
             from err
     set_recording(unprivileged)  # once per build: root builds set and read real owners
-    stdin = sys.stdin.buffer if options.context == "-" else None
-    hint_file = Path(options.dockerfile) if options.dockerfile and options.dockerfile != "-" \
-        else None
     if mode != options.isolation:  # auto: checked again for the mode it stands for
         options = dataclasses.replace(options, isolation=mode)
     if mode == "chroot":
@@ -109,8 +107,7 @@ def build(options: BuildOptions, *, store: Store, listener: ev.Listener = ev.ign
         _overlay_notice(store, listener)
     _rootless_notice(options, listener)
     sweep_stale(store)  # what killed builds left: scratch, cgroups, old plaintext secrets
-    with store.lease(), open_context(options.context, dockerfile=hint_file, stdin=stdin,
-                                     secrets=options.secrets) as context:
+    with store.lease(), _open_context(options) as context:
         text, name = _read_dockerfile(options, context)
         dockerfile = parse_dockerfile(text, file=name)
         platform = Platform.parse(options.platform) if options.platform else Platform.host()
@@ -185,11 +182,7 @@ def check(options: BuildOptions, *, store: Store) -> CheckReport:
     from cloche.dockerfile.stages import parse_dockerfile
     from cloche.oci.platform import Platform
 
-    stdin = sys.stdin.buffer if options.context == "-" else None
-    hint_file = Path(options.dockerfile) if options.dockerfile and options.dockerfile != "-" \
-        else None
-    with open_context(options.context, dockerfile=hint_file, stdin=stdin,
-                      secrets=options.secrets) as context:
+    with _open_context(options) as context:
         text, name = _read_dockerfile(options, context)
         dockerfile = parse_dockerfile(text, file=name)
         platform = Platform.parse(options.platform) if options.platform else Platform.host()
@@ -209,11 +202,7 @@ def subrequest(options: BuildOptions, what: str) -> dict[str, Any]:
 
     if what not in ("outline", "targets"):
         raise ConfigError(f"unknown subrequest {what!r}", hint="outline or targets")
-    stdin = sys.stdin.buffer if options.context == "-" else None
-    hint_file = Path(options.dockerfile) if options.dockerfile and options.dockerfile != "-" \
-        else None
-    with open_context(options.context, dockerfile=hint_file, stdin=stdin,
-                      secrets=options.secrets) as context:
+    with _open_context(options) as context:
         text, name = _read_dockerfile(options, context)
     dockerfile = parse_dockerfile(text, file=name)
     if what == "targets":
@@ -353,6 +342,15 @@ def _rootless_notice(options: BuildOptions, listener: ev.Listener) -> None:
         listener(ev.BuildWarning(
             f"running without root: RUN steps get no process limit (the default of "
             f"{limits.pids} needs a cgroup this user may write; see docs/rootless.md)"))
+
+
+def _open_context(options: BuildOptions) -> AbstractContextManager[BuildContext]:
+    """The build's context as ``options`` name it (``-``: stdin), cleaned up after."""
+    stdin = sys.stdin.buffer if options.context == "-" else None
+    hint_file = Path(options.dockerfile) if options.dockerfile and options.dockerfile != "-" \
+        else None
+    return open_context(options.context, dockerfile=hint_file, stdin=stdin,
+                        secrets=options.secrets)
 
 
 def _read_dockerfile(options: BuildOptions, context: BuildContext) -> tuple[str, str]:
