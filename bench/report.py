@@ -139,9 +139,15 @@ def print_report(results: dict) -> str:
 
 def write_docs(doc: Path, results: dict) -> None:
     """Replace the text between the two markers in ``doc`` (appended when they are missing)."""
-    block = f"{DOCS_START}\n{markdown(results)}\n{DOCS_END}"
+    replace_block(doc, DOCS_START, DOCS_END, markdown(results))
+
+
+def replace_block(doc: Path, start: str, end: str, body: str) -> None:
+    """Replace the text between the markers ``start`` and ``end`` in ``doc`` with ``body``
+    (the block is appended when the markers are missing)."""
+    block = f"{start}\n{body}\n{end}"
     text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(DOCS_START) + ".*?" + re.escape(DOCS_END), re.S)
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _: block, text)
     else:

@@ -45,6 +45,12 @@ from bench.tools import ALL, BuildFailed, Cloche, Tool  # noqa: E402
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenario", choices=("builds", "second-machine"), default="builds",
+                   help="builds (default): the cases below, tool by tool; second-machine: "
+                        "examples/go-hello built on a machine A that exports its cache to a "
+                        "loopback registry, then on an empty machine B that imports it, "
+                        "cloche against a standalone buildkitd (bench/second_machine.py; "
+                        "--repeat, --cloche, --workdir, --keep, --write-docs apply)")
     p.add_argument("--quick", action="store_true",
                    help="one repetition, a 5,000-file context, a 64 MB export tree")
     p.add_argument("--repeat", type=int, help="repetitions of each measurement (default 3)")
@@ -176,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.from_json:
         results = json.loads(Path(args.from_json).read_text())
+        if results.get("scenario") == "second-machine":
+            from bench import second_machine
+            print(second_machine.text(results))
+            if args.write_docs:
+                second_machine.write_docs(ROOT / "docs" / "benchmarks.md", results)
+                print("docs/benchmarks.md updated")
+            return 0
         print(report.print_report(results))
         if args.write_docs:
             report.write_docs(ROOT / "docs" / "benchmarks.md", results)
@@ -185,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         print("bench/run.py runs builds that need root (overlay mounts, namespaces): use sudo",
               file=sys.stderr)
         return 2
+    if args.scenario == "second-machine":
+        from bench import second_machine
+        return second_machine.main(args)
     cases = set(args.cases.split(","))
     work = Path(args.workdir)
     shutil.rmtree(work, ignore_errors=True)

@@ -7,6 +7,10 @@
 #   tests/conformance/buildkit.sh stop               stop the buildkitd started here
 #   tests/conformance/buildkit.sh buildctl ARGS...   run buildctl against that buildkitd
 #
+# BUILDKIT_ROOT (its state, default /var/lib/buildkit-golden) and BUILDKIT_RUNDIR (socket, pid,
+# config, log; default /run/buildkit-golden) give a second buildkitd its own state and socket
+# (bench/second_machine.py), so it does not stop or wipe the one the goldens are recorded with.
+#
 # The source is the moby/buildkit git mirror (BUILDKIT_GIT, tag v0.23.2); the toolchain is
 # Debian's golang-1.23 from bookworm-backports (GO): vendored modules, no module proxy.
 # buildkitd is built with the Dockerfile front end's labs build tags (its release/labs/tags:
@@ -19,8 +23,8 @@ BUILDKIT_GIT=${BUILDKIT_GIT:-/work/.mirror/moby+buildkit/repo}
 GO=${GO:-/usr/lib/go-1.23/bin/go}
 CACHE=${BUILDKIT_CACHE:-/var/cache/cloche-buildkit/$VERSION}
 BIN=$CACHE/bin
-ROOT=/var/lib/buildkit-golden
-RUNDIR=/run/buildkit-golden
+ROOT=${BUILDKIT_ROOT:-/var/lib/buildkit-golden}
+RUNDIR=${BUILDKIT_RUNDIR:-/run/buildkit-golden}
 ADDR=unix://$RUNDIR/buildkitd.sock
 TAGS=${BUILDKIT_TAGS-dfrunsecurity dfparents dfexcludepatterns dfrundevice}
 
