@@ -108,6 +108,8 @@ def test_second_machine_never_downloads_the_sdk_base(tmp_path: Path, registry,
     assert not _named(b.store, sdk)
     assert all(_has_layer(b.store, runtime_image))
     assert _named(b.store, runtime)
+    # nor is any base unpacked: every step hit, no step needed a root file system
+    assert not list((b.store.snapshots_dir / "images").glob("*/rootfs"))
     out = (rootfs(second.image, tmp_path / "root-b") / "out").read_text().split("\n")
     assert out[:4] == ["source", (rootfs(first.image, tmp_path / "root-a") / "out"
                                   ).read_text().split("\n")[1], str(4 << 20), "/sdk"]

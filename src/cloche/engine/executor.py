@@ -362,12 +362,16 @@ class Executor:
                     f"expected \"{wanted}\" for current build", planned.line,
                     rule="InvalidBaseImagePlatform", file=self.file or "Dockerfile",
                     end_line=planned.line))
-            if self.images.pending(image):  # pulled when a step first needs its files
+            # flattened (and, resolved by manifest and config only, pulled) when a step first
+            # needs its files: a stage whose steps all hit a cache never unpacks its base
+            if self.images.pending(image):
                 pending = image
                 rootfs = self.workspace.lazy_rootfs(image, lambda: self._base_rootfs(
                     planned, lambda: self.images.complete(pending)))
             else:
-                rootfs = self._base_rootfs(planned, image)
+                whole = image
+                rootfs = self.workspace.lazy_rootfs(image, lambda: self._base_rootfs(
+                    planned, whole))
             config = image.config
             if not any(e.startswith("PATH=") for e in config.env):
                 config = config.replace(env=(f"PATH={DEFAULT_PATH}",) + config.env)
