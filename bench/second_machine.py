@@ -516,7 +516,8 @@ def markdown(results: dict) -> str:
     m = results["machine"]
     v = results["versions"]
     parts = [f"Run of {results['started']} (UTC), {v.get('cloche', '?')} at commit "
-             f"{results.get('commit', '?')}, {v.get('buildkit', '?')}; {m['cores']} cores, "
+             f"{results.get('commit', '?')} ({results.get('cloche', 'cloche')}), "
+             f"{v.get('buildkit', '?')}; {m['cores']} cores, "
              f"{m['memory_gb']} GB, kernel {m['kernel']}; load average {m['load_before']} "
              f"before, {m['load_after']} after; machine-B builds: {results['repeat']} each, "
              "median shown.", "", report.md_table(HEADER, rows(results)), ""]
@@ -542,7 +543,7 @@ def main(args: argparse.Namespace) -> int:
     work.mkdir(parents=True)
     started = dt.datetime.now(dt.UTC)
     results = {"started": started.strftime("%Y-%m-%d %H:%M"), "repeat": repeat,
-               "machine": machine(), "commit": git_commit()}
+               "machine": machine(), "commit": git_commit(), "cloche": cloche}
     try:
         results |= measure(work, cloche, repeat)
     finally:
