@@ -79,3 +79,20 @@ def test_a_stored_base_of_another_platform_is_not_used(builder) -> None:
     message = caught.value.render()
     assert "stored for linux/amd64 only, not linux/arm64" in message
     assert caught.value.line == 1
+
+
+def test_a_base_without_the_asked_platform_is_an_error(empty_builder: Builder,
+                                                       remote_base: str) -> None:
+    """An amd64-only base under --platform linux/arm64: BuildKit warns
+    (InvalidBaseImagePlatform) and makes an image whose config says arm64 over amd64
+    binaries; cloche, one platform per build, refuses it at the FROM line (issue 14)."""
+    import pytest
+
+    from cloche.errors import BuildError
+
+    with pytest.raises(BuildError) as caught:
+        empty_builder.build(f"FROM {remote_base}\nRUN true\n", platform="linux/arm64")
+    message = caught.value.render()
+    assert "linux/amd64" in message and "linux/arm64" in message, message
+    assert caught.value.line == 1
+    assert not [e for e in empty_builder.recorder.of(ev.StepFinished) if not e.cached]

@@ -357,11 +357,15 @@ class Executor:
             wanted = Platform.parse(planned.platform) if planned.platform else self.platform
             got = image.platform
             if not same_platform(got, wanted):  # a registry served another platform
-                self.listener(ev.BuildWarning(  # BuildKit's rule and message
+                # BuildKit warns (InvalidBaseImagePlatform) and builds an image whose config
+                # says `wanted` over the base's `got` binaries; one platform per build, cloche
+                # refuses it, in BuildKit's words
+                raise BuildError(
                     f"Base image {planned.base} was pulled with platform \"{got}\", "
-                    f"expected \"{wanted}\" for current build", planned.line,
-                    rule="InvalidBaseImagePlatform", file=self.file or "Dockerfile",
-                    end_line=planned.line))
+                    f"expected \"{wanted}\" for current build",
+                    stage=planned.display_name, file=self.file, line=planned.line,
+                    hint=f"the image has no {wanted} variant: build with --platform {got}, or "
+                         f"use a base image whose index lists {wanted}")
             # flattened (and, resolved by manifest and config only, pulled) when a step first
             # needs its files: a stage whose steps all hit a cache never unpacks its base
             if self.images.pending(image):

@@ -147,7 +147,6 @@ def build(options: BuildOptions, *, store: Store, listener: ev.Listener = ev.ign
                 remote.load()  # the cache configs only: layers are fetched on a hit
             outcome = Executor(plan, options, store, context, checked, platform,
                                prefetch=prefetch, contexts=contexts, remote=remote).run()
-            _lint_failure(raised, config)  # InvalidBaseImagePlatform
             cache_meta: dict[str, object] = {}
             if remote is not None:
                 shipped = plan.shipped

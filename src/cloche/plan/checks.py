@@ -14,8 +14,9 @@ end (instructions/parse.go, dockerfile2llb/convert.go, validations.go, convert_e
   a target): UndefinedVar, LegacyKeyValueFormat, SecretsUsedInArgOrEnv, JSONArgsRecommended,
   MultipleInstructionsDisallowed, WorkdirRelativePath, ExposeProtoCasing,
   ExposeInvalidFormat, CopyIgnoredFile;
-- NoEmptyContinuation comes from the parser; InvalidBaseImagePlatform from the engine, once
-  a base image is there (the rule is listed here so that the configuration applies to it).
+- NoEmptyContinuation comes from the parser. InvalidBaseImagePlatform is listed (a
+  ``# check=skip=`` naming it is valid) but never raised: where BuildKit warns, a base pulled
+  for another platform, cloche's engine fails the build (one platform per build).
 
 The configuration is BuildKit's: the ``# check=`` directive, replaced as a whole by the
 ``BUILDKIT_DOCKERFILE_CHECK`` build arg, and ``# check=`` comments right above an
