@@ -57,7 +57,7 @@ class CacheSpec:
     ref: str | None = None  # registry: the artifact's (or, inline, the image's) reference
     path: str | None = None  # local: dest= (export) or src= (import)
     mode: str = "min"
-    compression: str = "gzip"
+    compression: str = "zstd"  # cloche's cache, read by cloche only: smaller and faster than gzip
     image_manifest: bool = False
     tag: str = "latest"  # local: the name in the layout's index.json
     ignore_error: bool = False  # an export that fails is a warning, not a failed build
@@ -87,7 +87,7 @@ def parse_cache_spec(text: str, flag: str) -> CacheSpec:
     if kind == "inline" and mode != "min":
         raise ConfigError(f"{flag} {text!r}: an inline cache holds the image's own steps only "
                           "(mode=min)", hint="use type=registry or type=local for mode=max")
-    compression = attrs.pop("compression", "gzip")
+    compression = attrs.pop("compression", CacheSpec.compression)
     check_choice(compression, CACHE_COMPRESSIONS, f"{flag} compression=")
     if attrs.pop("oci-mediatypes", "true").lower() not in ("true", "1"):
         raise ConfigError(f"{flag} {text!r}: cloche writes OCI media types only "
