@@ -27,6 +27,7 @@ import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -106,6 +107,19 @@ class _GroupProcess(subprocess.Popen[bytes]):
         except (ProcessLookupError, PermissionError):
             pass
         super().kill()
+
+    def wait_group(self, limit: float = 10.0) -> None:
+        """Wait (a bounded while) until no process of the group is left: SIGKILL takes effect
+        when each process next runs, and an orphan is reaped by init, so on a loaded machine a
+        killed step's background process may outlive the kill by a moment. The step returns
+        only once they are gone (or ``limit`` seconds passed)."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.pid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.01)
 
 
 def _private_copy(source: Path, scratch: Path, n: int) -> Path:
@@ -240,7 +254,7 @@ def run_chroot(spec: RunSpec) -> RunResult:
     scratch = make_scratch("run", spec.scratch)
     scratch.chmod(0o711)  # the step's user reaches its binds (hosts, secrets) by path
     stubs = Stubs(spec.rootfs)
-    proc: subprocess.Popen[bytes] | None = None
+    proc: _GroupProcess | None = None
     pumps: list[threading.Thread] = []
     failures: list[BaseException] = []
     scope = spec.cancel or CancelScope()
@@ -291,6 +305,7 @@ def run_chroot(spec: RunSpec) -> RunResult:
             proc.kill()
             proc.wait()
         proc.kill()  # what is left of the group (processes that left proot's tracing)
+        proc.wait_group()
         for t in pumps:
             t.join()
         if signalled is not None:
@@ -299,6 +314,7 @@ def run_chroot(spec: RunSpec) -> RunResult:
         if proc is not None:
             proc.kill()
             proc.wait()
+            proc.wait_group()
         for t in pumps:
             t.join()
         raise
