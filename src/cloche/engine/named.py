@@ -32,12 +32,12 @@ import json
 import os
 import stat
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from cloche.engine.cache import StatCache
 from cloche.engine.context import ContextError
@@ -245,18 +245,8 @@ class ContextResolver:
     def image(self, name: str, platform: str | None = None) -> Image:
         """The context as an image (a base for FROM, or files for --from), made once."""
         want = Platform.parse(platform) if platform else self.platform
-        key = (name, str(want))
-        with self._lock:
-            future = self._futures.get(key)
-            owner = future is None
-            if future is None:
-                future = self._futures[key] = Future()
-        if owner:
-            try:
-                future.set_result(self._make(name, want, platform))
-            except BaseException as err:  # noqa: BLE001 - handed to every waiter
-                future.set_exception(err)
-        return future.result()
+        return _once(self._lock, self._futures, (name, str(want)),
+                     lambda: self._make(name, want, platform))
 
     def _make(self, name: str, want: Platform, platform: str | None) -> Image:
         source = self.source(name)
@@ -278,17 +268,7 @@ class ContextResolver:
         found = self.named.dirs.get(name)
         if found is not None:
             return found
-        with self._lock:
-            future = self._fetched.get(name)
-            owner = future is None
-            if future is None:
-                future = self._fetched[name] = Future()
-        if owner:
-            try:
-                future.set_result(self._fetch(self.source(name)))
-            except BaseException as err:  # noqa: BLE001 - handed to every waiter
-                future.set_exception(err)
-        return future.result()
+        return _once(self._lock, self._fetched, name, lambda: self._fetch(self.source(name)))
 
     def _fetch(self, source: ContextSource) -> _Dir:
         assert source.reference is not None
@@ -392,6 +372,27 @@ class ContextResolver:
     def save(self) -> None:
         for cache in self._stats.values():
             cache.save()
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _once(lock: threading.Lock, made: dict[_K, Future[_V]], key: _K,
+          make: Callable[[], _V]) -> _V:
+    """``make()`` run once for ``key``: the first caller runs it, every other caller (any
+    thread) waits for it and gets its result, or its error raised."""
+    with lock:
+        future = made.get(key)
+        owner = future is None
+        if future is None:
+            future = made[key] = Future()
+    if owner:
+        try:
+            future.set_result(make())
+        except BaseException as err:  # noqa: BLE001 - handed to every waiter
+            future.set_exception(err)
+    return future.result()
 
 
 def _empty_config(platform: Platform) -> ImageConfig:

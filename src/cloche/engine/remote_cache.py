@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from cloche.compression import Compression, open_decompressed
 from cloche.engine import events as ev
@@ -44,6 +44,9 @@ from cloche.oci import mediatypes as mt
 from cloche.oci.digest import Digest, Digester
 from cloche.oci.image import Image, Layer, LazyLayer
 from cloche.store import Store, atomic_write
+
+if TYPE_CHECKING:
+    from cloche.oci.platform import Platform
 
 CACHE_CONFIG = "application/vnd.cloche.cache.config.v1+json"
 FORMAT = "cloche.cache.v1"
@@ -210,7 +213,6 @@ class RemoteCache:
             self.sources.append(source)
 
     def _open_registry(self, spec: CacheSpec) -> _Source:
-        from cloche.oci.platform import Platform
         from cloche.oci.reference import Reference
 
         assert spec.ref is not None
@@ -229,19 +231,10 @@ class RemoteCache:
             def fetch(blob: Blob, sink: Callable[[bytes], object], ep: Any = ep) -> None:
                 client.fetch_blob(ep, blob.digest, blob.size, sink)
 
-            def read(blob: Blob) -> bytes:
-                if blob.size > MAX_CONFIG:
-                    raise ValueError(f"cache config {blob.digest} is too large")
-                parts: list[bytes] = []
-                fetch(blob, parts.append)
-                return b"".join(parts)
-
             def manifest(digest: Digest, ep: Any = ep) -> bytes:
                 return bytes(client.get_manifest(ep, str(digest)).data)
 
-            platform = Platform.parse(self.options.platform) if self.options.platform \
-                else Platform.host()
-            entries = _entries(top.data, read, manifest, platform)
+            entries = _entries(top.data, _reader(fetch), manifest, self._platform())
             return _Source(spec.ref, entries, fetch)
         raise last or RegistryError(f"cannot reach {ref.registry}", reference=str(ref))
 
@@ -258,19 +251,16 @@ class RemoteCache:
         def fetch(blob: Blob, sink: Callable[[bytes], object]) -> None:
             _read_local_blob(root, blob, sink)
 
-        def read(blob: Blob) -> bytes:
-            if blob.size > MAX_CONFIG:
-                raise ValueError(f"cache config {blob.digest} is too large")
-            parts: list[bytes] = []
-            fetch(blob, parts.append)
-            return b"".join(parts)
+        read = _reader(fetch)
+        return _Source(spec.path, _entries(read(top), read, lambda d: read(
+            Blob(d, MAX_CONFIG, "")), self._platform()), fetch)
 
+    def _platform(self) -> Platform:
+        """The build's platform: which image of a multi-platform cache index is read."""
         from cloche.oci.platform import Platform
 
-        platform = Platform.parse(self.options.platform) if self.options.platform \
+        return Platform.parse(self.options.platform) if self.options.platform \
             else Platform.host()
-        return _Source(spec.path, _entries(read(top), read, lambda d: read(
-            Blob(d, MAX_CONFIG, "")), platform), fetch)
 
     def lookup(self, key: str, cache: BuildCache, stage: int) -> tuple[CacheRecord, str] | None:
         """The step ``key`` of ``stage`` from the first source that has it and whose layer
@@ -558,6 +548,19 @@ def _read_limited(path: Path, limit: int) -> bytes:
 
 def _blob_path(root: Path, digest: Digest) -> Path:
     return root / "blobs" / digest.algorithm / digest.hex
+
+
+def _reader(fetch: Callable[[Blob, Callable[[bytes], object]], None]
+            ) -> Callable[[Blob], bytes]:
+    """A reader of a source's small blobs (manifests, the cache config): whole, bounded."""
+    def read(blob: Blob) -> bytes:
+        if blob.size > MAX_CONFIG:
+            raise ValueError(f"cache config {blob.digest} is too large")
+        parts: list[bytes] = []
+        fetch(blob, parts.append)
+        return b"".join(parts)
+
+    return read
 
 
 def _read_local_blob(root: Path, blob: Blob, sink: Callable[[bytes], object]) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 from cloche.dockerfile.instructions import Arg, ArgDef, Instruction, Run
 from cloche.dockerfile.shell import expand_word
 from cloche.dockerfile.stages import Dockerfile
-from cloche.plan.graph import BuildPlan
+from cloche.plan.graph import BuildPlan, PlannedStage
 
 __all__ = ["outline", "targets"]
 
@@ -130,10 +130,10 @@ def _globals(dockerfile: Dockerfile, build_args: Mapping[str, str]
                 value: str | None = build_args[arg.name]
                 reads: set[str] = set()
             elif arg.default is not None:
-                reads = _reads(arg.default, values, escape) - {arg.name}
+                reads = _reads(arg.default, values, escape)
                 value = expand_word(arg.default, values, escape)
-                if arg.name in deps and arg.name in _reads(arg.default, values, escape):
-                    reads |= deps[arg.name]  # ARG A=$A-more: A's earlier reads too
+                if arg.name in reads:  # ARG A=$A-more: A's earlier reads too
+                    reads = (reads - {arg.name}) | deps.get(arg.name, set())
             else:
                 value, reads = None, set()
             if value is not None:
@@ -196,10 +196,9 @@ def outline(plan: BuildPlan, build_args: Mapping[str, str]) -> dict[str, Any]:
     return result
 
 
-def _expanded_commands(planned: Any) -> tuple[Instruction, ...]:
+def _expanded_commands(planned: PlannedStage) -> tuple[Instruction, ...]:
     """The plan-time expansion of the stage's own commands (after its triggers)."""
-    expanded: tuple[Instruction, ...] = planned.expanded
-    return expanded[len(planned.triggers):]
+    return planned.expanded[len(planned.triggers):]
 
 
 def _stage_args(written: Arg, expanded: Instruction, build_args: Mapping[str, str],
