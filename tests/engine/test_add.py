@@ -269,3 +269,20 @@ def test_download_without_ca_bundle(tmp_path: Path, web: tuple[str, Path],
     assert got.path.read_bytes().startswith(b"plain http")
     with pytest.raises(DownloadError, match="CA certificates"):
         download("https://127.0.0.1:9/x", out)
+
+
+@pytest.mark.parametrize("disposition, url, name", [
+    ('attachment; filename="../../etc/passwd"', "http://h/x", "passwd"),
+    ('attachment; filename=".."', "http://h/dl/tool", "tool"),
+    ('attachment; filename="/abs/evil.sh"', "http://h/x", "evil.sh"),
+    (None, "http://h/a/..", "download"),
+])
+def test_a_download_name_never_climbs(disposition: str | None, url: str, name: str) -> None:
+    """A server's Content-Disposition or URL names the file (ADD, an HTTP named context): its
+    last segment only, never a path out of the folder it is written in."""
+    import httpx
+
+    from cloche.engine.remote import filename_for
+
+    headers = httpx.Headers({"content-disposition": disposition} if disposition else {})
+    assert filename_for(url, headers, None) == name
